@@ -1,0 +1,223 @@
+//! Events: their kinds, the immutable [`Event`] value handed to subscribers,
+//! and the record kept in a trace's history.
+//!
+//! Every state change of a trace produces exactly one event per affected
+//! node (or space), numbered with a per-trace, gap-free `seq` starting at 1.
+//! An event is serialized once, when it is emitted, into the wire format of
+//! the reference (see [`wire`]); history, subscribers and the storage driver
+//! share those bytes. Nothing re-encodes an event afterwards.
+
+pub(crate) mod wire;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The kind of an event; the wire `type` string is [`EventKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The trace was created (`init`).
+    Init,
+    /// One node (`data.node`) or parallel branches (`data.nodes`) started (`node_start`).
+    NodeStart,
+    /// A node completed (`node_complete`).
+    NodeComplete,
+    /// A node failed or was cancelled (`node_failed`).
+    NodeFailed,
+    /// A node's output, metadata or status changed (`node_updated`, data `{"node": ..}`).
+    NodeUpdated,
+    /// A log line (`log_added`, PascalCase payload).
+    LogAdded,
+    /// A new key in a space (`memory_add`).
+    MemoryAdd,
+    /// An existing key overwritten (`memory_update`).
+    MemoryUpdate,
+    /// A key deleted, or all keys cleared (`memory_delete`).
+    MemoryDelete,
+    /// A space created (`space_created`).
+    SpaceCreated,
+    /// A space deleted (`space_deleted`).
+    SpaceDeleted,
+    /// The trace finished: completed or cancelled (`complete`).
+    Complete,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 12] = [
+        EventKind::Init,
+        EventKind::NodeStart,
+        EventKind::NodeComplete,
+        EventKind::NodeFailed,
+        EventKind::NodeUpdated,
+        EventKind::LogAdded,
+        EventKind::MemoryAdd,
+        EventKind::MemoryUpdate,
+        EventKind::MemoryDelete,
+        EventKind::SpaceCreated,
+        EventKind::SpaceDeleted,
+        EventKind::Complete,
+    ];
+
+    /// The wire `type` string, e.g. `"node_start"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Init => "init",
+            EventKind::NodeStart => "node_start",
+            EventKind::NodeComplete => "node_complete",
+            EventKind::NodeFailed => "node_failed",
+            EventKind::NodeUpdated => "node_updated",
+            EventKind::LogAdded => "log_added",
+            EventKind::MemoryAdd => "memory_add",
+            EventKind::MemoryUpdate => "memory_update",
+            EventKind::MemoryDelete => "memory_delete",
+            EventKind::SpaceCreated => "space_created",
+            EventKind::SpaceDeleted => "space_deleted",
+            EventKind::Complete => "complete",
+        }
+    }
+
+    /// Parses a wire `type` string.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event of a trace: an immutable snapshot taken when it was emitted.
+///
+/// The public fields mirror the wire envelope; [`Event::data`] decodes the
+/// payload and [`Event::to_json`] returns the exact wire bytes.
+///
+/// # Examples
+/// ```
+/// # fn main() -> tracepool::Result<()> {
+/// use tracepool::{Engine, Cursor, EventKind, NodeOptions, TraceOptions};
+/// let engine = Engine::builder().memory().workers(1).capacity(4).build()?;
+/// let trace = engine.create(TraceOptions::new())?;
+/// trace.add("input", NodeOptions::new().label("Step"))?;
+/// let events = trace.events(Cursor::Seq(0))?;
+/// assert_eq!(events[0].kind, EventKind::Init);
+/// assert_eq!(events[1].seq, 2);
+/// assert_eq!(events[1].data()["node"]["label"], "Step");
+/// assert!(events[1].to_json().starts_with(r#"{"type":"node_start","#));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct Event {
+    /// Per-trace sequence number, from 1, gap-free.
+    pub seq: u64,
+    /// Kind.
+    pub kind: EventKind,
+    /// Trace id.
+    pub trace_id: String,
+    /// Node id, `""` when not applicable.
+    pub node_id: String,
+    /// Space id, `""` when not applicable.
+    pub space_id: String,
+    /// Emission time, ms since the epoch (non-decreasing within a trace).
+    pub timestamp: i64,
+    pub(crate) bytes: Bytes,
+    pub(crate) data_range: (u32, u32),
+}
+
+impl Event {
+    /// The payload (`data` of the wire envelope), decoded.
+    pub fn data(&self) -> Value {
+        let (a, b) = self.data_range;
+        serde_json::from_slice(&self.bytes[a as usize..b as usize]).unwrap_or(Value::Null)
+    }
+
+    /// The wire format: the reference's snake_case envelope
+    /// (`type`, `trace_id`, `node_id`, `space_id`, `timestamp`, `data`) plus `seq`.
+    pub fn to_json(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The wire bytes, shared (cloning them copies nothing).
+    pub fn wire_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Decodes one wire-format event (as written by [`Event::to_json`]).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming `location` when the text is not an event.
+    pub fn from_json(text: &[u8], location: &str) -> Result<Event> {
+        wire::decode(Bytes::copy_from_slice(text), location)
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("seq", &self.seq)
+            .field("kind", &self.kind)
+            .field("trace_id", &self.trace_id)
+            .field("node_id", &self.node_id)
+            .field("space_id", &self.space_id)
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The next event, in seq order.
+    Event(Event),
+    /// The subscriber fell behind its bound (or its cursor is older than the
+    /// retained history); `missed` events were skipped and the stream continues
+    /// with the oldest event still within the bound.
+    Lagged {
+        /// How many events were skipped.
+        missed: u64,
+    },
+}
+
+/// Where a subscription (or an `events` query) starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Events with `seq >= n` (`Seq(0)` and `Seq(1)` mean everything).
+    Seq(u64),
+    /// Events with `timestamp >= ms` (ms since the epoch, inclusive).
+    Time(i64),
+}
+
+/// An event as kept in a trace's history: its numbering plus the wire bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredEvent {
+    pub(crate) seq: u64,
+    pub(crate) kind: EventKind,
+    pub(crate) timestamp: i64,
+    pub(crate) node: Option<crate::id::ShortId>,
+    pub(crate) space: Option<crate::id::ShortId>,
+    pub(crate) bytes: Bytes,
+    pub(crate) data_range: (u32, u32),
+}
+
+impl StoredEvent {
+    pub(crate) fn to_event(&self, trace_id: &str) -> Event {
+        Event {
+            seq: self.seq,
+            kind: self.kind,
+            trace_id: trace_id.to_owned(),
+            node_id: self.node.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+            space_id: self.space.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            timestamp: self.timestamp,
+            bytes: self.bytes.clone(),
+            data_range: self.data_range,
+        }
+    }
+}
+
+/// Helper for decoders: builds a corrupt error.
+pub(crate) fn corrupt(location: &str, what: impl std::fmt::Display) -> Error {
+    Error::corrupt(location, what.to_string())
+}

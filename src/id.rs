@@ -1,0 +1,211 @@
+//! Identifiers: trace ids (validated, stored inline), node and space ids
+//! (12 characters of `[0-9a-z]`), id generation and the millisecond clock.
+//!
+//! Ids are kept in fixed-size inline buffers so that creating a trace or a
+//! node allocates nothing: a trace id is at most 64 bytes, a node id exactly 12.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// Longest accepted trace id.
+pub(crate) const MAX_TRACE_ID_LEN: usize = 64;
+
+/// A validated trace id (`^[0-9A-Za-z_-]{1,64}$`), stored inline.
+#[derive(Clone, Copy)]
+pub(crate) struct TraceId {
+    len: u8,
+    buf: [u8; MAX_TRACE_ID_LEN],
+}
+
+impl TraceId {
+    pub(crate) const EMPTY: TraceId = TraceId {
+        len: 0,
+        buf: [0; MAX_TRACE_ID_LEN],
+    };
+
+    /// Validates `id` and copies it inline.
+    pub(crate) fn parse(id: &str) -> Result<TraceId> {
+        validate_trace_id(id)?;
+        let mut buf = [0u8; MAX_TRACE_ID_LEN];
+        buf[..id.len()].copy_from_slice(id.as_bytes());
+        Ok(TraceId {
+            len: id.len() as u8,
+            buf,
+        })
+    }
+
+    /// A fresh id: `YYYYMMDD` (UTC) followed by 12 random decimal digits.
+    pub(crate) fn generate() -> TraceId {
+        let mut buf = [0u8; MAX_TRACE_ID_LEN];
+        let (y, m, d) = civil_from_days(now_ms().div_euclid(86_400_000));
+        write_digits(&mut buf[0..4], y as u64);
+        write_digits(&mut buf[4..6], m as u64);
+        write_digits(&mut buf[6..8], d as u64);
+        for b in &mut buf[8..20] {
+            *b = b'0' + fastrand::u8(0..10);
+        }
+        TraceId { len: 20, buf }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Safety of the unwrap-free path: only ASCII is ever written (validated or generated).
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl PartialEq for TraceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for TraceId {}
+impl Hash for TraceId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+fn write_digits(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// Checks a trace id against `^[0-9A-Za-z_-]{1,64}$`.
+///
+/// This is the only gate between caller-supplied ids and file paths or
+/// storage keys, so it rejects `..`, `/`, `:`, NUL and the empty string.
+///
+/// # Errors
+/// [`Error::InvalidId`] naming the rejected id.
+pub fn validate_trace_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_TRACE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(80).collect();
+        Err(Error::InvalidId { id: shown })
+    }
+}
+
+/// Generates a trace id: `YYYYMMDD` (UTC date) followed by 12 random digits,
+/// 20 characters in all, like the reference's `GenTraceID`.
+///
+/// # Examples
+/// ```
+/// let id = tracepool::gen_trace_id();
+/// assert_eq!(id.len(), 20);
+/// assert!(id.bytes().all(|b| b.is_ascii_digit()));
+/// ```
+pub fn gen_trace_id() -> String {
+    TraceId::generate().as_str().to_owned()
+}
+
+const NODE_ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// A node or space id: 12 characters of `[0-9a-z]`, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ShortId([u8; 12]);
+
+impl ShortId {
+    pub(crate) fn generate() -> ShortId {
+        let mut b = [0u8; 12];
+        for x in &mut b {
+            *x = NODE_ALPHABET[fastrand::usize(0..36)];
+        }
+        ShortId(b)
+    }
+
+    /// Parses a 12-character `[0-9a-z]` id; `None` for anything else.
+    pub(crate) fn parse(s: &str) -> Option<ShortId> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 12
+            || !bytes
+                .iter()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        {
+            return None;
+        }
+        let mut b = [0u8; 12];
+        b.copy_from_slice(bytes);
+        Some(ShortId(b))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ShortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Converts days since 1970-01-01 to a (year, month, day) civil date
+/// (Howard Hinnant's algorithm).
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_410), (2025, 11, 18));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn trace_id_validation() {
+        for bad in ["", "../x", "a/b", "a:b", ".", "..", "a\0b", "/abs", &"x".repeat(65)] {
+            assert!(TraceId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "20251118123456789012", "A_b-9", &"x".repeat(64)] {
+            assert_eq!(TraceId::parse(good).unwrap().as_str(), good);
+        }
+    }
+
+    #[test]
+    fn generated_ids_have_the_reference_shape() {
+        let t = TraceId::generate();
+        assert_eq!(t.as_str().len(), 20);
+        assert!(TraceId::parse(t.as_str()).is_ok());
+        let n = ShortId::generate();
+        assert_eq!(ShortId::parse(n.as_str()), Some(n));
+        assert!(ShortId::parse("ABCDEFGHIJKL").is_none());
+    }
+}

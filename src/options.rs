@@ -1,0 +1,202 @@
+//! Builder-style option structs for traces, nodes, spaces and parallel branches.
+
+use serde_json::{Map, Value};
+
+/// Options for [`Engine::create`](crate::Engine::create).
+///
+/// # Examples
+/// ```
+/// use tracepool::TraceOptions;
+/// let opts = TraceOptions::new().created_by("me").metadata("task", "demo");
+/// assert_eq!(opts.created_by.as_deref(), Some("me"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TraceOptions {
+    /// Custom id (validated); generated when `None`.
+    pub id: Option<String>,
+    /// Creator.
+    pub created_by: Option<String>,
+    /// Team.
+    pub team_id: Option<String>,
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// Caller metadata.
+    pub metadata: Map<String, Value>,
+    /// Archive the trace when it is marked complete (drivers that support it).
+    pub auto_archive: bool,
+}
+
+impl TraceOptions {
+    /// Default options: generated id, no metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Uses `id` instead of a generated one.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Sets the creator.
+    pub fn created_by(mut self, v: impl Into<String>) -> Self {
+        self.created_by = Some(v.into());
+        self
+    }
+    /// Sets the team.
+    pub fn team_id(mut self, v: impl Into<String>) -> Self {
+        self.team_id = Some(v.into());
+        self
+    }
+    /// Sets the tenant.
+    pub fn tenant_id(mut self, v: impl Into<String>) -> Self {
+        self.tenant_id = Some(v.into());
+        self
+    }
+    /// Adds a metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+    /// Archives the trace on `mark_complete`.
+    pub fn auto_archive(mut self, on: bool) -> Self {
+        self.auto_archive = on;
+        self
+    }
+}
+
+/// Options for a new node.
+///
+/// # Examples
+/// ```
+/// use tracepool::NodeOptions;
+/// let o = NodeOptions::new().label("Input").icon("processor").auto_complete_parent(false);
+/// assert_eq!(o.label, "Input");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Label.
+    pub label: String,
+    /// Caller-defined type.
+    pub node_type: String,
+    /// Icon.
+    pub icon: String,
+    /// Description.
+    pub description: String,
+    /// Metadata.
+    pub metadata: Map<String, Value>,
+    /// Whether `add`/`parallel` complete the running current nodes first
+    /// (`None` means yes).
+    pub auto_complete_parent: Option<bool>,
+}
+
+impl NodeOptions {
+    /// Empty options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the label.
+    pub fn label(mut self, v: impl Into<String>) -> Self {
+        self.label = v.into();
+        self
+    }
+    /// Sets the type.
+    pub fn node_type(mut self, v: impl Into<String>) -> Self {
+        self.node_type = v.into();
+        self
+    }
+    /// Sets the icon.
+    pub fn icon(mut self, v: impl Into<String>) -> Self {
+        self.icon = v.into();
+        self
+    }
+    /// Sets the description.
+    pub fn description(mut self, v: impl Into<String>) -> Self {
+        self.description = v.into();
+        self
+    }
+    /// Adds a metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+    /// Whether running current nodes are completed before this node is added (default true).
+    pub fn auto_complete_parent(mut self, on: bool) -> Self {
+        self.auto_complete_parent = Some(on);
+        self
+    }
+    pub(crate) fn auto_completes(&self) -> bool {
+        self.auto_complete_parent.unwrap_or(true)
+    }
+}
+
+/// Options for a new space.
+#[derive(Debug, Clone, Default)]
+pub struct SpaceOptions {
+    /// Label.
+    pub label: String,
+    /// Caller-defined type.
+    pub space_type: String,
+    /// Icon.
+    pub icon: String,
+    /// Description.
+    pub description: String,
+    /// Time to live in seconds (informational).
+    pub ttl: u64,
+    /// Metadata.
+    pub metadata: Map<String, Value>,
+}
+
+impl SpaceOptions {
+    /// Empty options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the label.
+    pub fn label(mut self, v: impl Into<String>) -> Self {
+        self.label = v.into();
+        self
+    }
+    /// Sets the type.
+    pub fn space_type(mut self, v: impl Into<String>) -> Self {
+        self.space_type = v.into();
+        self
+    }
+    /// Sets the icon.
+    pub fn icon(mut self, v: impl Into<String>) -> Self {
+        self.icon = v.into();
+        self
+    }
+    /// Sets the description.
+    pub fn description(mut self, v: impl Into<String>) -> Self {
+        self.description = v.into();
+        self
+    }
+    /// Sets the time to live (seconds, informational).
+    pub fn ttl(mut self, secs: u64) -> Self {
+        self.ttl = secs;
+        self
+    }
+    /// Adds a metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// One branch of [`Trace::parallel`](crate::Trace::parallel).
+#[derive(Debug, Clone)]
+pub struct ParallelInput {
+    /// Input of the branch node.
+    pub input: Value,
+    /// Options of the branch node.
+    pub options: NodeOptions,
+}
+
+impl ParallelInput {
+    /// A branch with `input` and `options`.
+    pub fn new(input: impl Into<Value>, options: NodeOptions) -> Self {
+        ParallelInput {
+            input: input.into(),
+            options,
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! [`Trace`]: the handle to one loaded trace.
+
+use std::fmt::Display;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+
+use super::node::Node;
+use super::state::{Target, TraceState};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::event::{Cursor, Event};
+use crate::id::TraceId;
+use crate::model::{Level, LogEntry, NodeData, SpaceData, SpaceInfo, TraceInfo, TraceStatus};
+use crate::options::{NodeOptions, ParallelInput, SpaceOptions};
+use crate::subscribe::{Subscription, register};
+
+/// A handle to a loaded trace. Cheap to clone; `Send + Sync`; usable from
+/// many threads at once (operations on one trace are serialised by its slot lock).
+///
+/// After [`release`](Trace::release), every `Result` method returns
+/// [`Error::Released`], `bool` methods return `false` and chainable logs do
+/// nothing.
+///
+/// # Examples
+/// ```
+/// # fn main() -> tracepool::Result<()> {
+/// use serde_json::json;
+/// use tracepool::{Engine, NodeOptions, NodeStatus, TraceOptions};
+/// let engine = Engine::builder().workers(1).capacity(4).memory().build()?;
+/// let trace = engine.create(TraceOptions::new())?;
+/// let step1 = trace.add("user input", NodeOptions::new().label("Input"))?;
+/// trace.info("Starting").debug("details");
+/// trace.add("process", NodeOptions::new().label("Process"))?; // completes step1
+/// assert_eq!(step1.data()?.status, NodeStatus::Completed);
+/// trace.complete(Some(json!({"validated": true})))?;
+/// assert_eq!(trace.all_nodes()?.len(), 2);
+/// assert_eq!(trace.logs(None)?.len(), 2);
+/// trace.release()?;
+/// assert!(matches!(trace.root(), Err(tracepool::Error::Released)));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Trace {
+    engine: Engine,
+    idx: u32,
+    generation: u64,
+    id: TraceId,
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace")
+            .field("id", &self.id)
+            .field("slot", &self.idx)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl Trace {
+    pub(crate) fn new(engine: Engine, idx: u32, generation: u64, id: TraceId) -> Trace {
+        Trace {
+            engine,
+            idx,
+            generation,
+            id,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut TraceState) -> Result<R>) -> Result<R> {
+        self.engine.core().with_state(self.idx, self.generation, f)
+    }
+
+    fn node_handle(&self, st: &TraceState, n: u32) -> Node {
+        Node::new(
+            self.engine.clone(),
+            self.idx,
+            self.generation,
+            n,
+            st.nodes[n as usize].id,
+        )
+    }
+
+    /// The trace id.
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// The engine this trace belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Adds a node after the current nodes (the first call creates the root).
+    ///
+    /// Unless `opts.auto_complete_parent(false)`, running current nodes are
+    /// completed first (`node_complete` each). The new node's parents are
+    /// *all* current nodes (an implicit join after `parallel`), and it becomes
+    /// the only current node.
+    ///
+    /// # Errors
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn add(&self, input: impl Into<Value>, opts: NodeOptions) -> Result<Node> {
+        let input = input.into();
+        self.with(|st| {
+            let n = st.add(input, opts)?;
+            Ok(self.node_handle(st, n))
+        })
+    }
+
+    /// Starts parallel branches under all current nodes (auto-completing the
+    /// running ones unless every input opts out); the branches become the
+    /// current nodes. One `node_start` event carries all branches.
+    ///
+    /// # Errors
+    /// `EmptyParallel`, `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn parallel(&self, inputs: Vec<ParallelInput>) -> Result<Vec<Node>> {
+        self.with(|st| {
+            let (first, count) = st.parallel(None, inputs)?;
+            Ok((first..first + count)
+                .map(|n| self.node_handle(st, n))
+                .collect())
+        })
+    }
+
+    fn chain_log(&self, level: Level, msg: &str, data: Value) -> &Trace {
+        let r = self.with(|st| {
+            st.log(Target::Current, level, msg, data);
+            Ok(())
+        });
+        if r.is_err() {
+            self.engine
+                .core()
+                .counters
+                .logs_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// Logs at `info` on every current node (dropped and counted when there is none).
+    pub fn info(&self, msg: impl AsRef<str>) -> &Trace {
+        self.chain_log(Level::Info, msg.as_ref(), Value::Null)
+    }
+    /// Logs at `debug` on every current node.
+    pub fn debug(&self, msg: impl AsRef<str>) -> &Trace {
+        self.chain_log(Level::Debug, msg.as_ref(), Value::Null)
+    }
+    /// Logs at `warn` on every current node.
+    pub fn warn(&self, msg: impl AsRef<str>) -> &Trace {
+        self.chain_log(Level::Warn, msg.as_ref(), Value::Null)
+    }
+    /// Logs at `error` on every current node.
+    pub fn error(&self, msg: impl AsRef<str>) -> &Trace {
+        self.chain_log(Level::Error, msg.as_ref(), Value::Null)
+    }
+    /// Logs a message with structured data on every current node.
+    pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl Into<Value>) -> &Trace {
+        self.chain_log(level, msg.as_ref(), data.into())
+    }
+
+    /// Sets the output of every current node (`node_updated` each).
+    ///
+    /// # Errors
+    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_output(&self, output: impl Into<Value>) -> Result<()> {
+        let output = output.into();
+        self.with(|st| st.set_output(Target::Current, output))
+    }
+
+    /// Sets a metadata key on every current node (`node_updated` each).
+    ///
+    /// # Errors
+    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_metadata(&self, key: &str, value: impl Into<Value>) -> Result<()> {
+        let value = value.into();
+        self.with(|st| st.set_metadata(Target::Current, key, value))
+    }
+
+    /// Completes every unfinished current node (`node_complete` each);
+    /// finished ones are skipped. `Some(output)` sets their output first.
+    ///
+    /// # Errors
+    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn complete(&self, output: Option<Value>) -> Result<()> {
+        self.with(|st| st.complete(Target::Current, output))
+    }
+
+    /// Fails every unfinished current node: an `error` log line
+    /// (`"Node failed: <err>"`), then `node_failed`.
+    ///
+    /// # Errors
+    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn fail(&self, err: impl Display) -> Result<()> {
+        let msg = err.to_string();
+        self.with(|st| st.fail(Target::Current, &msg))
+    }
+
+    /// The root node, once the first `add` happened.
+    pub fn root(&self) -> Result<Option<NodeData>> {
+        self.with(|st| Ok(st.root.map(|r| st.node_data(r))))
+    }
+
+    /// A node by id (`None` if this trace has no such node).
+    pub fn node(&self, node_id: &str) -> Result<Option<NodeData>> {
+        self.with(|st| Ok(st.find_node(node_id).map(|n| st.node_data(n))))
+    }
+
+    /// A handle to a node by id, for node-level operations.
+    ///
+    /// # Errors
+    /// `NodeNotFound`, `Released`, `ShutDown`.
+    pub fn node_handle_by_id(&self, node_id: &str) -> Result<Node> {
+        self.with(|st| {
+            st.find_node(node_id)
+                .map(|n| self.node_handle(st, n))
+                .ok_or_else(|| Error::NodeNotFound(node_id.to_owned()))
+        })
+    }
+
+    /// The current nodes (the cursor).
+    pub fn current_nodes(&self) -> Result<Vec<NodeData>> {
+        self.with(|st| Ok(st.current.iter().map(|&n| st.node_data(n)).collect()))
+    }
+
+    /// Every node once: root first, then breadth-first.
+    pub fn all_nodes(&self) -> Result<Vec<NodeData>> {
+        self.with(|st| Ok(st.bfs_order().into_iter().map(|n| st.node_data(n)).collect()))
+    }
+
+    /// Log lines in the order they were written; `Some(node_id)` for one node.
+    ///
+    /// # Errors
+    /// `NodeNotFound` for an unknown node id, `Released`, `ShutDown`.
+    pub fn logs(&self, node_id: Option<&str>) -> Result<Vec<LogEntry>> {
+        self.with(|st| match node_id {
+            None => Ok(st.logs(None)),
+            Some(id) => match st.find_node(id) {
+                Some(n) => Ok(st.logs(Some(n))),
+                None => Err(Error::NodeNotFound(id.to_owned())),
+            },
+        })
+    }
+
+    /// Trace metadata.
+    pub fn trace_info(&self) -> Result<TraceInfo> {
+        let driver = self.engine.driver_name();
+        self.with(|st| Ok(st.trace_info(driver)))
+    }
+
+    /// Trace status. For a released handle: the status the trace had when it
+    /// was released, or `Cancelled` once its slot was reused more than once.
+    pub fn status(&self) -> TraceStatus {
+        match self.with(|st| Ok(st.status)) {
+            Ok(s) => s,
+            Err(_) => self
+                .engine
+                .released_status(self.idx, self.generation)
+                .unwrap_or(TraceStatus::Cancelled),
+        }
+    }
+
+    /// Marks the trace complete: one `complete` event, ever (later calls do
+    /// nothing). Running nodes are left as they are. Afterwards the trace is
+    /// finished: reads work, mutations return `TraceFinished`.
+    ///
+    /// # Errors
+    /// `Released`, `ShutDown`.
+    pub fn mark_complete(&self) -> Result<()> {
+        self.with(|st| {
+            st.mark_complete();
+            Ok(())
+        })
+    }
+
+    /// Cancels the trace: unfinished nodes become `cancelled` (one
+    /// `node_failed` each, `status: "cancelled"`, `error`: the reason), then
+    /// one `complete` with status `cancelled`. A finished trace is left as it is.
+    ///
+    /// # Errors
+    /// `Released`, `ShutDown`.
+    pub fn mark_cancelled(&self, reason: impl Display) -> Result<()> {
+        let reason = reason.to_string();
+        self.with(|st| {
+            st.mark_cancelled(&reason);
+            Ok(())
+        })
+    }
+
+    /// Whether the trace was marked complete or cancelled (`false` when released).
+    pub fn is_complete(&self) -> bool {
+        self.with(|st| Ok(st.finished)).unwrap_or(false)
+    }
+
+    // ---- spaces ----------------------------------------------------------
+
+    /// Creates a key-value space (`space_created`).
+    ///
+    /// # Errors
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn create_space(&self, opts: SpaceOptions) -> Result<SpaceInfo> {
+        self.with(|st| st.create_space(opts))
+    }
+
+    /// A space's metadata (`None` if unknown).
+    pub fn space(&self, space_id: &str) -> Result<Option<SpaceInfo>> {
+        self.with(|st| Ok(st.space(space_id)))
+    }
+
+    /// Whether the space exists (`false` when released).
+    pub fn has_space(&self, space_id: &str) -> bool {
+        self.with(|st| Ok(st.space(space_id).is_some()))
+            .unwrap_or(false)
+    }
+
+    /// Every space, in creation order.
+    pub fn spaces(&self) -> Result<Vec<SpaceInfo>> {
+        self.with(|st| Ok(st.spaces()))
+    }
+
+    /// Deletes a space (`space_deleted`).
+    ///
+    /// # Errors
+    /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn delete_space(&self, space_id: &str) -> Result<()> {
+        self.with(|st| st.delete_space(space_id))
+    }
+
+    /// Sets a key (`memory_add` for a new key, `memory_update` when overwriting).
+    ///
+    /// # Errors
+    /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_space_value(&self, space_id: &str, key: &str, value: impl Into<Value>) -> Result<()> {
+        let value = value.into();
+        self.with(|st| st.set_space_value(space_id, key, value))
+    }
+
+    /// A key's value (`None` if the key is absent).
+    ///
+    /// # Errors
+    /// `SpaceNotFound`, `Released`, `ShutDown`.
+    pub fn get_space_value(&self, space_id: &str, key: &str) -> Result<Option<Value>> {
+        self.with(|st| st.get_space_value(space_id, key))
+    }
+
+    /// Whether the key exists (`false` for an unknown space or a released handle).
+    pub fn has_space_value(&self, space_id: &str, key: &str) -> bool {
+        self.with(|st| Ok(st.has_space_value(space_id, key)))
+            .unwrap_or(false)
+    }
+
+    /// Deletes a key (`memory_delete`; a missing key is not an error).
+    ///
+    /// # Errors
+    /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn delete_space_value(&self, space_id: &str, key: &str) -> Result<()> {
+        self.with(|st| st.delete_space_value(space_id, key))
+    }
+
+    /// Deletes every key (`memory_delete` with `cleared: true`).
+    ///
+    /// # Errors
+    /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn clear_space_values(&self, space_id: &str) -> Result<()> {
+        self.with(|st| st.clear_space_values(space_id))
+    }
+
+    /// Keys in insertion order.
+    ///
+    /// # Errors
+    /// `SpaceNotFound`, `Released`, `ShutDown`.
+    pub fn space_keys(&self, space_id: &str) -> Result<Vec<String>> {
+        self.with(|st| st.space_keys(space_id))
+    }
+
+    /// A space with all its values (`None` if unknown).
+    pub fn space_data(&self, space_id: &str) -> Result<Option<SpaceData>> {
+        self.with(|st| Ok(st.space_data(space_id)))
+    }
+
+    // ---- events ----------------------------------------------------------
+
+    /// Subscribes to the whole retained history, then live events.
+    ///
+    /// # Errors
+    /// `Released`, `ShutDown`.
+    pub fn subscribe(&self) -> Result<Subscription> {
+        self.subscribe_from(Cursor::Seq(0))
+    }
+
+    /// Subscribes from a cursor; the cursor applies to history and live
+    /// events alike (see [`Subscription`]).
+    ///
+    /// # Errors
+    /// `Released`, `ShutDown`.
+    pub fn subscribe_from(&self, cursor: Cursor) -> Result<Subscription> {
+        let core = self.engine.core();
+        let (shared, min_ts) = self.with(|st| {
+            let (start, min_ts) = match cursor {
+                Cursor::Seq(n) => (n, i64::MIN),
+                Cursor::Time(ms) => {
+                    // Events older than the retained history may match: start
+                    // at the oldest evicted one so the gap is reported as lag.
+                    let start = if st.evicted_max_ts >= ms {
+                        1
+                    } else {
+                        st.seq_at_time(ms)
+                    };
+                    (start, ms)
+                }
+            };
+            Ok((register(st, start), min_ts))
+        })?;
+        Ok(Subscription::new(
+            core.clone(),
+            self.idx,
+            self.generation,
+            self.id,
+            shared,
+            min_ts,
+        ))
+    }
+
+    /// A snapshot of the retained history from a cursor.
+    ///
+    /// # Errors
+    /// `Released`, `ShutDown`.
+    pub fn events(&self, cursor: Cursor) -> Result<Vec<Event>> {
+        let id = self.id;
+        self.with(|st| {
+            Ok(st
+                .history
+                .iter()
+                .filter(|e| match cursor {
+                    Cursor::Seq(n) => e.seq >= n,
+                    Cursor::Time(ms) => e.timestamp >= ms,
+                })
+                .map(|e| e.to_event(id.as_str()))
+                .collect())
+        })
+    }
+
+    /// Releases the trace, like [`Engine::release`].
+    ///
+    /// # Errors
+    /// `Released` if this handle's trace was already released.
+    pub fn release(&self) -> Result<()> {
+        self.engine.release_handle(&self.id, self.idx, self.generation)
+    }
+}

@@ -1,0 +1,217 @@
+//! [`Node`]: the handle to one node of a loaded trace.
+
+use std::fmt::Display;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+use smallvec::SmallVec;
+
+use super::state::{Target, TraceState};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::id::ShortId;
+use crate::model::{Level, NodeData, NodeStatus};
+use crate::options::{NodeOptions, ParallelInput};
+
+/// A handle to a node. Cheap to clone; `Send + Sync`.
+///
+/// Node-level operations never move the trace's cursor (the current nodes)
+/// and emit events like their trace-level counterparts.
+///
+/// # Examples
+/// ```
+/// # fn main() -> tracepool::Result<()> {
+/// use tracepool::{Engine, NodeOptions, NodeStatus, TraceOptions};
+/// let engine = Engine::builder().workers(1).capacity(4).memory().build()?;
+/// let trace = engine.create(TraceOptions::new())?;
+/// let root = trace.add("in", NodeOptions::new().label("Root"))?;
+/// let a = root.add("a", NodeOptions::new().label("A"))?;
+/// let b = root.add("b", NodeOptions::new().label("B"))?;
+/// let j = root.join(&[&a, &b], "merge", NodeOptions::new().label("Join"))?;
+/// assert_eq!(j.data()?.parent_ids, vec![a.id().to_owned(), b.id().to_owned()]);
+/// a.complete(None)?;
+/// assert!(matches!(a.complete(None), Err(tracepool::Error::NodeFinished(_))));
+/// assert_eq!(trace.current_nodes()?[0].id, root.id()); // cursor unchanged
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    engine: Engine,
+    idx: u32,
+    generation: u64,
+    node: u32,
+    id: ShortId,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("slot", &self.idx)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl Node {
+    pub(crate) fn new(engine: Engine, idx: u32, generation: u64, node: u32, id: ShortId) -> Node {
+        Node {
+            engine,
+            idx,
+            generation,
+            node,
+            id,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut TraceState) -> Result<R>) -> Result<R> {
+        self.engine.core().with_state(self.idx, self.generation, f)
+    }
+
+    fn handle(&self, st: &TraceState, n: u32) -> Node {
+        Node::new(
+            self.engine.clone(),
+            self.idx,
+            self.generation,
+            n,
+            st.nodes[n as usize].id,
+        )
+    }
+
+    /// The node id (12 characters `[0-9a-z]`).
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// Adds a child of this node (`node_start`). The trace's cursor does not move.
+    ///
+    /// # Errors
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn add(&self, input: impl Into<Value>, opts: NodeOptions) -> Result<Node> {
+        let input = input.into();
+        self.with(|st| {
+            let n = st.add_child(self.node, input, opts)?;
+            Ok(self.handle(st, n))
+        })
+    }
+
+    /// Adds parallel children of this node (one `node_start` with `nodes`).
+    ///
+    /// # Errors
+    /// `EmptyParallel`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn parallel(&self, inputs: Vec<ParallelInput>) -> Result<Vec<Node>> {
+        self.with(|st| {
+            let (first, count) = st.parallel(Some(self.node), inputs)?;
+            Ok((first..first + count).map(|n| self.handle(st, n)).collect())
+        })
+    }
+
+    /// A new node whose parents are `parents`, linked as a child of each
+    /// (duplicates are ignored). The receiver only names the trace.
+    ///
+    /// # Errors
+    /// `EmptyJoin`; `NodeNotFound` for a node of another trace;
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn join(&self, parents: &[&Node], input: impl Into<Value>, opts: NodeOptions) -> Result<Node> {
+        let mut idxs: SmallVec<[u32; 4]> = SmallVec::new();
+        for p in parents {
+            if p.idx != self.idx || p.generation != self.generation {
+                return Err(Error::NodeNotFound(p.id().to_owned()));
+            }
+            idxs.push(p.node);
+        }
+        let input = input.into();
+        self.with(|st| {
+            let n = st.join(&idxs, input, opts)?;
+            Ok(self.handle(st, n))
+        })
+    }
+
+    fn chain_log(&self, level: Level, msg: &str, data: Value) -> &Node {
+        let r = self.with(|st| {
+            st.log(Target::Node(self.node), level, msg, data);
+            Ok(())
+        });
+        if r.is_err() {
+            self.engine
+                .core()
+                .counters
+                .logs_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// Logs at `info` on this node.
+    pub fn info(&self, msg: impl AsRef<str>) -> &Node {
+        self.chain_log(Level::Info, msg.as_ref(), Value::Null)
+    }
+    /// Logs at `debug` on this node.
+    pub fn debug(&self, msg: impl AsRef<str>) -> &Node {
+        self.chain_log(Level::Debug, msg.as_ref(), Value::Null)
+    }
+    /// Logs at `warn` on this node.
+    pub fn warn(&self, msg: impl AsRef<str>) -> &Node {
+        self.chain_log(Level::Warn, msg.as_ref(), Value::Null)
+    }
+    /// Logs at `error` on this node.
+    pub fn error(&self, msg: impl AsRef<str>) -> &Node {
+        self.chain_log(Level::Error, msg.as_ref(), Value::Null)
+    }
+    /// Logs a message with structured data on this node.
+    pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl Into<Value>) -> &Node {
+        self.chain_log(level, msg.as_ref(), data.into())
+    }
+
+    /// Sets the output (`node_updated`).
+    ///
+    /// # Errors
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_output(&self, output: impl Into<Value>) -> Result<()> {
+        let output = output.into();
+        self.with(|st| st.set_output(Target::Node(self.node), output))
+    }
+
+    /// Sets a metadata key (`node_updated`).
+    ///
+    /// # Errors
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_metadata(&self, key: &str, value: impl Into<Value>) -> Result<()> {
+        let value = value.into();
+        self.with(|st| st.set_metadata(Target::Node(self.node), key, value))
+    }
+
+    /// Sets the status (`node_updated`); a terminal status also sets `end_time`.
+    ///
+    /// # Errors
+    /// `NodeFinished` if the node is already terminal; `TraceFinished`,
+    /// `Released`, `ShutDown`.
+    pub fn set_status(&self, status: NodeStatus) -> Result<()> {
+        self.with(|st| st.set_status(self.node, status))
+    }
+
+    /// Completes the node (`node_complete`); `Some(output)` sets the output first.
+    ///
+    /// # Errors
+    /// `NodeFinished` if already terminal; `TraceFinished`, `Released`, `ShutDown`.
+    pub fn complete(&self, output: Option<Value>) -> Result<()> {
+        self.with(|st| st.complete(Target::Node(self.node), output))
+    }
+
+    /// Fails the node: an `error` log line, then `node_failed`.
+    ///
+    /// # Errors
+    /// `NodeFinished` if already terminal; `TraceFinished`, `Released`, `ShutDown`.
+    pub fn fail(&self, err: impl Display) -> Result<()> {
+        let msg = err.to_string();
+        self.with(|st| st.fail(Target::Node(self.node), &msg))
+    }
+
+    /// A snapshot of the node.
+    ///
+    /// # Errors
+    /// `Released`, `ShutDown`.
+    pub fn data(&self) -> Result<NodeData> {
+        self.with(|st| Ok(st.node_data(self.node)))
+    }
+}

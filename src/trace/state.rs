@@ -1,0 +1,1188 @@
+//! The state of one trace, as held by a slot: node arena, cursor, logs,
+//! spaces, the seq-numbered event history and the write-behind queue.
+//!
+//! Every mutation runs under the slot's lock and emits its events in the same
+//! critical section: numbering an event, appending it to history, queueing it
+//! for the driver and waking subscribers is one step (the single sequencer),
+//! so replay and live delivery can never disagree on order.
+//!
+//! [`TraceState::reset`] clears everything in place for the slot's next
+//! occupant, keeping buffer capacity up to a cap so that one huge trace does
+//! not pin memory forever. This module does not know about the registry, the
+//! workers or the driver.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+use smallvec::SmallVec;
+
+use crate::error::{Error, Result};
+use crate::event::{EventKind, StoredEvent, wire};
+use crate::id::{ShortId, TraceId, now_ms};
+use crate::model::{
+    Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo, TraceStatus,
+};
+use crate::options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
+use crate::subscribe::SubShared;
+
+/// Per-slot bounds, from the builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Events kept in memory per trace.
+    pub(crate) history: usize,
+    /// Events a subscriber may fall behind before `Lagged`.
+    pub(crate) subscriber_buffer: usize,
+    /// Events waiting for the driver before the oldest is dropped (and counted).
+    pub(crate) pending: usize,
+}
+
+// Capacity kept across a reset; anything larger is released.
+const RETAIN_NODES: usize = 1024;
+const RETAIN_LOGS: usize = 4096;
+const RETAIN_LOG_TEXT: usize = 256 * 1024;
+const RETAIN_SPACES: usize = 64;
+const RETAIN_PENDING: usize = 4096;
+const RETAIN_ARENA: usize = 1024 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct NodeRec {
+    pub(crate) id: ShortId,
+    pub(crate) parents: SmallVec<[u32; 2]>,
+    pub(crate) children: SmallVec<[u32; 4]>,
+    pub(crate) label: String,
+    pub(crate) node_type: String,
+    pub(crate) icon: String,
+    pub(crate) description: String,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) auto_complete_parent: Option<bool>,
+    pub(crate) status: NodeStatus,
+    pub(crate) input: Option<Value>,
+    pub(crate) output: Option<Value>,
+    pub(crate) created_at: i64,
+    pub(crate) start_time: i64,
+    pub(crate) end_time: i64,
+    pub(crate) updated_at: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogRec {
+    pub(crate) timestamp: i64,
+    pub(crate) level: Level,
+    /// Byte range of the message in `TraceState::log_text`.
+    pub(crate) msg: (u32, u32),
+    pub(crate) data: Value,
+    pub(crate) node: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct SpaceRec {
+    pub(crate) id: ShortId,
+    pub(crate) label: String,
+    pub(crate) space_type: String,
+    pub(crate) icon: String,
+    pub(crate) description: String,
+    pub(crate) ttl: u64,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) data: Map<String, Value>,
+}
+
+/// Which nodes a trace-level operation addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// The trace's current nodes.
+    Current,
+    /// One node.
+    Node(u32),
+}
+
+/// The state of one trace (or of an empty slot).
+#[derive(Debug)]
+pub(crate) struct TraceState {
+    /// Bumped on every reset; handles carry the generation they were made for.
+    pub(crate) generation: u64,
+    /// Whether the slot holds a trace.
+    pub(crate) live: bool,
+    pub(crate) id: TraceId,
+    pub(crate) created_by: Option<String>,
+    pub(crate) team_id: Option<String>,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) auto_archive: bool,
+    pub(crate) archived: bool,
+    pub(crate) status: TraceStatus,
+    pub(crate) finished: bool,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    last_ts: i64,
+    pub(crate) nodes: Vec<NodeRec>,
+    node_index: HashMap<ShortId, u32>,
+    pub(crate) root: Option<u32>,
+    pub(crate) current: SmallVec<[u32; 4]>,
+    pub(crate) logs: Vec<LogRec>,
+    pub(crate) log_text: String,
+    pub(crate) spaces: Vec<SpaceRec>,
+    pub(crate) history: VecDeque<StoredEvent>,
+    /// Seq of the next event (1 for a fresh trace).
+    pub(crate) next_seq: u64,
+    /// Timestamp of the newest event evicted from history (for time cursors).
+    pub(crate) evicted_max_ts: i64,
+    arena: BytesMut,
+    /// Events not yet handed to the driver (write-behind queue).
+    pub(crate) pending: VecDeque<StoredEvent>,
+    pub(crate) subs: Vec<Arc<SubShared>>,
+    /// The slot index sits in its worker's queue. Owned by the worker
+    /// protocol: survives resets so an index is never queued twice.
+    pub(crate) queued: bool,
+    pub(crate) limits: Limits,
+    // Counters since the last time the engine collected them.
+    pub(crate) stat_emitted: u64,
+    pub(crate) stat_evicted: u64,
+    pub(crate) stat_pending_dropped: u64,
+    pub(crate) stat_logs_dropped: u64,
+}
+
+impl TraceState {
+    pub(crate) fn new(limits: Limits) -> TraceState {
+        TraceState {
+            generation: 1,
+            live: false,
+            id: TraceId::EMPTY,
+            created_by: None,
+            team_id: None,
+            tenant_id: None,
+            metadata: Map::new(),
+            auto_archive: false,
+            archived: false,
+            status: TraceStatus::Pending,
+            finished: false,
+            created_at: 0,
+            updated_at: 0,
+            last_ts: 0,
+            nodes: Vec::new(),
+            node_index: HashMap::new(),
+            root: None,
+            current: SmallVec::new(),
+            logs: Vec::new(),
+            log_text: String::new(),
+            spaces: Vec::new(),
+            history: VecDeque::new(),
+            next_seq: 1,
+            evicted_max_ts: i64::MIN,
+            arena: BytesMut::new(),
+            pending: VecDeque::new(),
+            subs: Vec::new(),
+            queued: false,
+            limits,
+            stat_emitted: 0,
+            stat_evicted: 0,
+            stat_pending_dropped: 0,
+            stat_logs_dropped: 0,
+        }
+    }
+
+    /// A timestamp for the current operation: the clock, but never earlier
+    /// than the previous event of this trace (timestamps are non-decreasing).
+    pub(crate) fn tick(&mut self) -> i64 {
+        let t = now_ms().max(self.last_ts);
+        self.last_ts = t;
+        t
+    }
+
+    /// Takes a fresh slot into use for a new trace and emits `init`.
+    pub(crate) fn start(&mut self, id: TraceId, opts: TraceOptions) {
+        let ts = self.tick();
+        self.live = true;
+        self.id = id;
+        self.created_by = opts.created_by;
+        self.team_id = opts.team_id;
+        self.tenant_id = opts.tenant_id;
+        self.metadata = opts.metadata;
+        self.auto_archive = opts.auto_archive;
+        self.created_at = ts;
+        self.updated_at = ts;
+        self.emit(EventKind::Init, None, None, ts, &Payload::Init);
+    }
+
+    /// Clears the slot in place for its next occupant and bumps the generation.
+    /// Pending writes must have been taken and subscribers detached before.
+    pub(crate) fn reset(&mut self) {
+        self.generation += 1;
+        self.live = false;
+        self.id = TraceId::EMPTY;
+        self.created_by = None;
+        self.team_id = None;
+        self.tenant_id = None;
+        self.metadata.clear();
+        self.auto_archive = false;
+        self.archived = false;
+        self.status = TraceStatus::Pending;
+        self.finished = false;
+        self.created_at = 0;
+        self.updated_at = 0;
+        self.last_ts = 0;
+        clear_capped(&mut self.nodes, RETAIN_NODES);
+        self.node_index.clear();
+        if self.node_index.capacity() > RETAIN_NODES {
+            self.node_index.shrink_to(RETAIN_NODES);
+        }
+        self.root = None;
+        self.current.clear();
+        clear_capped(&mut self.logs, RETAIN_LOGS);
+        self.log_text.clear();
+        if self.log_text.capacity() > RETAIN_LOG_TEXT {
+            self.log_text.shrink_to(RETAIN_LOG_TEXT);
+        }
+        clear_capped(&mut self.spaces, RETAIN_SPACES);
+        self.history.clear();
+        if self.history.capacity() > self.limits.history + 1 {
+            self.history.shrink_to(self.limits.history + 1);
+        }
+        self.next_seq = 1;
+        self.evicted_max_ts = i64::MIN;
+        if self.arena.capacity() > RETAIN_ARENA {
+            self.arena = BytesMut::new();
+        }
+        debug_assert!(self.pending.is_empty());
+        self.pending.clear();
+        if self.pending.capacity() > RETAIN_PENDING {
+            self.pending.shrink_to(RETAIN_PENDING);
+        }
+        self.subs.clear();
+    }
+
+    // ---- emission ---------------------------------------------------------
+
+    /// Numbers, serializes and records one event; wakes subscribers.
+    pub(crate) fn emit(
+        &mut self,
+        kind: EventKind,
+        node: Option<ShortId>,
+        space: Option<ShortId>,
+        ts: i64,
+        payload: &Payload<'_>,
+    ) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut arena = std::mem::take(&mut self.arena);
+        let (bytes, data_range) = wire::encode(
+            &mut arena,
+            seq,
+            kind,
+            self.id.as_str(),
+            node.as_ref().map_or("", |n| n.as_str()),
+            space.as_ref().map_or("", |s| s.as_str()),
+            ts,
+            &View { st: self, p: payload },
+        );
+        self.arena = arena;
+        let ev = StoredEvent {
+            seq,
+            kind,
+            timestamp: ts,
+            node,
+            space,
+            bytes,
+            data_range,
+        };
+        if self.history.len() >= self.limits.history {
+            if let Some(old) = self.history.pop_front() {
+                self.evicted_max_ts = old.timestamp;
+                self.stat_evicted += 1;
+            }
+        }
+        if self.pending.len() >= self.limits.pending {
+            // The driver is not keeping up and the bound is reached: drop the
+            // oldest queued write and count it (never silent, never unbounded).
+            self.pending.pop_front();
+            self.stat_pending_dropped += 1;
+        }
+        self.pending.push_back(ev.clone());
+        self.history.push_back(ev);
+        self.stat_emitted += 1;
+        self.updated_at = ts;
+        for s in &self.subs {
+            s.wake();
+        }
+    }
+
+    // ---- checks -------------------------------------------------------------
+
+    fn check_open(&self) -> Result<()> {
+        if self.finished {
+            Err(Error::TraceFinished(self.id.as_str().to_owned()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Resolves a node id of this trace.
+    pub(crate) fn find_node(&self, id: &str) -> Option<u32> {
+        ShortId::parse(id).and_then(|s| self.node_index.get(&s).copied())
+    }
+
+    fn find_space(&self, id: &str) -> Result<usize> {
+        ShortId::parse(id)
+            .and_then(|s| self.spaces.iter().position(|sp| sp.id == s))
+            .ok_or_else(|| Error::SpaceNotFound(id.to_owned()))
+    }
+
+    fn targets(&self, t: Target) -> SmallVec<[u32; 4]> {
+        match t {
+            Target::Current => self.current.clone(),
+            Target::Node(n) => SmallVec::from_slice(&[n]),
+        }
+    }
+
+    // ---- nodes --------------------------------------------------------------
+
+    fn new_node(&mut self, parents: &[u32], input: Value, opts: NodeOptions, ts: i64) -> u32 {
+        let id = loop {
+            let id = ShortId::generate();
+            if !self.node_index.contains_key(&id) {
+                break id;
+            }
+        };
+        let idx = self.nodes.len() as u32;
+        self.nodes.push(NodeRec {
+            id,
+            parents: SmallVec::from_slice(parents),
+            children: SmallVec::new(),
+            label: opts.label,
+            node_type: opts.node_type,
+            icon: opts.icon,
+            description: opts.description,
+            metadata: opts.metadata,
+            auto_complete_parent: opts.auto_complete_parent,
+            status: NodeStatus::Running,
+            input: if input.is_null() { None } else { Some(input) },
+            output: None,
+            created_at: ts,
+            start_time: ts,
+            end_time: 0,
+            updated_at: ts,
+        });
+        self.node_index.insert(id, idx);
+        for &p in parents {
+            self.nodes[p as usize].children.push(idx);
+        }
+        idx
+    }
+
+    /// Moves `n` to a terminal status and emits `node_complete`/`node_failed`.
+    /// Returns false (and does nothing) if the node is already terminal: this
+    /// compare-and-set is what keeps terminal events to one per node.
+    fn finish_node(&mut self, n: u32, status: NodeStatus, error: &str, ts: i64) -> bool {
+        let node = &mut self.nodes[n as usize];
+        if node.status.is_terminal() {
+            return false;
+        }
+        node.status = status;
+        node.end_time = ts;
+        node.updated_at = ts;
+        let id = node.id;
+        if status == NodeStatus::Completed {
+            self.emit(EventKind::NodeComplete, Some(id), None, ts, &Payload::NodeComplete(n));
+        } else {
+            self.emit(EventKind::NodeFailed, Some(id), None, ts, &Payload::NodeFailed(n, error));
+        }
+        true
+    }
+
+    fn auto_complete_current(&mut self, ts: i64) {
+        for i in 0..self.current.len() {
+            let n = self.current[i];
+            self.finish_node(n, NodeStatus::Completed, "", ts);
+        }
+    }
+
+    /// `Trace::add`: a node after the current nodes (or the root).
+    pub(crate) fn add(&mut self, input: Value, opts: NodeOptions) -> Result<u32> {
+        self.check_open()?;
+        let ts = self.tick();
+        let idx = if self.root.is_none() {
+            let idx = self.new_node(&[], input, opts, ts);
+            self.root = Some(idx);
+            self.status = TraceStatus::Running;
+            idx
+        } else {
+            if opts.auto_completes() {
+                self.auto_complete_current(ts);
+            }
+            let parents = self.current.clone();
+            self.new_node(&parents, input, opts, ts)
+        };
+        self.current.clear();
+        self.current.push(idx);
+        let id = self.nodes[idx as usize].id;
+        self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
+        Ok(idx)
+    }
+
+    /// `Node::add`: a child of `parent`; the cursor does not move.
+    pub(crate) fn add_child(&mut self, parent: u32, input: Value, opts: NodeOptions) -> Result<u32> {
+        self.check_open()?;
+        let ts = self.tick();
+        let idx = self.new_node(&[parent], input, opts, ts);
+        let id = self.nodes[idx as usize].id;
+        self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
+        Ok(idx)
+    }
+
+    /// `Trace::parallel` (`under == None`: under all current nodes, moving the
+    /// cursor) and `Node::parallel` (`under == Some(n)`: children of `n`).
+    /// Returns the index of the first branch; branches are contiguous.
+    pub(crate) fn parallel(
+        &mut self,
+        under: Option<u32>,
+        inputs: Vec<ParallelInput>,
+    ) -> Result<(u32, u32)> {
+        self.check_open()?;
+        if inputs.is_empty() {
+            return Err(Error::EmptyParallel);
+        }
+        let parents: SmallVec<[u32; 4]> = match under {
+            Some(n) => SmallVec::from_slice(&[n]),
+            None => {
+                if self.root.is_none() {
+                    return Err(Error::NoRoot);
+                }
+                self.current.clone()
+            }
+        };
+        let ts = self.tick();
+        if under.is_none() && inputs.iter().any(|i| i.options.auto_completes()) {
+            self.auto_complete_current(ts);
+        }
+        let first = self.nodes.len() as u32;
+        let count = inputs.len() as u32;
+        for pi in inputs {
+            self.new_node(&parents, pi.input, pi.options, ts);
+        }
+        if under.is_none() {
+            self.current.clear();
+            self.current.extend(first..first + count);
+        }
+        self.emit(EventKind::NodeStart, None, None, ts, &Payload::NodesStart(first, count));
+        Ok((first, count))
+    }
+
+    /// `Node::join`: a node whose parents are `parents`, linked under each.
+    pub(crate) fn join(&mut self, parents: &[u32], input: Value, opts: NodeOptions) -> Result<u32> {
+        self.check_open()?;
+        if parents.is_empty() {
+            return Err(Error::EmptyJoin);
+        }
+        let mut uniq: SmallVec<[u32; 4]> = SmallVec::new();
+        for &p in parents {
+            if !uniq.contains(&p) {
+                uniq.push(p);
+            }
+        }
+        let ts = self.tick();
+        let idx = self.new_node(&uniq, input, opts, ts);
+        let id = self.nodes[idx as usize].id;
+        self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
+        Ok(idx)
+    }
+
+    fn require_targets(&self, t: Target) -> Result<SmallVec<[u32; 4]>> {
+        self.check_open()?;
+        if matches!(t, Target::Current) && self.root.is_none() {
+            return Err(Error::NoRoot);
+        }
+        Ok(self.targets(t))
+    }
+
+    fn updated(&mut self, n: u32, ts: i64) {
+        self.nodes[n as usize].updated_at = ts;
+        let id = self.nodes[n as usize].id;
+        self.emit(EventKind::NodeUpdated, Some(id), None, ts, &Payload::NodeUpdated(n));
+    }
+
+    pub(crate) fn set_output(&mut self, t: Target, output: Value) -> Result<()> {
+        let targets = self.require_targets(t)?;
+        let ts = self.tick();
+        for n in targets {
+            self.nodes[n as usize].output = Some(output.clone());
+            self.updated(n, ts);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_metadata(&mut self, t: Target, key: &str, value: Value) -> Result<()> {
+        let targets = self.require_targets(t)?;
+        let ts = self.tick();
+        for n in targets {
+            self.nodes[n as usize]
+                .metadata
+                .insert(key.to_owned(), value.clone());
+            self.updated(n, ts);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_status(&mut self, n: u32, status: NodeStatus) -> Result<()> {
+        self.check_open()?;
+        let node = &mut self.nodes[n as usize];
+        if node.status.is_terminal() {
+            return Err(Error::NodeFinished(node.id.as_str().to_owned()));
+        }
+        let ts = self.tick();
+        let node = &mut self.nodes[n as usize];
+        node.status = status;
+        if status.is_terminal() {
+            node.end_time = ts;
+        }
+        self.updated(n, ts);
+        Ok(())
+    }
+
+    /// Completes the targets. For `Target::Current`, terminal nodes are
+    /// skipped; for one node, a terminal node is an error.
+    pub(crate) fn complete(&mut self, t: Target, output: Option<Value>) -> Result<()> {
+        let targets = self.require_targets(t)?;
+        if let Target::Node(n) = t {
+            self.ensure_unfinished(n)?;
+        }
+        let ts = self.tick();
+        for n in targets {
+            if self.nodes[n as usize].status.is_terminal() {
+                continue;
+            }
+            if let Some(out) = &output {
+                self.nodes[n as usize].output = Some(out.clone());
+            }
+            self.finish_node(n, NodeStatus::Completed, "", ts);
+        }
+        Ok(())
+    }
+
+    /// Fails the targets: an error log line on each, then `node_failed`.
+    pub(crate) fn fail(&mut self, t: Target, error: &str) -> Result<()> {
+        let targets = self.require_targets(t)?;
+        if let Target::Node(n) = t {
+            self.ensure_unfinished(n)?;
+        }
+        let ts = self.tick();
+        for n in targets {
+            if self.nodes[n as usize].status.is_terminal() {
+                continue;
+            }
+            self.push_log(n, Level::Error, "Node failed: ", error, Value::Null, ts);
+            self.finish_node(n, NodeStatus::Failed, error, ts);
+        }
+        Ok(())
+    }
+
+    fn ensure_unfinished(&self, n: u32) -> Result<()> {
+        let node = &self.nodes[n as usize];
+        if node.status.is_terminal() {
+            Err(Error::NodeFinished(node.id.as_str().to_owned()))
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---- logs ---------------------------------------------------------------
+
+    fn push_log(&mut self, n: u32, level: Level, prefix: &str, msg: &str, data: Value, ts: i64) {
+        let start = self.log_text.len() as u32;
+        self.log_text.push_str(prefix);
+        self.log_text.push_str(msg);
+        let end = self.log_text.len() as u32;
+        let li = self.logs.len() as u32;
+        self.logs.push(LogRec {
+            timestamp: ts,
+            level,
+            msg: (start, end),
+            data,
+            node: n,
+        });
+        let id = self.nodes[n as usize].id;
+        self.emit(EventKind::LogAdded, Some(id), None, ts, &Payload::LogAdded(li));
+    }
+
+    /// Chainable logging: never fails; a log with nowhere to go is counted.
+    pub(crate) fn log(&mut self, t: Target, level: Level, msg: &str, data: Value) {
+        if self.finished || (matches!(t, Target::Current) && self.current.is_empty()) {
+            self.stat_logs_dropped += 1;
+            return;
+        }
+        let ts = self.tick();
+        let targets = self.targets(t);
+        let last = targets.len().saturating_sub(1);
+        let mut data = Some(data);
+        for (i, n) in targets.into_iter().enumerate() {
+            let d = if i == last {
+                data.take().unwrap_or(Value::Null)
+            } else {
+                data.clone().unwrap_or(Value::Null)
+            };
+            self.push_log(n, level, "", msg, d, ts);
+        }
+    }
+
+    // ---- trace-level terminal transitions -----------------------------------
+
+    fn total_duration(&self, ts: i64) -> i64 {
+        self.root
+            .map(|r| ts - self.nodes[r as usize].created_at)
+            .unwrap_or(0)
+    }
+
+    /// One `complete` event ever; later calls do nothing.
+    pub(crate) fn mark_complete(&mut self) -> bool {
+        if self.finished {
+            return false;
+        }
+        let ts = self.tick();
+        self.finished = true;
+        self.status = TraceStatus::Completed;
+        let d = self.total_duration(ts);
+        self.emit(
+            EventKind::Complete,
+            None,
+            None,
+            ts,
+            &Payload::Complete(TraceStatus::Completed, d),
+        );
+        true
+    }
+
+    /// Cancels every unfinished node (`node_failed`, status `cancelled`), then
+    /// emits `complete` with status `cancelled`. Does nothing on a finished trace.
+    pub(crate) fn mark_cancelled(&mut self, reason: &str) -> bool {
+        if self.finished {
+            return false;
+        }
+        let ts = self.tick();
+        for n in self.bfs_order() {
+            self.finish_node(n, NodeStatus::Cancelled, reason, ts);
+        }
+        self.finished = true;
+        self.status = TraceStatus::Cancelled;
+        let d = self.total_duration(ts);
+        self.emit(
+            EventKind::Complete,
+            None,
+            None,
+            ts,
+            &Payload::Complete(TraceStatus::Cancelled, d),
+        );
+        true
+    }
+
+    // ---- spaces -------------------------------------------------------------
+
+    pub(crate) fn create_space(&mut self, opts: SpaceOptions) -> Result<SpaceInfo> {
+        self.check_open()?;
+        let ts = self.tick();
+        let id = loop {
+            let id = ShortId::generate();
+            if !self.spaces.iter().any(|s| s.id == id) {
+                break id;
+            }
+        };
+        self.spaces.push(SpaceRec {
+            id,
+            label: opts.label,
+            space_type: opts.space_type,
+            icon: opts.icon,
+            description: opts.description,
+            ttl: opts.ttl,
+            metadata: opts.metadata,
+            created_at: ts,
+            updated_at: ts,
+            data: Map::new(),
+        });
+        let si = self.spaces.len() as u32 - 1;
+        self.emit(EventKind::SpaceCreated, None, Some(id), ts, &Payload::SpaceCreated(si));
+        Ok(space_info(&self.spaces[si as usize]))
+    }
+
+    pub(crate) fn delete_space(&mut self, space: &str) -> Result<()> {
+        self.check_open()?;
+        let si = self.find_space(space)?;
+        let ts = self.tick();
+        let rec = self.spaces.remove(si);
+        self.emit(EventKind::SpaceDeleted, None, Some(rec.id), ts, &Payload::SpaceDeleted(rec.id));
+        Ok(())
+    }
+
+    pub(crate) fn set_space_value(&mut self, space: &str, key: &str, value: Value) -> Result<()> {
+        self.check_open()?;
+        let si = self.find_space(space)?;
+        let ts = self.tick();
+        let sp = &mut self.spaces[si];
+        let existed = sp.data.insert(key.to_owned(), value).is_some();
+        sp.updated_at = ts;
+        let id = sp.id;
+        let kind = if existed {
+            EventKind::MemoryUpdate
+        } else {
+            EventKind::MemoryAdd
+        };
+        self.emit(kind, None, Some(id), ts, &Payload::Memory(si as u32, key));
+        Ok(())
+    }
+
+    pub(crate) fn get_space_value(&self, space: &str, key: &str) -> Result<Option<Value>> {
+        let si = self.find_space(space)?;
+        Ok(self.spaces[si].data.get(key).cloned())
+    }
+
+    pub(crate) fn has_space_value(&self, space: &str, key: &str) -> bool {
+        self.find_space(space)
+            .map(|si| self.spaces[si].data.contains_key(key))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn delete_space_value(&mut self, space: &str, key: &str) -> Result<()> {
+        self.check_open()?;
+        let si = self.find_space(space)?;
+        let ts = self.tick();
+        let sp = &mut self.spaces[si];
+        sp.data.shift_remove(key);
+        sp.updated_at = ts;
+        let id = sp.id;
+        self.emit(EventKind::MemoryDelete, None, Some(id), ts, &Payload::MemoryDelete(id, Some(key)));
+        Ok(())
+    }
+
+    pub(crate) fn clear_space_values(&mut self, space: &str) -> Result<()> {
+        self.check_open()?;
+        let si = self.find_space(space)?;
+        let ts = self.tick();
+        let sp = &mut self.spaces[si];
+        sp.data.clear();
+        sp.updated_at = ts;
+        let id = sp.id;
+        self.emit(EventKind::MemoryDelete, None, Some(id), ts, &Payload::MemoryDelete(id, None));
+        Ok(())
+    }
+
+    pub(crate) fn space(&self, space: &str) -> Option<SpaceInfo> {
+        self.find_space(space).ok().map(|si| space_info(&self.spaces[si]))
+    }
+
+    pub(crate) fn space_keys(&self, space: &str) -> Result<Vec<String>> {
+        let si = self.find_space(space)?;
+        Ok(self.spaces[si].data.keys().cloned().collect())
+    }
+
+    pub(crate) fn space_data(&self, space: &str) -> Option<SpaceData> {
+        self.find_space(space).ok().map(|si| {
+            let sp = &self.spaces[si];
+            SpaceData {
+                info: space_info(sp),
+                data: sp.data.clone(),
+            }
+        })
+    }
+
+    pub(crate) fn spaces(&self) -> Vec<SpaceInfo> {
+        self.spaces.iter().map(space_info).collect()
+    }
+
+    // ---- snapshots ----------------------------------------------------------
+
+    pub(crate) fn node_data(&self, n: u32) -> NodeData {
+        let r = &self.nodes[n as usize];
+        let ids = |v: &[u32]| -> Vec<String> {
+            v.iter()
+                .map(|&i| self.nodes[i as usize].id.as_str().to_owned())
+                .collect()
+        };
+        NodeData {
+            id: r.id.as_str().to_owned(),
+            parent_ids: ids(&r.parents),
+            children: ids(&r.children),
+            label: r.label.clone(),
+            node_type: r.node_type.clone(),
+            icon: r.icon.clone(),
+            description: r.description.clone(),
+            metadata: r.metadata.clone(),
+            status: r.status,
+            input: r.input.clone(),
+            output: r.output.clone(),
+            created_at: r.created_at,
+            start_time: r.start_time,
+            end_time: r.end_time,
+            updated_at: r.updated_at,
+        }
+    }
+
+    /// Every node once: root first, then breadth-first along children; nodes
+    /// not reachable from the root (none in practice) follow in creation order.
+    pub(crate) fn bfs_order(&self) -> Vec<u32> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut queue = VecDeque::new();
+        if let Some(r) = self.root {
+            seen[r as usize] = true;
+            queue.push_back(r);
+        }
+        loop {
+            while let Some(n) = queue.pop_front() {
+                out.push(n);
+                for &c in &self.nodes[n as usize].children {
+                    if !seen[c as usize] {
+                        seen[c as usize] = true;
+                        queue.push_back(c);
+                    }
+                }
+            }
+            match seen.iter().position(|s| !s) {
+                Some(i) => {
+                    seen[i] = true;
+                    queue.push_back(i as u32);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    pub(crate) fn log_entry(&self, li: usize) -> LogEntry {
+        let l = &self.logs[li];
+        LogEntry {
+            timestamp: l.timestamp,
+            level: l.level,
+            message: self.log_text[l.msg.0 as usize..l.msg.1 as usize].to_owned(),
+            data: l.data.clone(),
+            node_id: self.nodes[l.node as usize].id.as_str().to_owned(),
+        }
+    }
+
+    pub(crate) fn logs(&self, node: Option<u32>) -> Vec<LogEntry> {
+        (0..self.logs.len())
+            .filter(|&i| node.is_none_or(|n| self.logs[i].node == n))
+            .map(|i| self.log_entry(i))
+            .collect()
+    }
+
+    pub(crate) fn trace_info(&self, driver: &str) -> TraceInfo {
+        TraceInfo {
+            id: self.id.as_str().to_owned(),
+            driver: driver.to_owned(),
+            status: self.status,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            created_by: self.created_by.clone(),
+            team_id: self.team_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            metadata: self.metadata.clone(),
+            archived: self.archived,
+        }
+    }
+
+    /// Seq of the oldest event still in history (`next_seq` when empty).
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        self.history.front().map_or(self.next_seq, |e| e.seq)
+    }
+
+    /// The first retained seq with `timestamp >= ms`.
+    pub(crate) fn seq_at_time(&self, ms: i64) -> u64 {
+        self.history
+            .iter()
+            .find(|e| e.timestamp >= ms)
+            .map_or(self.next_seq, |e| e.seq)
+    }
+
+    /// The event with `seq`, if retained.
+    pub(crate) fn event_at(&self, seq: u64) -> Option<&StoredEvent> {
+        let oldest = self.oldest_seq();
+        if seq < oldest {
+            return None;
+        }
+        self.history.get((seq - oldest) as usize)
+    }
+
+    /// Counters gathered since the last call, reset to zero.
+    pub(crate) fn take_stats(&mut self) -> [u64; 4] {
+        let s = [
+            self.stat_emitted,
+            self.stat_evicted,
+            self.stat_pending_dropped,
+            self.stat_logs_dropped,
+        ];
+        self.stat_emitted = 0;
+        self.stat_evicted = 0;
+        self.stat_pending_dropped = 0;
+        self.stat_logs_dropped = 0;
+        s
+    }
+}
+
+fn clear_capped<T>(v: &mut Vec<T>, cap: usize) {
+    v.clear();
+    if v.capacity() > cap {
+        v.shrink_to(cap);
+    }
+}
+
+pub(crate) fn space_info(sp: &SpaceRec) -> SpaceInfo {
+    SpaceInfo {
+        id: sp.id.as_str().to_owned(),
+        label: sp.label.clone(),
+        space_type: sp.space_type.clone(),
+        icon: sp.icon.clone(),
+        description: sp.description.clone(),
+        ttl: sp.ttl,
+        metadata: sp.metadata.clone(),
+        created_at: sp.created_at,
+        updated_at: sp.updated_at,
+    }
+}
+
+// ---- wire payloads -----------------------------------------------------------
+
+/// What an event carries; serialized by borrowing the state (no copies).
+#[derive(Debug)]
+pub(crate) enum Payload<'a> {
+    Init,
+    NodeStart(u32),
+    /// Parallel branches: first index and count (contiguous).
+    NodesStart(u32, u32),
+    NodeComplete(u32),
+    NodeFailed(u32, &'a str),
+    NodeUpdated(u32),
+    LogAdded(u32),
+    /// memory_add / memory_update: space index and key.
+    Memory(u32, &'a str),
+    /// memory_delete: a key, or all keys (`None`).
+    MemoryDelete(ShortId, Option<&'a str>),
+    SpaceCreated(u32),
+    SpaceDeleted(ShortId),
+    Complete(TraceStatus, i64),
+}
+
+struct View<'a> {
+    st: &'a TraceState,
+    p: &'a Payload<'a>,
+}
+
+struct NodeView<'a> {
+    st: &'a TraceState,
+    n: u32,
+}
+
+struct IdList<'a> {
+    st: &'a TraceState,
+    idx: &'a [u32],
+}
+
+struct NodesView<'a> {
+    st: &'a TraceState,
+    first: u32,
+    count: u32,
+}
+
+struct LogView<'a> {
+    st: &'a TraceState,
+    li: u32,
+}
+
+struct SpaceView<'a> {
+    sp: &'a SpaceRec,
+}
+
+struct ItemView<'a> {
+    sp: &'a SpaceRec,
+    key: &'a str,
+    ts: i64,
+}
+
+impl Serialize for IdList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.idx.len()))?;
+        for &i in self.idx {
+            seq.serialize_element(self.st.nodes[i as usize].id.as_str())?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for NodeView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = &self.st.nodes[self.n as usize];
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", r.id.as_str())?;
+        m.serialize_entry("parent_ids", &IdList { st: self.st, idx: &r.parents })?;
+        m.serialize_entry("children", &IdList { st: self.st, idx: &r.children })?;
+        m.serialize_entry("label", &r.label)?;
+        m.serialize_entry("type", &r.node_type)?;
+        m.serialize_entry("icon", &r.icon)?;
+        m.serialize_entry("description", &r.description)?;
+        if !r.metadata.is_empty() {
+            m.serialize_entry("metadata", &r.metadata)?;
+        }
+        if let Some(a) = r.auto_complete_parent {
+            m.serialize_entry("auto_complete_parent", &a)?;
+        }
+        m.serialize_entry("status", r.status.as_str())?;
+        if let Some(v) = &r.input {
+            m.serialize_entry("input", v)?;
+        }
+        if let Some(v) = &r.output {
+            if !v.is_null() {
+                m.serialize_entry("output", v)?;
+            }
+        }
+        m.serialize_entry("created_at", &r.created_at)?;
+        m.serialize_entry("start_time", &r.start_time)?;
+        m.serialize_entry("end_time", &r.end_time)?;
+        m.serialize_entry("updated_at", &r.updated_at)?;
+        m.end()
+    }
+}
+
+impl Serialize for NodesView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.count as usize))?;
+        for n in self.first..self.first + self.count {
+            seq.serialize_element(&NodeView { st: self.st, n })?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for LogView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = &self.st.logs[self.li as usize];
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("Timestamp", &l.timestamp)?;
+        m.serialize_entry("Level", l.level.as_str())?;
+        m.serialize_entry(
+            "Message",
+            &self.st.log_text[l.msg.0 as usize..l.msg.1 as usize],
+        )?;
+        m.serialize_entry("Data", &l.data)?;
+        m.serialize_entry("NodeID", self.st.nodes[l.node as usize].id.as_str())?;
+        m.end()
+    }
+}
+
+impl Serialize for SpaceView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let sp = self.sp;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", sp.id.as_str())?;
+        m.serialize_entry("label", &sp.label)?;
+        m.serialize_entry("type", &sp.space_type)?;
+        m.serialize_entry("icon", &sp.icon)?;
+        m.serialize_entry("description", &sp.description)?;
+        m.serialize_entry("ttl", &sp.ttl)?;
+        if !sp.metadata.is_empty() {
+            m.serialize_entry("metadata", &sp.metadata)?;
+        }
+        m.serialize_entry("created_at", &sp.created_at)?;
+        m.serialize_entry("updated_at", &sp.updated_at)?;
+        m.end()
+    }
+}
+
+impl Serialize for ItemView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", self.key)?;
+        m.serialize_entry("type", self.sp.id.as_str())?;
+        if !self.sp.label.is_empty() {
+            m.serialize_entry("title", &self.sp.label)?;
+        }
+        m.serialize_entry("content", self.sp.data.get(self.key).unwrap_or(&Value::Null))?;
+        m.serialize_entry("timestamp", &self.ts)?;
+        m.end()
+    }
+}
+
+impl Serialize for View<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let st = self.st;
+        match *self.p {
+            Payload::Init => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("trace_id", st.id.as_str())?;
+                m.end()
+            }
+            Payload::NodeStart(n) | Payload::NodeUpdated(n) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("node", &NodeView { st, n })?;
+                m.end()
+            }
+            Payload::NodesStart(first, count) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("nodes", &NodesView { st, first, count })?;
+                m.end()
+            }
+            Payload::NodeComplete(n) => {
+                let r = &st.nodes[n as usize];
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("node_id", r.id.as_str())?;
+                m.serialize_entry("status", "success")?;
+                m.serialize_entry("end_time", &r.end_time)?;
+                m.serialize_entry("duration", &(r.end_time - r.start_time))?;
+                if let Some(o) = r.output.as_ref().filter(|o| !o.is_null()) {
+                    m.serialize_entry("output", o)?;
+                }
+                m.end()
+            }
+            Payload::NodeFailed(n, error) => {
+                let r = &st.nodes[n as usize];
+                let mut m = s.serialize_map(Some(5))?;
+                m.serialize_entry("node_id", r.id.as_str())?;
+                m.serialize_entry("status", r.status.as_str())?;
+                m.serialize_entry("end_time", &r.end_time)?;
+                m.serialize_entry("duration", &(r.end_time - r.start_time))?;
+                m.serialize_entry("error", error)?;
+                m.end()
+            }
+            Payload::LogAdded(li) => LogView { st, li }.serialize(s),
+            Payload::Memory(si, key) => {
+                let sp = &st.spaces[si as usize];
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("type", sp.id.as_str())?;
+                m.serialize_entry(
+                    "item",
+                    &ItemView {
+                        sp,
+                        key,
+                        ts: sp.updated_at,
+                    },
+                )?;
+                m.end()
+            }
+            Payload::MemoryDelete(id, key) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("space_id", id.as_str())?;
+                match key {
+                    Some(k) => m.serialize_entry("key", k)?,
+                    None => m.serialize_entry("cleared", &true)?,
+                }
+                m.end()
+            }
+            Payload::SpaceCreated(si) => SpaceView {
+                sp: &st.spaces[si as usize],
+            }
+            .serialize(s),
+            Payload::SpaceDeleted(id) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("space_id", id.as_str())?;
+                m.end()
+            }
+            Payload::Complete(status, total) => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("trace_id", st.id.as_str())?;
+                m.serialize_entry("status", status.as_str())?;
+                m.serialize_entry("total_duration", &total)?;
+                m.end()
+            }
+        }
+    }
+}
