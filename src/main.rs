@@ -1,1 +1,303 @@
-fn main(){}
+//! The `tracepool` command line.
+//!
+//! * `tracepool` (or `tracepool run`): the main job — the reference's five
+//!   benchmark scenarios over many traces, each with a live subscriber that
+//!   checks it saw every event in order; prints progress and a summary.
+//! * `tracepool serve [--addr 127.0.0.1:7070] [--demo]`: the HTTP live view
+//!   (feature `http`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tracepool::{Delivery, Engine, EventKind, Subscription};
+
+#[path = "../benches/support/scenarios.rs"]
+#[allow(unreachable_pub)]
+mod scenarios;
+
+use scenarios::{Scenario, ScenarioEngine, ThreadPool};
+
+const USAGE: &str = "\
+usage: tracepool [run] [--traces N] [--concurrency N] [--capacity N] [--workers N]
+       tracepool serve [--addr HOST:PORT] [--demo]
+
+run     the main job: the five reference scenarios over N traces (default 700000),
+        each with a live subscriber that checks every event arrives in order
+serve   the HTTP live view and web viewer (default address 127.0.0.1:7070);
+        --demo keeps generating traces to watch";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.first().map(String::as_str) {
+        Some("run") => ("run", &args[1..]),
+        Some("serve") => ("serve", &args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => ("run", &args[..]),
+    };
+    let result = match cmd {
+        "serve" => serve(rest),
+        _ => RunOptions::parse(rest).and_then(run),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tracepool: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn value_of<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
+    *i += 1;
+    args.get(*i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+}
+
+fn number(s: &str, flag: &str) -> Result<usize, String> {
+    s.replace('_', "")
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{flag}: expected a positive number, got {s:?}"))
+}
+
+#[cfg(feature = "http")]
+fn serve(args: &[String]) -> Result<ExitCode, String> {
+    let mut addr: std::net::SocketAddr = "127.0.0.1:7070".parse().expect("valid default");
+    let mut demo = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--addr" => {
+                let v = value_of(args, &mut i, "--addr")?;
+                addr = v.parse().map_err(|e| format!("--addr {v:?}: {e}"))?;
+            }
+            "--demo" => demo = true,
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let engine = Engine::builder().build().map_err(|e| e.to_string())?;
+    // WIRE-HTTP: replaced by tracepool::http::serve_blocking once the module lands.
+    let _ = (engine, addr, demo);
+    Err("serve is not available yet".into())
+}
+
+#[cfg(not(feature = "http"))]
+fn serve(_args: &[String]) -> Result<ExitCode, String> {
+    Err("this build has no HTTP support (enable the `http` feature)".into())
+}
+
+struct RunOptions {
+    traces: usize,
+    concurrency: usize,
+    capacity: usize,
+    workers: Option<usize>,
+}
+
+impl RunOptions {
+    fn parse(args: &[String]) -> Result<RunOptions, String> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut o = RunOptions {
+            traces: 700_000,
+            concurrency: cores,
+            capacity: 1024,
+            workers: None,
+        };
+        let mut i = 0;
+        while i < args.len() {
+            let flag = args[i].as_str();
+            match flag {
+                "--traces" => o.traces = number(value_of(args, &mut i, flag)?, flag)?,
+                "--concurrency" => o.concurrency = number(value_of(args, &mut i, flag)?, flag)?,
+                "--capacity" => o.capacity = number(value_of(args, &mut i, flag)?, flag)?,
+                "--workers" => o.workers = Some(number(value_of(args, &mut i, flag)?, flag)?),
+                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            }
+            i += 1;
+        }
+        Ok(o)
+    }
+}
+
+/// What the live subscribers found.
+#[derive(Default)]
+struct Checks {
+    delivered: AtomicU64,
+    order_violations: AtomicU64,
+    lagged: AtomicU64,
+    missing_complete: AtomicU64,
+    outstanding: AtomicUsize,
+    checked: AtomicU64,
+}
+
+/// Follows one trace's events: seqs must be 1, 2, 3, ... and the stream must
+/// end right after `complete`.
+async fn check(mut sub: Subscription, checks: Arc<Checks>) {
+    let mut expect = 1u64;
+    let mut delivered = 0u64;
+    let mut complete = false;
+    while let Some(d) = sub.recv().await {
+        match d {
+            Delivery::Event(ev) => {
+                if ev.seq != expect || complete {
+                    checks.order_violations.fetch_add(1, Ordering::Relaxed);
+                }
+                expect = ev.seq + 1;
+                delivered += 1;
+                complete |= ev.kind == EventKind::Complete;
+            }
+            Delivery::Lagged { missed } => {
+                checks.lagged.fetch_add(missed, Ordering::Relaxed);
+                expect += missed;
+            }
+        }
+    }
+    if !complete {
+        checks.missing_complete.fetch_add(1, Ordering::Relaxed);
+    }
+    checks.delivered.fetch_add(delivered, Ordering::Relaxed);
+    checks.checked.fetch_add(1, Ordering::Relaxed);
+    checks.outstanding.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn run(o: RunOptions) -> Result<ExitCode, String> {
+    let mut builder = Engine::builder().capacity(o.capacity);
+    if let Some(w) = o.workers {
+        builder = builder.workers(w);
+    }
+    let engine = builder.build().map_err(|e| e.to_string())?;
+    let before = engine.stats();
+    println!(
+        "tracepool main job: {} traces over {} scenarios, concurrency {}, driver {}, {} slots, {} workers",
+        o.traces,
+        Scenario::ALL.len(),
+        o.concurrency,
+        engine.driver_name(),
+        before.capacity,
+        before.workers
+    );
+    // The application's side: a small runtime for the subscriber checks and
+    // a few threads that complete parallel branches.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("subscriber")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let branches = Arc::new(ThreadPool::new(2));
+    let checks = Arc::new(Checks::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+
+    let workers: Vec<_> = (0..o.concurrency)
+        .map(|_| {
+            let (engine, branches, checks, next, done) = (
+                engine.clone(),
+                branches.clone(),
+                checks.clone(),
+                next.clone(),
+                done.clone(),
+            );
+            let handle = rt.handle().clone();
+            let total = o.traces;
+            std::thread::spawn(move || -> Result<(), String> {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok(());
+                    }
+                    let trace = ScenarioEngine::create(&engine);
+                    let sub = trace.subscribe().map_err(|e| e.to_string())?;
+                    checks.outstanding.fetch_add(1, Ordering::AcqRel);
+                    handle.spawn(check(sub, checks.clone()));
+                    scenarios::run(&engine, &trace, Scenario::ALL[i % 5], &*branches);
+                    ScenarioEngine::mark_complete(&engine, &trace);
+                    ScenarioEngine::release(&engine, trace);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Progress, once a second.
+    let mut last = (Instant::now(), 0usize);
+    while done.load(Ordering::Relaxed) < o.traces && !workers.iter().all(|w| w.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            let n = done.load(Ordering::Relaxed);
+            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            eprintln!(
+                "  [{:>5.1}s] {:>9} / {} traces  {:>9.0} traces/s  {} slots in use",
+                started.elapsed().as_secs_f64(),
+                n,
+                o.traces,
+                rate,
+                engine.stats().in_use
+            );
+            last = (Instant::now(), n);
+        }
+    }
+    for w in workers {
+        w.join().map_err(|_| "a trace thread panicked".to_string())??;
+    }
+    let elapsed = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checks.outstanding.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let unfinished = checks.outstanding.load(Ordering::Acquire);
+    let after = engine.stats();
+    let traces = done.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64();
+    let delivered = checks.delivered.load(Ordering::Relaxed);
+    let violations = checks.order_violations.load(Ordering::Relaxed);
+    let lagged = checks.lagged.load(Ordering::Relaxed);
+    let missing = checks.missing_complete.load(Ordering::Relaxed);
+    println!("summary:");
+    println!(
+        "  traces            {traces} in {secs:.2} s = {:.0} traces/s",
+        traces as f64 / secs
+    );
+    println!(
+        "  events            {} emitted = {:.0} events/s; {} persisted by the driver",
+        after.events_emitted,
+        after.events_emitted as f64 / secs,
+        after.events_persisted
+    );
+    println!(
+        "  delivered         {delivered} events to {} live subscribers",
+        checks.checked.load(Ordering::Relaxed)
+    );
+    println!(
+        "  order violations  {violations}   lagged {lagged}   dropped {}   missing complete {missing}   unfinished subscribers {unfinished}",
+        after.events_dropped
+    );
+    println!(
+        "  slots             capacity {}, peak in use {}, in use now {}, grown {}",
+        after.capacity, after.peak_in_use, after.in_use, after.grown
+    );
+    println!(
+        "  live tasks        before {}, after {} (workers {})",
+        before.live_tasks, after.live_tasks, after.workers
+    );
+    let ok = violations == 0
+        && after.events_dropped == 0
+        && missing == 0
+        && unfinished == 0
+        && delivered == after.events_emitted;
+    engine.shutdown().map_err(|e| e.to_string())?;
+    if ok {
+        println!("  result            ok: every subscriber saw every event of its trace, in order");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("  result            FAILED");
+        Ok(ExitCode::FAILURE)
+    }
+}

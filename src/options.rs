@@ -1,5 +1,7 @@
 //! Builder-style option structs for traces, nodes, spaces and parallel branches.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 /// Options for [`Engine::create`](crate::Engine::create).
@@ -65,6 +67,9 @@ impl TraceOptions {
 
 /// Options for a new node.
 ///
+/// Text fields are `Cow<'static, str>`: string literals are stored without
+/// allocating, owned `String`s are moved in.
+///
 /// # Examples
 /// ```
 /// use tracepool::NodeOptions;
@@ -74,13 +79,13 @@ impl TraceOptions {
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
     /// Label.
-    pub label: String,
+    pub label: Cow<'static, str>,
     /// Caller-defined type.
-    pub node_type: String,
+    pub node_type: Cow<'static, str>,
     /// Icon.
-    pub icon: String,
+    pub icon: Cow<'static, str>,
     /// Description.
-    pub description: String,
+    pub description: Cow<'static, str>,
     /// Metadata.
     pub metadata: Map<String, Value>,
     /// Whether `add`/`parallel` complete the running current nodes first
@@ -94,22 +99,22 @@ impl NodeOptions {
         Self::default()
     }
     /// Sets the label.
-    pub fn label(mut self, v: impl Into<String>) -> Self {
+    pub fn label(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.label = v.into();
         self
     }
     /// Sets the type.
-    pub fn node_type(mut self, v: impl Into<String>) -> Self {
+    pub fn node_type(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.node_type = v.into();
         self
     }
     /// Sets the icon.
-    pub fn icon(mut self, v: impl Into<String>) -> Self {
+    pub fn icon(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.icon = v.into();
         self
     }
     /// Sets the description.
-    pub fn description(mut self, v: impl Into<String>) -> Self {
+    pub fn description(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.description = v.into();
         self
     }
@@ -132,13 +137,13 @@ impl NodeOptions {
 #[derive(Debug, Clone, Default)]
 pub struct SpaceOptions {
     /// Label.
-    pub label: String,
+    pub label: Cow<'static, str>,
     /// Caller-defined type.
-    pub space_type: String,
+    pub space_type: Cow<'static, str>,
     /// Icon.
-    pub icon: String,
+    pub icon: Cow<'static, str>,
     /// Description.
-    pub description: String,
+    pub description: Cow<'static, str>,
     /// Time to live in seconds (informational).
     pub ttl: u64,
     /// Metadata.
@@ -151,22 +156,22 @@ impl SpaceOptions {
         Self::default()
     }
     /// Sets the label.
-    pub fn label(mut self, v: impl Into<String>) -> Self {
+    pub fn label(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.label = v.into();
         self
     }
     /// Sets the type.
-    pub fn space_type(mut self, v: impl Into<String>) -> Self {
+    pub fn space_type(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.space_type = v.into();
         self
     }
     /// Sets the icon.
-    pub fn icon(mut self, v: impl Into<String>) -> Self {
+    pub fn icon(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.icon = v.into();
         self
     }
     /// Sets the description.
-    pub fn description(mut self, v: impl Into<String>) -> Self {
+    pub fn description(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.description = v.into();
         self
     }

@@ -11,6 +11,7 @@
 //! not pin memory forever. This module does not know about the registry, the
 //! workers or the driver.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -53,10 +54,10 @@ pub(crate) struct NodeRec {
     pub(crate) id: ShortId,
     pub(crate) parents: SmallVec<[u32; 2]>,
     pub(crate) children: SmallVec<[u32; 4]>,
-    pub(crate) label: String,
-    pub(crate) node_type: String,
-    pub(crate) icon: String,
-    pub(crate) description: String,
+    pub(crate) label: Cow<'static, str>,
+    pub(crate) node_type: Cow<'static, str>,
+    pub(crate) icon: Cow<'static, str>,
+    pub(crate) description: Cow<'static, str>,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) auto_complete_parent: Option<bool>,
     pub(crate) status: NodeStatus,
@@ -81,10 +82,10 @@ pub(crate) struct LogRec {
 #[derive(Debug)]
 pub(crate) struct SpaceRec {
     pub(crate) id: ShortId,
-    pub(crate) label: String,
-    pub(crate) space_type: String,
-    pub(crate) icon: String,
-    pub(crate) description: String,
+    pub(crate) label: Cow<'static, str>,
+    pub(crate) space_type: Cow<'static, str>,
+    pub(crate) icon: Cow<'static, str>,
+    pub(crate) description: Cow<'static, str>,
     pub(crate) ttl: u64,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) created_at: i64,
@@ -803,10 +804,10 @@ impl TraceState {
             id: r.id.as_str().to_owned(),
             parent_ids: ids(&r.parents),
             children: ids(&r.children),
-            label: r.label.clone(),
-            node_type: r.node_type.clone(),
-            icon: r.icon.clone(),
-            description: r.description.clone(),
+            label: r.label.to_string(),
+            node_type: r.node_type.to_string(),
+            icon: r.icon.to_string(),
+            description: r.description.to_string(),
             metadata: r.metadata.clone(),
             status: r.status,
             input: r.input.clone(),
@@ -930,10 +931,10 @@ fn clear_capped<T>(v: &mut Vec<T>, cap: usize) {
 pub(crate) fn space_info(sp: &SpaceRec) -> SpaceInfo {
     SpaceInfo {
         id: sp.id.as_str().to_owned(),
-        label: sp.label.clone(),
-        space_type: sp.space_type.clone(),
-        icon: sp.icon.clone(),
-        description: sp.description.clone(),
+        label: sp.label.to_string(),
+        space_type: sp.space_type.to_string(),
+        icon: sp.icon.to_string(),
+        description: sp.description.to_string(),
         ttl: sp.ttl,
         metadata: sp.metadata.clone(),
         created_at: sp.created_at,

@@ -1,0 +1,316 @@
+//! The reference's benchmark scenarios (spec §8.13), written once against a
+//! small trait so that the same function drives tracepool and the baseline.
+//!
+//! Included with `#[path]` by the main job (`src/main.rs`), the benches, the
+//! profiling programs and the heap tests; not part of the library.
+//!
+//! Caller values are chosen not to allocate (numbers, booleans, `'static`
+//! labels and messages), so that allocation counts measure the engine.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde_json::Value;
+
+/// The five rotating scenarios of the reference's `getTraceScenarios`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// 5 × (add `step_i`, complete).
+    SequentialNodes,
+    /// add root; parallel of 3; each branch completed from another thread.
+    ParallelNodes,
+    /// create space; 5 sets; add; complete.
+    WithSpace,
+    /// info (dropped: no root); add; debug; complete; add; warn; complete.
+    WithLogging,
+    /// space; add; info; complete; parallel A/B (per branch on another
+    /// thread: info, set value, complete); add finalize; complete.
+    ComplexFlow,
+}
+
+impl Scenario {
+    /// All five, in the reference's order.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::SequentialNodes,
+        Scenario::ParallelNodes,
+        Scenario::WithSpace,
+        Scenario::WithLogging,
+        Scenario::ComplexFlow,
+    ];
+
+    /// Command-line / report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::SequentialNodes => "sequential",
+            Scenario::ParallelNodes => "parallel",
+            Scenario::WithSpace => "space",
+            Scenario::WithLogging => "logging",
+            Scenario::ComplexFlow => "complex",
+        }
+    }
+
+    /// Parses a name given by [`Scenario::name`].
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// Log levels used by the scenarios.
+#[derive(Debug, Clone, Copy)]
+pub enum Lvl {
+    Debug,
+    Info,
+    Warn,
+}
+
+/// The operations the scenarios need from an engine.
+pub trait ScenarioEngine: Clone + Send + Sync + 'static {
+    /// A trace handle.
+    type Trace: Clone + Send + Sync + 'static;
+    /// A node handle.
+    type Node: Clone + Send + Sync + 'static;
+
+    /// Creates a trace.
+    fn create(&self) -> Self::Trace;
+    /// Adds a node after the current ones.
+    fn add(&self, t: &Self::Trace, input: Value, label: &'static str) -> Self::Node;
+    /// Completes the current nodes.
+    fn complete(&self, t: &Self::Trace, output: Value);
+    /// Parallel branches under the current nodes.
+    fn parallel(&self, t: &Self::Trace, labels: &[&'static str]) -> Vec<Self::Node>;
+    /// Logs on the current nodes.
+    fn log(&self, t: &Self::Trace, level: Lvl, msg: &'static str);
+    /// Completes one node.
+    fn node_complete(&self, n: &Self::Node, output: Value);
+    /// Logs on one node.
+    fn node_info(&self, n: &Self::Node, msg: &'static str);
+    /// Creates a space, returning its id.
+    fn create_space(&self, t: &Self::Trace, label: &'static str) -> String;
+    /// Sets a space value.
+    fn set_space_value(&self, t: &Self::Trace, space: &str, key: &'static str, v: Value);
+    /// Reads a space value.
+    fn get_space_value(&self, t: &Self::Trace, space: &str, key: &'static str) -> Option<Value>;
+    /// Marks the trace complete.
+    fn mark_complete(&self, t: &Self::Trace);
+    /// Releases the trace.
+    fn release(&self, t: Self::Trace);
+}
+
+/// Runs branch work and waits for all of it.
+pub trait BranchRunner {
+    /// Runs every job (possibly on other threads) and returns when all are done.
+    fn run(&self, jobs: Vec<Box<dyn FnOnce() + Send>>);
+}
+
+/// Runs branch jobs on the calling thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Inline;
+
+impl BranchRunner for Inline {
+    fn run(&self, jobs: Vec<Box<dyn FnOnce() + Send>>) {
+        for j in jobs {
+            j();
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of long-lived threads that complete branches "from other
+/// threads" (the reference uses a goroutine per branch).
+pub struct ThreadPool {
+    senders: Vec<mpsc::Sender<(Job, Arc<Latch>)>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts finished jobs.
+pub struct Latch {
+    left: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl ThreadPool {
+    /// Starts `n` threads.
+    pub fn new(n: usize) -> ThreadPool {
+        let senders = (0..n.max(1))
+            .map(|i| {
+                let (tx, rx) = mpsc::channel::<(Job, Arc<Latch>)>();
+                std::thread::Builder::new()
+                    .name(format!("branch-{i}"))
+                    .spawn(move || {
+                        for (job, latch) in rx {
+                            job();
+                            let mut l = latch.left.lock().unwrap();
+                            *l -= 1;
+                            if *l == 0 {
+                                latch.cv.notify_all();
+                            }
+                        }
+                    })
+                    .expect("spawn branch thread");
+                tx
+            })
+            .collect();
+        ThreadPool {
+            senders,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl BranchRunner for ThreadPool {
+    fn run(&self, jobs: Vec<Box<dyn FnOnce() + Send>>) {
+        let latch = Arc::new(Latch {
+            left: Mutex::new(jobs.len()),
+            cv: Condvar::new(),
+        });
+        for job in jobs {
+            let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.senders.len();
+            self.senders[i]
+                .send((job, latch.clone()))
+                .expect("branch thread alive");
+        }
+        let mut l = latch.left.lock().unwrap();
+        while *l > 0 {
+            l = latch.cv.wait(l).unwrap();
+        }
+    }
+}
+
+const STEPS: [&str; 5] = ["step_0", "step_1", "step_2", "step_3", "step_4"];
+const KEYS: [&str; 10] = [
+    "key_0", "key_1", "key_2", "key_3", "key_4", "key_5", "key_6", "key_7", "key_8", "key_9",
+];
+
+fn num(i: usize) -> Value {
+    Value::from(i as u64)
+}
+
+/// Runs one scenario on a fresh trace `t` (not creating, completing-the-trace
+/// or releasing it: callers do that).
+pub fn run<E: ScenarioEngine, R: BranchRunner>(e: &E, t: &E::Trace, s: Scenario, runner: &R) {
+    match s {
+        Scenario::SequentialNodes => {
+            for (i, label) in STEPS.iter().enumerate() {
+                e.add(t, num(i), label);
+                e.complete(t, num(i));
+            }
+        }
+        Scenario::ParallelNodes => {
+            e.add(t, Value::Null, "root");
+            let nodes = e.parallel(t, &["Task 1", "Task 2", "Task 3"]);
+            let jobs: Vec<Job> = nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let e = e.clone();
+                    Box::new(move || e.node_complete(&n, num(i))) as Job
+                })
+                .collect();
+            runner.run(jobs);
+        }
+        Scenario::WithSpace => {
+            let space = e.create_space(t, "Context");
+            for (i, key) in KEYS.iter().take(5).enumerate() {
+                e.set_space_value(t, &space, key, num(i));
+            }
+            e.add(t, Value::Null, "process");
+            e.complete(t, Value::Bool(true));
+        }
+        Scenario::WithLogging => {
+            e.log(t, Lvl::Info, "before root");
+            e.add(t, Value::Null, "step1");
+            e.log(t, Lvl::Debug, "debugging");
+            e.complete(t, Value::Bool(true));
+            e.add(t, Value::Null, "step2");
+            e.log(t, Lvl::Warn, "warning");
+            e.complete(t, Value::Bool(true));
+        }
+        Scenario::ComplexFlow => {
+            let space = e.create_space(t, "Shared");
+            e.add(t, Value::Null, "prepare");
+            e.log(t, Lvl::Info, "prepared");
+            e.complete(t, Value::Bool(true));
+            let nodes = e.parallel(t, &["Task A", "Task B"]);
+            let space = Arc::new(space);
+            let jobs: Vec<Job> = nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let e = e.clone();
+                    let space = space.clone();
+                    let t = t.clone();
+                    Box::new(move || {
+                        e.node_info(&n, "branch working");
+                        e.set_space_value(&t, &space, KEYS[i], num(i));
+                        e.node_complete(&n, num(i));
+                    }) as Job
+                })
+                .collect();
+            runner.run(jobs);
+            e.add(t, Value::Null, "finalize");
+            e.complete(t, Value::Bool(true));
+        }
+    }
+}
+
+/// Adapter: tracepool's public API.
+impl ScenarioEngine for tracepool::Engine {
+    type Trace = tracepool::Trace;
+    type Node = tracepool::Node;
+
+    fn create(&self) -> tracepool::Trace {
+        self.create(tracepool::TraceOptions::new())
+            .expect("create trace")
+    }
+    fn add(&self, t: &tracepool::Trace, input: Value, label: &'static str) -> tracepool::Node {
+        t.add(input, tracepool::NodeOptions::new().label(label))
+            .expect("add")
+    }
+    fn complete(&self, t: &tracepool::Trace, output: Value) {
+        t.complete(Some(output)).expect("complete");
+    }
+    fn parallel(&self, t: &tracepool::Trace, labels: &[&'static str]) -> Vec<tracepool::Node> {
+        t.parallel(
+            labels
+                .iter()
+                .map(|l| {
+                    tracepool::ParallelInput::new(Value::Null, tracepool::NodeOptions::new().label(*l))
+                })
+                .collect(),
+        )
+        .expect("parallel")
+    }
+    fn log(&self, t: &tracepool::Trace, level: Lvl, msg: &'static str) {
+        match level {
+            Lvl::Debug => t.debug(msg),
+            Lvl::Info => t.info(msg),
+            Lvl::Warn => t.warn(msg),
+        };
+    }
+    fn node_complete(&self, n: &tracepool::Node, output: Value) {
+        n.complete(Some(output)).expect("node complete");
+    }
+    fn node_info(&self, n: &tracepool::Node, msg: &'static str) {
+        n.info(msg);
+    }
+    fn create_space(&self, t: &tracepool::Trace, label: &'static str) -> String {
+        t.create_space(tracepool::SpaceOptions::new().label(label))
+            .expect("create space")
+            .id
+    }
+    fn set_space_value(&self, t: &tracepool::Trace, space: &str, key: &'static str, v: Value) {
+        t.set_space_value(space, key, v).expect("set space value");
+    }
+    fn get_space_value(&self, t: &tracepool::Trace, space: &str, key: &'static str) -> Option<Value> {
+        t.get_space_value(space, key).expect("get space value")
+    }
+    fn mark_complete(&self, t: &tracepool::Trace) {
+        t.mark_complete().expect("mark complete");
+    }
+    fn release(&self, t: tracepool::Trace) {
+        t.release().expect("release");
+    }
+}

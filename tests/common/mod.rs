@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests (each test file uses a subset).
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use tracepool::{Cursor, Delivery, Engine, Event, EventKind, Exhausted, Trace};
+
+/// A small in-memory engine.
+pub(crate) fn engine(capacity: usize, workers: usize) -> Engine {
+    Engine::builder()
+        .capacity(capacity)
+        .workers(workers)
+        .on_exhausted(Exhausted::Error)
+        .memory()
+        .build()
+        .expect("build engine")
+}
+
+/// A small in-memory engine with explicit history and subscriber bounds.
+pub(crate) fn engine_with(capacity: usize, workers: usize, history: usize, sub_buffer: usize) -> Engine {
+    Engine::builder()
+        .capacity(capacity)
+        .workers(workers)
+        .on_exhausted(Exhausted::Error)
+        .history_limit(history)
+        .subscriber_buffer(sub_buffer)
+        .memory()
+        .build()
+        .expect("build engine")
+}
+
+/// The whole retained history of a trace.
+pub(crate) fn history(trace: &Trace) -> Vec<Event> {
+    trace.events(Cursor::Seq(0)).expect("events")
+}
+
+/// The kinds of some events, in order.
+pub(crate) fn kinds(events: &[Event]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// How many events of one kind.
+pub(crate) fn count(events: &[Event], kind: EventKind) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+/// Asserts that the seqs are exactly `first..first + len`.
+pub(crate) fn assert_contiguous_from(events: &[Event], first: u64) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            first + i as u64,
+            "event #{i} ({:?}) has seq {} (expected {})",
+            e.kind,
+            e.seq,
+            first + i as u64
+        );
+    }
+}
+
+/// The ids of the nodes started by a `node_start` event (one, or the
+/// parallel branches of a `nodes` payload).
+pub(crate) fn started_ids(e: &Event) -> Vec<String> {
+    assert_eq!(e.kind, EventKind::NodeStart);
+    let d = e.data();
+    if let Some(nodes) = d.get("nodes").and_then(Value::as_array) {
+        nodes
+            .iter()
+            .map(|n| n["id"].as_str().expect("node id").to_owned())
+            .collect()
+    } else {
+        vec![d["node"]["id"].as_str().expect("node id").to_owned()]
+    }
+}
+
+/// Per node id: how many `node_start` entries mention it.
+pub(crate) fn start_counts(events: &[Event]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in events.iter().filter(|e| e.kind == EventKind::NodeStart) {
+        for id in started_ids(e) {
+            *m.entry(id).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Per node id: how many terminal events (`node_complete` / `node_failed`).
+pub(crate) fn terminal_counts(events: &[Event]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::NodeComplete | EventKind::NodeFailed))
+    {
+        *m.entry(e.node_id.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts no node has more than one terminal event and returns the set of
+/// nodes with one.
+pub(crate) fn assert_one_terminal_max(events: &[Event]) -> HashSet<String> {
+    let m = terminal_counts(events);
+    for (id, n) in &m {
+        assert_eq!(*n, 1, "node {id} has {n} terminal events");
+    }
+    m.into_keys().collect()
+}
+
+/// Drains a subscription with `blocking_recv` until it ends.
+pub(crate) fn drain_blocking(sub: &mut tracepool::Subscription) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    while let Some(d) = sub.blocking_recv() {
+        out.push(d);
+    }
+    out
+}
+
+/// Only the events of some deliveries; panics on a `Lagged`.
+pub(crate) fn events_only(ds: Vec<Delivery>) -> Vec<Event> {
+    ds.into_iter()
+        .map(|d| match d {
+            Delivery::Event(e) => e,
+            Delivery::Lagged { missed } => panic!("unexpected Lagged {{ missed: {missed} }}"),
+        })
+        .collect()
+}
+
+/// Runs `f` on another thread and fails the test if it does not finish in `secs`.
+pub(crate) fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
+}
