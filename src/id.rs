@@ -121,6 +121,9 @@ const NODE_ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 pub(crate) struct ShortId([u8; 12]);
 
 impl ShortId {
+    /// Placeholder where an id is not applicable.
+    pub(crate) const EMPTY: ShortId = ShortId([b'0'; 12]);
+
     pub(crate) fn generate() -> ShortId {
         let mut b = [0u8; 12];
         for x in &mut b {

@@ -53,7 +53,10 @@ mod pool;
 mod subscribe;
 mod trace;
 
-pub use driver::{Driver, EventRecord, MemoryDriver, WriteBatch};
+pub use driver::{
+    Doc, DocKind, Driver, Durability, EventRecord, LogLineRecord, MemoryDriver, StoredTrace,
+    WriteBatch,
+};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use event::{Cursor, Delivery, Event, EventKind};

@@ -6,11 +6,19 @@
 //! left before it returns. A driver sees each trace's batches in seq order,
 //! never two batches of one trace at once.
 //!
+//! Besides events, a batch carries *documents* (trace info, node, space and
+//! space-data snapshots, written whole) and *log lines* (appended), already
+//! encoded in the reference's formats ([`format`]), for drivers that ask for
+//! them ([`Driver::wants_documents`]). A driver applies a batch in this order:
+//! event lines, log lines, then documents.
+//!
 //! [`MemoryDriver`] persists nothing (a trace lives while it is loaded); it
 //! counts what it was given.
 
+pub mod format;
 mod memory;
 
+pub use format::StoredTrace;
 pub use memory::MemoryDriver;
 
 use bytes::Bytes;
@@ -36,6 +44,62 @@ pub struct EventRecord<'a> {
     pub bytes: &'a Bytes,
 }
 
+/// How far a batch must have travelled before it counts as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Handed to the operating system (`write`, `rename`): survives a killed
+    /// process, not a power cut. The default.
+    #[default]
+    Buffered,
+    /// Also `fdatasync` the event log of each batch.
+    Flush,
+    /// `fsync` every file written and the directories of renamed files.
+    Fsync,
+}
+
+/// What a [`Doc`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    /// `trace_info.json` (the id is the trace id).
+    Info,
+    /// A node document (`nodes/<id>.json`).
+    Node,
+    /// A space document (`spaces/<id>.json`).
+    Space,
+    /// A space's key-values (`spaces/<id>/data.json`).
+    SpaceData,
+    /// The space was deleted: remove its document and data (bytes are empty).
+    SpaceDeleted,
+}
+
+/// One whole document to write (atomically replacing the previous version).
+#[derive(Debug, Clone, Copy)]
+pub struct Doc<'a> {
+    /// What it is.
+    pub kind: DocKind,
+    /// Node or space id (the trace id for [`DocKind::Info`]).
+    pub id: &'a str,
+    /// The encoded document.
+    pub bytes: &'a [u8],
+}
+
+/// One log line to append to a node's log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLineRecord<'a> {
+    /// The node the line belongs to.
+    pub node_id: &'a str,
+    /// One compact JSON line (no newline).
+    pub bytes: &'a [u8],
+}
+
+/// A document or log line inside a batch's byte buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DocBuf {
+    pub(crate) kind: DocKind,
+    pub(crate) id: crate::id::ShortId,
+    pub(crate) range: (u32, u32),
+}
+
 /// The writes of one trace handed to a driver in one call.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -43,11 +107,49 @@ pub struct WriteBatch<'a> {
     /// Trace id (validated: `^[0-9A-Za-z_-]{1,64}$`).
     pub trace_id: &'a str,
     events: &'a [StoredEvent],
+    docs: &'a [DocBuf],
+    logs: &'a [DocBuf],
+    buf: &'a [u8],
 }
 
 impl<'a> WriteBatch<'a> {
-    pub(crate) fn new(trace_id: &'a str, events: &'a [StoredEvent]) -> Self {
-        WriteBatch { trace_id, events }
+    pub(crate) fn new(
+        trace_id: &'a str,
+        events: &'a [StoredEvent],
+        docs: &'a [DocBuf],
+        logs: &'a [DocBuf],
+        buf: &'a [u8],
+    ) -> Self {
+        WriteBatch {
+            trace_id,
+            events,
+            docs,
+            logs,
+            buf,
+        }
+    }
+
+    /// Documents to write whole, in the order they changed.
+    pub fn docs(&self) -> impl ExactSizeIterator<Item = Doc<'a>> + 'a {
+        let (buf, trace_id) = (self.buf, self.trace_id);
+        self.docs.iter().map(move |d| Doc {
+            kind: d.kind,
+            id: if d.kind == DocKind::Info {
+                trace_id
+            } else {
+                d.id.as_str()
+            },
+            bytes: &buf[d.range.0 as usize..d.range.1 as usize],
+        })
+    }
+
+    /// Log lines to append, in the order they were written.
+    pub fn log_lines(&self) -> impl ExactSizeIterator<Item = LogLineRecord<'a>> + 'a {
+        let buf = self.buf;
+        self.logs.iter().map(move |d| LogLineRecord {
+            node_id: d.id.as_str(),
+            bytes: &buf[d.range.0 as usize..d.range.1 as usize],
+        })
     }
 
     /// The events, in seq order.
@@ -67,14 +169,14 @@ impl<'a> WriteBatch<'a> {
         self.events.len()
     }
 
-    /// Whether the batch holds no event.
+    /// Whether the batch holds nothing at all (no event, line or document).
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.is_empty() && self.docs.is_empty() && self.logs.is_empty()
     }
 
-    /// Total wire bytes of the events.
+    /// Total bytes of the events, log lines and documents.
     pub fn byte_len(&self) -> usize {
-        self.events.iter().map(|e| e.bytes.len()).sum()
+        self.events.iter().map(|e| e.bytes.len()).sum::<usize>() + self.buf.len()
     }
 }
 
@@ -92,6 +194,27 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// [`Error::Storage`](crate::Error::Storage) naming the file or key; the
     /// engine counts the batch's events as dropped.
     fn write(&self, batch: &WriteBatch<'_>) -> Result<()>;
+
+    /// Whether batches should carry documents and log lines (persistent
+    /// drivers) or events only (the default).
+    fn wants_documents(&self) -> bool {
+        false
+    }
+
+    /// Reads a stored trace back (`Ok(None)` if storage does not have it).
+    ///
+    /// # Errors
+    /// `Corrupt` naming the file or key that does not parse; `Storage`.
+    fn load(&self, _trace_id: &str) -> Result<Option<StoredTrace>> {
+        Ok(None)
+    }
+
+    /// Archives a stored trace (called by `mark_complete` with
+    /// `TraceOptions::auto_archive`, after the trace's writes were handed over).
+    /// Archived traces stay readable through `load` and `info`.
+    fn archive(&self, _trace_id: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether storage holds the trace.
     fn exists(&self, _trace_id: &str) -> Result<bool> {

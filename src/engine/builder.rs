@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Engine;
-use crate::driver::{Driver, MemoryDriver};
+use crate::driver::{Driver, Durability, MemoryDriver};
 use crate::error::{Error, Result};
 use crate::pool::Exhausted;
 
@@ -19,6 +19,7 @@ pub(crate) struct Config {
     pub(crate) subscriber_buffer: usize,
     pub(crate) write_queue_limit: usize,
     pub(crate) flush_interval: Duration,
+    pub(crate) durability: Durability,
 }
 
 #[derive(Debug)]
@@ -64,6 +65,7 @@ impl Default for EngineBuilder {
                 subscriber_buffer: 1024,
                 write_queue_limit: 65_536,
                 flush_interval: Duration::from_millis(5),
+                durability: Durability::Buffered,
             },
             driver: DriverChoice::Memory,
         }
@@ -115,6 +117,13 @@ impl EngineBuilder {
     /// How often workers hand queued events to the driver (default 5 ms).
     pub fn flush_interval(mut self, d: Duration) -> Self {
         self.config.flush_interval = d;
+        self
+    }
+
+    /// When a batch counts as persisted for the built-in persistent drivers
+    /// (default [`Durability::Buffered`]).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.config.durability = d;
         self
     }
 

@@ -18,7 +18,6 @@ mod workers;
 
 pub use builder::EngineBuilder;
 
-use std::collections::VecDeque;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,13 +25,13 @@ use std::time::Duration;
 
 use crate::driver::{Driver, WriteBatch};
 use crate::error::{Error, Result};
-use crate::event::StoredEvent;
 use crate::id::TraceId;
 use crate::model::{EngineStats, TraceInfo, TraceStatus};
 use crate::options::TraceOptions;
 use crate::pool::{SlotPool, lock};
 use crate::subscribe::detach_all;
 use crate::trace::Trace;
+use crate::trace::persist::WriteScratch;
 use crate::trace::state::{Limits, TraceState};
 use builder::Config;
 use registry::Registry;
@@ -124,13 +123,13 @@ impl Core {
         }
     }
 
-    /// Hands `events` of trace `id` to the driver and counts the outcome.
-    fn write_events(&self, id: &TraceId, events: &mut VecDeque<StoredEvent>) -> Result<()> {
-        if events.is_empty() {
+    /// Hands one batch of trace `id` to the driver and counts the outcome.
+    fn write_scratch(&self, id: &TraceId, w: &mut WriteScratch) -> Result<()> {
+        if w.is_empty() {
             return Ok(());
         }
-        let slice = events.make_contiguous();
-        let batch = WriteBatch::new(id.as_str(), slice);
+        let events = w.events.make_contiguous();
+        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf);
         let n = batch.len() as u64;
         let bytes = batch.byte_len() as u64;
         let c = &self.counters;
@@ -142,29 +141,62 @@ impl Core {
             }
             Err(_) => {
                 c.persist_errors.fetch_add(1, Ordering::Relaxed);
-                c.events_dropped.fetch_add(n, Ordering::Relaxed);
             }
         }
-        events.clear();
         r
     }
 
-    /// Worker side: writes what slot `idx` has pending.
-    pub(crate) fn flush_slot(&self, idx: u32, scratch: &mut VecDeque<StoredEvent>) {
+    /// Worker side: writes what slot `idx` has queued. A failed write is put
+    /// back into the slot and retried by the next flush (the write queue's
+    /// bound still applies).
+    pub(crate) fn flush_slot(&self, idx: u32, w: &mut WriteScratch) {
         let slot = self.pool.get(idx);
         let _io = lock(&slot.io);
-        let id = {
+        let (id, generation) = {
             let mut st = lock(&slot.state);
             st.queued = false;
             self.collect_stats(&mut st);
-            if st.pending.is_empty() {
+            if !st.live {
                 return;
             }
-            std::mem::swap(&mut st.pending, scratch);
-            st.id
+            st.take_writes(w);
+            if w.is_empty() {
+                return;
+            }
+            (st.id, st.generation)
         };
-        // A failure is counted (persist_errors, events_dropped); the worker goes on.
-        let _ = self.write_events(&id, scratch);
+        if self.write_scratch(&id, w).is_err() {
+            let mut st = lock(&slot.state);
+            if st.generation == generation && st.live {
+                st.restore_writes(w);
+                self.enqueue(idx, &mut st);
+            }
+        }
+        w.clear();
+    }
+
+    /// Writes everything slot `idx` has queued on the calling thread, under
+    /// the slot's locks (used by `release` and before archiving). `keep`
+    /// decides whether a failed batch is put back (the trace lives on) or
+    /// counted as dropped (the trace is going away).
+    fn flush_locked(&self, st: &mut TraceState, keep: bool) -> Result<()> {
+        RELEASE_SCRATCH.with(|cell| {
+            let mut w = cell.borrow_mut();
+            st.take_writes(&mut w);
+            let id = st.id;
+            let r = self.write_scratch(&id, &mut w);
+            if r.is_err() {
+                if keep {
+                    st.restore_writes(&mut w);
+                } else {
+                    self.counters
+                        .events_dropped
+                        .fetch_add(w.events.len() as u64, Ordering::Relaxed);
+                }
+            }
+            w.clear();
+            r
+        })
     }
 
     /// Releases the trace in slot `idx` (already removed from the registry):
@@ -177,10 +209,7 @@ impl Core {
         if st.generation != generation || !st.live {
             return Err(Error::Released);
         }
-        let id = st.id;
-        let mut pending = std::mem::take(&mut st.pending);
-        let written = self.write_events(&id, &mut pending);
-        st.pending = pending;
+        let written = self.flush_locked(&mut st, false);
         detach_all(&mut st);
         self.collect_stats(&mut st);
         slot.released.store(
@@ -193,6 +222,26 @@ impl Core {
         self.pool.checkin(idx);
         written
     }
+
+    /// Flushes a live trace synchronously and archives it in storage.
+    pub(crate) fn archive_now(&self, idx: u32, generation: u64) -> Result<()> {
+        let slot = self.pool.get(idx);
+        let _io = lock(&slot.io);
+        let mut st = lock(&slot.state);
+        if st.generation != generation || !st.live {
+            return Err(Error::Released);
+        }
+        self.flush_locked(&mut st, true)?;
+        self.driver.archive(st.id.as_str())?;
+        st.archived = true;
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Scratch buffers for flushes done on a caller's thread (release, archive).
+    static RELEASE_SCRATCH: std::cell::RefCell<WriteScratch> =
+        std::cell::RefCell::new(WriteScratch::default());
 }
 
 /// The owner of the workers; shuts the engine down when the last handle goes.
@@ -280,6 +329,8 @@ impl Engine {
             history: config.history_limit,
             subscriber_buffer: config.subscriber_buffer,
             pending: config.write_queue_limit,
+            documents: driver.wants_documents(),
+            driver: driver.name(),
         };
         let core = Arc::new(Core {
             pool: SlotPool::new(config.capacity, config.exhausted, limits),
@@ -398,18 +449,51 @@ impl Engine {
         Ok(Trace::new(self.clone(), idx, generation, tid))
     }
 
-    /// Loads a trace from storage into a slot. A loaded trace is returned as is.
+    /// Loads a trace from storage into a slot, rebuilding its state: root,
+    /// every node (a DAG, each node once), the current nodes, status, spaces
+    /// and their values, logs and the event history with its seqs (new events
+    /// continue the numbering). A loaded trace is returned as is.
     ///
     /// The in-memory driver stores nothing, so for it this only finds loaded traces.
     ///
     /// # Errors
-    /// `InvalidId`, `NotFound`, `ShutDown`.
+    /// `InvalidId`, `NotFound`, `Corrupt` (naming the file or key),
+    /// `Storage`, `PoolExhausted`, `ShutDown`.
     pub fn open(&self, id: &str) -> Result<Trace> {
-        match self.load(id) {
-            Ok(t) => Ok(t),
-            Err(Error::NotLoaded(_)) => Err(Error::NotFound(id.to_owned())),
-            Err(e) => Err(e),
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        let core = self.core();
+        if let Some((idx, generation)) = core.registry.get(&tid) {
+            return Ok(Trace::new(self.clone(), idx, generation, tid));
         }
+        let stored = core
+            .driver
+            .load(id)?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        if stored.info.id != id {
+            return Err(Error::corrupt(
+                format!("trace {id}"),
+                format!("stored trace info names trace {:?}", stored.info.id),
+            ));
+        }
+        let idx = core.pool.checkout()?;
+        let slot = core.pool.get(idx);
+        let mut st = lock(&slot.state);
+        if let Err(e) = st.restore(tid, stored) {
+            drop(st);
+            core.pool.checkin(idx);
+            return Err(e);
+        }
+        if core.registry.insert_if_absent(tid, (idx, st.generation)) {
+            let generation = st.generation;
+            drop(st);
+            return Ok(Trace::new(self.clone(), idx, generation, tid));
+        }
+        // Opened concurrently by someone else: use theirs.
+        st.reset();
+        drop(st);
+        core.pool.checkin(idx);
+        self.load(id)
     }
 
     /// Whether the id names a loaded trace (`false` for invalid ids).

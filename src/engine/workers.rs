@@ -12,7 +12,6 @@
 //! (one thread per worker). Nothing here is spawned per trace or per
 //! subscription; `shutdown` stops the workers and waits for them to exit.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use tokio::sync::Notify;
 
 use super::Core;
 use crate::error::{Error, Result};
-use crate::event::StoredEvent;
+use crate::trace::persist::WriteScratch;
 use crate::pool::lock;
 
 /// A slot with this many pending events wakes its worker at once.
@@ -120,7 +119,7 @@ impl Workers {
 async fn worker_loop(core: &Core, w: usize) {
     let queue = &core.queues[w];
     let mut batch: Vec<u32> = Vec::new();
-    let mut scratch: VecDeque<StoredEvent> = VecDeque::new();
+    let mut scratch = WriteScratch::default();
     let mut tick = tokio::time::interval(core.config.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

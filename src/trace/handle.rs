@@ -265,13 +265,20 @@ impl Trace {
     /// nothing). Running nodes are left as they are. Afterwards the trace is
     /// finished: reads work, mutations return `TraceFinished`.
     ///
+    /// With `TraceOptions::auto_archive(true)`, the trace's writes are then
+    /// flushed and the driver archives it before this returns.
+    ///
     /// # Errors
-    /// `Released`, `ShutDown`.
+    /// `Released`, `ShutDown`; `Storage` when archiving failed (the trace is
+    /// complete all the same).
     pub fn mark_complete(&self) -> Result<()> {
-        self.with(|st| {
-            st.mark_complete();
-            Ok(())
-        })
+        let archive = self.with(|st| Ok(st.mark_complete() && st.auto_archive))?;
+        if archive {
+            self.engine
+                .core()
+                .archive_now(self.idx, self.generation)?;
+        }
+        Ok(())
     }
 
     /// Cancels the trace: unfinished nodes become `cancelled` (one

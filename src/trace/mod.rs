@@ -9,6 +9,7 @@
 
 mod handle;
 mod node;
+pub(crate) mod persist;
 pub(crate) mod state;
 
 pub use handle::Trace;

@@ -39,7 +39,16 @@ pub(crate) struct Limits {
     pub(crate) subscriber_buffer: usize,
     /// Events waiting for the driver before the oldest is dropped (and counted).
     pub(crate) pending: usize,
+    /// The driver wants document snapshots and log lines (persistent drivers).
+    pub(crate) documents: bool,
+    /// The driver's name, written into `trace_info.json`.
+    pub(crate) driver: &'static str,
 }
+
+/// Dirty flags of a space (for document snapshots).
+pub(crate) const SPACE_META: u8 = 1;
+pub(crate) const SPACE_DATA: u8 = 2;
+pub(crate) const SPACE_DELETED: u8 = 4;
 
 // Capacity kept across a reset; anything larger is released.
 const RETAIN_NODES: usize = 1024;
@@ -67,6 +76,8 @@ pub(crate) struct NodeRec {
     pub(crate) start_time: i64,
     pub(crate) end_time: i64,
     pub(crate) updated_at: i64,
+    /// Listed in `TraceState::dirty_nodes`.
+    pub(crate) dirty: bool,
 }
 
 #[derive(Debug)]
@@ -120,9 +131,9 @@ pub(crate) struct TraceState {
     pub(crate) finished: bool,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
-    last_ts: i64,
+    pub(crate) last_ts: i64,
     pub(crate) nodes: Vec<NodeRec>,
-    node_index: HashMap<ShortId, u32>,
+    pub(crate) node_index: HashMap<ShortId, u32>,
     pub(crate) root: Option<u32>,
     pub(crate) current: SmallVec<[u32; 4]>,
     pub(crate) logs: Vec<LogRec>,
@@ -141,6 +152,12 @@ pub(crate) struct TraceState {
     /// protocol: survives resets so an index is never queued twice.
     pub(crate) queued: bool,
     pub(crate) limits: Limits,
+    // Document snapshots not yet handed to the driver (persistent drivers only).
+    pub(crate) info_dirty: bool,
+    pub(crate) dirty_nodes: Vec<u32>,
+    pub(crate) dirty_spaces: Vec<(ShortId, u8)>,
+    /// Logs before this index were handed to the driver.
+    pub(crate) logs_flushed: usize,
     // Counters since the last time the engine collected them.
     pub(crate) stat_emitted: u64,
     pub(crate) stat_evicted: u64,
@@ -180,6 +197,10 @@ impl TraceState {
             subs: Vec::new(),
             queued: false,
             limits,
+            info_dirty: false,
+            dirty_nodes: Vec::new(),
+            dirty_spaces: Vec::new(),
+            logs_flushed: 0,
             stat_emitted: 0,
             stat_evicted: 0,
             stat_pending_dropped: 0,
@@ -207,6 +228,7 @@ impl TraceState {
         self.auto_archive = opts.auto_archive;
         self.created_at = ts;
         self.updated_at = ts;
+        self.touch_info();
         self.emit(EventKind::Init, None, None, ts, &Payload::Init);
     }
 
@@ -255,6 +277,38 @@ impl TraceState {
             self.pending.shrink_to(RETAIN_PENDING);
         }
         self.subs.clear();
+        self.info_dirty = false;
+        clear_capped(&mut self.dirty_nodes, RETAIN_NODES);
+        clear_capped(&mut self.dirty_spaces, RETAIN_SPACES);
+        self.logs_flushed = 0;
+    }
+
+    // ---- dirty tracking (document snapshots) ------------------------------
+
+    pub(crate) fn touch_node(&mut self, n: u32) {
+        if !self.limits.documents {
+            return;
+        }
+        let node = &mut self.nodes[n as usize];
+        if !node.dirty {
+            node.dirty = true;
+            self.dirty_nodes.push(n);
+        }
+    }
+
+    pub(crate) fn touch_space(&mut self, id: ShortId, flags: u8) {
+        if !self.limits.documents {
+            return;
+        }
+        match self.dirty_spaces.iter_mut().find(|(s, _)| *s == id) {
+            Some((_, f)) if flags & SPACE_DELETED != 0 => *f = SPACE_DELETED,
+            Some((_, f)) => *f |= flags,
+            None => self.dirty_spaces.push((id, flags)),
+        }
+    }
+
+    pub(crate) fn touch_info(&mut self) {
+        self.info_dirty = self.limits.documents;
     }
 
     // ---- emission ---------------------------------------------------------
@@ -367,10 +421,13 @@ impl TraceState {
             start_time: ts,
             end_time: 0,
             updated_at: ts,
+            dirty: false,
         });
         self.node_index.insert(id, idx);
+        self.touch_node(idx);
         for &p in parents {
             self.nodes[p as usize].children.push(idx);
+            self.touch_node(p);
         }
         idx
     }
@@ -387,6 +444,7 @@ impl TraceState {
         node.end_time = ts;
         node.updated_at = ts;
         let id = node.id;
+        self.touch_node(n);
         if status == NodeStatus::Completed {
             self.emit(EventKind::NodeComplete, Some(id), None, ts, &Payload::NodeComplete(n));
         } else {
@@ -420,6 +478,7 @@ impl TraceState {
         };
         self.current.clear();
         self.current.push(idx);
+        self.touch_info();
         let id = self.nodes[idx as usize].id;
         self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
         Ok(idx)
@@ -468,6 +527,7 @@ impl TraceState {
         if under.is_none() {
             self.current.clear();
             self.current.extend(first..first + count);
+            self.touch_info();
         }
         self.emit(EventKind::NodeStart, None, None, ts, &Payload::NodesStart(first, count));
         Ok((first, count))
@@ -502,6 +562,7 @@ impl TraceState {
 
     fn updated(&mut self, n: u32, ts: i64) {
         self.nodes[n as usize].updated_at = ts;
+        self.touch_node(n);
         let id = self.nodes[n as usize].id;
         self.emit(EventKind::NodeUpdated, Some(id), None, ts, &Payload::NodeUpdated(n));
     }
@@ -645,6 +706,7 @@ impl TraceState {
         let ts = self.tick();
         self.finished = true;
         self.status = TraceStatus::Completed;
+        self.touch_info();
         let d = self.total_duration(ts);
         self.emit(
             EventKind::Complete,
@@ -668,6 +730,7 @@ impl TraceState {
         }
         self.finished = true;
         self.status = TraceStatus::Cancelled;
+        self.touch_info();
         let d = self.total_duration(ts);
         self.emit(
             EventKind::Complete,
@@ -703,6 +766,7 @@ impl TraceState {
             data: Map::new(),
         });
         let si = self.spaces.len() as u32 - 1;
+        self.touch_space(id, SPACE_META);
         self.emit(EventKind::SpaceCreated, None, Some(id), ts, &Payload::SpaceCreated(si));
         Ok(space_info(&self.spaces[si as usize]))
     }
@@ -712,6 +776,7 @@ impl TraceState {
         let si = self.find_space(space)?;
         let ts = self.tick();
         let rec = self.spaces.remove(si);
+        self.touch_space(rec.id, SPACE_DELETED);
         self.emit(EventKind::SpaceDeleted, None, Some(rec.id), ts, &Payload::SpaceDeleted(rec.id));
         Ok(())
     }
@@ -724,6 +789,7 @@ impl TraceState {
         let existed = sp.data.insert(key.to_owned(), value).is_some();
         sp.updated_at = ts;
         let id = sp.id;
+        self.touch_space(id, SPACE_META | SPACE_DATA);
         let kind = if existed {
             EventKind::MemoryUpdate
         } else {
@@ -752,6 +818,7 @@ impl TraceState {
         sp.data.shift_remove(key);
         sp.updated_at = ts;
         let id = sp.id;
+        self.touch_space(id, SPACE_META | SPACE_DATA);
         self.emit(EventKind::MemoryDelete, None, Some(id), ts, &Payload::MemoryDelete(id, Some(key)));
         Ok(())
     }
@@ -764,6 +831,7 @@ impl TraceState {
         sp.data.clear();
         sp.updated_at = ts;
         let id = sp.id;
+        self.touch_space(id, SPACE_META | SPACE_DATA);
         self.emit(EventKind::MemoryDelete, None, Some(id), ts, &Payload::MemoryDelete(id, None));
         Ok(())
     }
