@@ -42,6 +42,8 @@
 
 
 pub mod driver;
+#[cfg(feature = "http")]
+pub mod http;
 mod engine;
 mod error;
 mod event;
@@ -54,8 +56,8 @@ mod subscribe;
 mod trace;
 
 pub use driver::{
-    Doc, DocKind, Driver, Durability, EventRecord, LogLineRecord, MemoryDriver, StoredTrace,
-    WriteBatch,
+    Doc, DocKind, Driver, Durability, EventRecord, LogLineRecord, MemoryDriver,
+    StoredTrace, WriteBatch,
 };
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};

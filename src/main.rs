@@ -84,9 +84,8 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
         i += 1;
     }
     let engine = Engine::builder().build().map_err(|e| e.to_string())?;
-    // WIRE-HTTP: replaced by tracepool::http::serve_blocking once the module lands.
-    let _ = (engine, addr, demo);
-    Err("serve is not available yet".into())
+    tracepool::http::serve_blocking(engine, addr, demo).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(not(feature = "http"))]

@@ -12,7 +12,11 @@ fn new_trace_has_id_is_loaded_and_gets_a_root_on_first_add() {
     let engine = engine(4, 1);
     let trace = engine.create(TraceOptions::new()).unwrap();
     assert!(!trace.id().is_empty());
-    assert_eq!(trace.id().len(), 20, "generated ids are YYYYMMDD + 12 digits");
+    assert_eq!(
+        trace.id().len(),
+        20,
+        "generated ids are YYYYMMDD + 12 digits"
+    );
     assert!(trace.id().bytes().all(|b| b.is_ascii_digit()));
     assert!(engine.is_loaded(trace.id()));
     assert_eq!(trace.status(), TraceStatus::Pending);
@@ -115,13 +119,7 @@ fn list_is_sorted_and_tracks_loaded_traces() {
     let engine = engine(8, 1);
     assert!(engine.list().is_empty());
     let ids: Vec<String> = (0..3)
-        .map(|_| {
-            engine
-                .create(TraceOptions::new())
-                .unwrap()
-                .id()
-                .to_owned()
-        })
+        .map(|_| engine.create(TraceOptions::new()).unwrap().id().to_owned())
         .collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -194,7 +192,10 @@ fn shutdown_makes_every_call_fail_with_shut_down() {
         engine.create(TraceOptions::new()),
         Err(Error::ShutDown)
     ));
-    assert!(matches!(trace.add("x", NodeOptions::new()), Err(Error::ShutDown)));
+    assert!(matches!(
+        trace.add("x", NodeOptions::new()),
+        Err(Error::ShutDown)
+    ));
     assert!(matches!(node.complete(None), Err(Error::ShutDown)));
     assert!(matches!(engine.load(trace.id()), Err(Error::ShutDown)));
     // The subscription got what was emitted before and then ended.

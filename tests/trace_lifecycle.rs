@@ -109,7 +109,10 @@ fn release_after_mark_complete_then_operations_are_refused() {
     assert!(matches!(root.complete(None), Err(Error::Released)));
     // The status it ended with is still reported.
     assert_eq!(trace.status(), TraceStatus::Completed);
-    assert!(!trace.is_complete(), "bool methods give false when released");
+    assert!(
+        !trace.is_complete(),
+        "bool methods give false when released"
+    );
 }
 
 #[test]
@@ -151,7 +154,10 @@ fn operations_after_release() {
     assert!(matches!(trace.root(), Err(Error::Released)));
     assert!(matches!(trace.current_nodes(), Err(Error::Released)));
     assert!(!trace.is_complete());
-    assert!(matches!(trace.events(tracepool::Cursor::Seq(0)), Err(Error::Released)));
+    assert!(matches!(
+        trace.events(tracepool::Cursor::Seq(0)),
+        Err(Error::Released)
+    ));
     assert!(matches!(trace.subscribe(), Err(Error::Released)));
 }
 
@@ -284,7 +290,10 @@ fn mutations_after_mark_complete_are_trace_finished() {
 
     // Reads still work, and nothing was emitted.
     assert_eq!(history(&trace).len(), n_events);
-    assert_eq!(trace.get_space_value(&space.id, "k").unwrap(), Some(json!(1)));
+    assert_eq!(
+        trace.get_space_value(&space.id, "k").unwrap(),
+        Some(json!(1))
+    );
     assert_eq!(trace.root().unwrap().unwrap().status, NodeStatus::Running);
     // mark_complete again: no second `complete`.
     trace.mark_complete().unwrap();

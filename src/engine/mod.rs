@@ -266,10 +266,10 @@ impl EngineInner {
         // Release every loaded trace: flushes its writes and ends its subscriptions.
         let mut first_err = None;
         for (id, (idx, generation)) in core.registry.entries() {
-            if core.registry.remove_if(&id, (idx, generation)) {
-                if let Err(e) = core.release_slot(idx, generation) {
-                    first_err.get_or_insert(e);
-                }
+            if core.registry.remove_if(&id, (idx, generation))
+                && let Err(e) = core.release_slot(idx, generation)
+            {
+                first_err.get_or_insert(e);
             }
         }
         core.stopping.store(true, Ordering::Release);

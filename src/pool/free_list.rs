@@ -91,7 +91,7 @@ impl Links for Vec<AtomicU32> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tracepool_loom)))]
 mod tests {
     use super::*;
     use std::collections::HashSet;
@@ -153,8 +153,8 @@ mod tests {
 }
 
 /// Loom model: run with
-/// `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib free_list`.
-#[cfg(all(test, loom))]
+/// `RUSTFLAGS="--cfg tracepool_loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib free_list`.
+#[cfg(all(test, tracepool_loom))]
 mod loom_model {
     use super::*;
     use loom::sync::Arc;

@@ -128,8 +128,14 @@ enum Step {
 ///
 /// Yields [`Delivery`] items through [`recv`](Subscription::recv),
 /// [`blocking_recv`](Subscription::blocking_recv) or as a
-/// [`futures_core::Stream`]. See the [module docs](self) for ordering,
-/// lagging and ending.
+/// [`futures_core::Stream`].
+///
+/// Delivery is exactly once and in seq order, also for subscriptions made
+/// while other threads write: a subscription is a cursor into its trace's
+/// history. A subscriber more than `subscriber_buffer` events behind gets one
+/// [`Delivery::Lagged`] and continues. The stream ends after `complete` is
+/// delivered, or after release once every event emitted before the release
+/// was delivered. Dropping it unsubscribes.
 ///
 /// # Examples
 /// ```
@@ -155,6 +161,9 @@ pub struct Subscription {
     shared: Arc<SubShared>,
     min_ts: i64,
     ended: bool,
+    /// The event at the cursor, taken together with a `Lagged` report so that
+    /// one gap gives exactly one `Lagged`, followed by an event.
+    stash: Option<StoredEvent>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -185,6 +194,7 @@ impl Subscription {
             shared,
             min_ts,
             ended: false,
+            stash: None,
         }
     }
 
@@ -260,6 +270,9 @@ impl Subscription {
     }
 
     fn step(&mut self) -> Step {
+        if let Some(ev) = self.stash.take() {
+            return self.deliver(&ev);
+        }
         if self.shared.detached.load(Ordering::Acquire) {
             return self.step_tail();
         }
@@ -276,6 +289,15 @@ impl Subscription {
         }
         let (mut next, missed) = clamp_cursor(&st, self.shared.next_seq.load(Ordering::Relaxed));
         if missed > 0 {
+            // Take the first event after the gap now, under the same lock, so
+            // the writer cannot push it out of bounds before it is delivered.
+            while let Some(ev) = st.event_at(next) {
+                next += 1;
+                if ev.timestamp >= self.min_ts {
+                    self.stash = Some(ev.clone());
+                    break;
+                }
+            }
             self.shared.next_seq.store(next, Ordering::Relaxed);
             return self.lagged(missed);
         }
@@ -336,10 +358,10 @@ impl Drop for Subscription {
         }
         let slot = self.core.pool.get(self.idx);
         let mut st = lock(&slot.state);
-        if st.generation == self.generation {
-            if let Some(i) = st.subs.iter().position(|s| Arc::ptr_eq(s, &self.shared)) {
-                st.subs.swap_remove(i);
-            }
+        if st.generation == self.generation
+            && let Some(i) = st.subs.iter().position(|s| Arc::ptr_eq(s, &self.shared))
+        {
+            st.subs.swap_remove(i);
         }
     }
 }

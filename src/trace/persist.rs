@@ -339,7 +339,18 @@ impl TraceState {
         for (i, ev) in events.into_iter().enumerate() {
             next_seq = ev.seq + 1;
             last_ts = last_ts.max(ev.timestamp);
-            finished |= ev.kind == crate::event::EventKind::Complete;
+            if ev.kind == crate::event::EventKind::Complete {
+                finished = true;
+                // The reference never updates the stored status (spec §9.4
+                // #28): take it from the terminal event.
+                if matches!(self.status, TraceStatus::Pending | TraceStatus::Running) {
+                    self.status = match ev.data().get("status").and_then(|s| s.as_str()) {
+                        Some("cancelled") => TraceStatus::Cancelled,
+                        Some("failed") => TraceStatus::Failed,
+                        _ => TraceStatus::Completed,
+                    };
+                }
+            }
             if i < skip {
                 self.evicted_max_ts = ev.timestamp;
                 continue;
@@ -354,6 +365,10 @@ impl TraceState {
                 bytes: Bytes::clone(&ev.bytes),
                 data_range: ev.data_range,
             });
+        }
+        if self.status == TraceStatus::Pending && self.root.is_some() {
+            // Stored by the reference, whose stored status stays `pending`.
+            self.status = TraceStatus::Running;
         }
         self.next_seq = next_seq;
         self.finished = finished;

@@ -345,11 +345,11 @@ impl TraceState {
             bytes,
             data_range,
         };
-        if self.history.len() >= self.limits.history {
-            if let Some(old) = self.history.pop_front() {
-                self.evicted_max_ts = old.timestamp;
-                self.stat_evicted += 1;
-            }
+        if self.history.len() >= self.limits.history
+            && let Some(old) = self.history.pop_front()
+        {
+            self.evicted_max_ts = old.timestamp;
+            self.stat_evicted += 1;
         }
         if self.pending.len() >= self.limits.pending {
             // The driver is not keeping up and the bound is reached: drop the
@@ -1099,10 +1099,8 @@ impl Serialize for NodeView<'_> {
         if let Some(v) = &r.input {
             m.serialize_entry("input", v)?;
         }
-        if let Some(v) = &r.output {
-            if !v.is_null() {
-                m.serialize_entry("output", v)?;
-            }
+        if let Some(v) = r.output.as_ref().filter(|v| !v.is_null()) {
+            m.serialize_entry("output", v)?;
         }
         m.serialize_entry("created_at", &r.created_at)?;
         m.serialize_entry("start_time", &r.start_time)?;

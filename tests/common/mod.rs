@@ -18,7 +18,12 @@ pub(crate) fn engine(capacity: usize, workers: usize) -> Engine {
 }
 
 /// A small in-memory engine with explicit history and subscriber bounds.
-pub(crate) fn engine_with(capacity: usize, workers: usize, history: usize, sub_buffer: usize) -> Engine {
+pub(crate) fn engine_with(
+    capacity: usize,
+    workers: usize,
+    history: usize,
+    sub_buffer: usize,
+) -> Engine {
     Engine::builder()
         .capacity(capacity)
         .workers(workers)
