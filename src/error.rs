@@ -10,33 +10,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A trace id that does not match `^[0-9A-Za-z_-]{1,64}$`.
-    #[error("invalid trace id {id:?}: ids must match ^[0-9A-Za-z_-]{{1,64}}$")]
-    InvalidId {
-        /// The rejected id (possibly truncated for display).
-        id: String,
-    },
+    /// A trace id that does not match `^[0-9A-Za-z_-]{1,64}$` (checked before
+    /// an id reaches a path or a storage key).
+    #[error("invalid trace id: ids must match ^[0-9A-Za-z_-]{{1,64}}$")]
+    InvalidId,
     /// `create` with an id that is already loaded.
-    #[error("trace {0} is already loaded")]
-    AlreadyLoaded(String),
+    #[error("a trace with this id is already loaded")]
+    AlreadyLoaded,
     /// `create` with an id that storage already holds: use `open` to resume it.
-    #[error("trace {0} already exists in storage (use open to resume it)")]
-    AlreadyExists(String),
+    #[error("a trace with this id already exists in storage (use open to resume it)")]
+    AlreadyExists,
     /// The id names no loaded trace.
-    #[error("trace {0} is not loaded")]
-    NotLoaded(String),
+    #[error("no loaded trace has this id")]
+    NotLoaded,
     /// The id is neither loaded nor in storage.
-    #[error("trace {0} not found")]
-    NotFound(String),
+    #[error("trace not found (neither loaded nor in storage)")]
+    NotFound,
     /// The handle refers to a trace that was released; its slot may now hold another trace.
     #[error("trace handle is stale: the trace was released")]
     Released,
     /// Every slot is in use and the exhaustion policy gave up.
-    #[error("trace pool exhausted: all {capacity} slots are in use")]
-    PoolExhausted {
-        /// Number of slots in the pool when the checkout failed.
-        capacity: usize,
-    },
+    #[error("trace pool exhausted: every slot is in use")]
+    PoolExhausted,
     /// `parallel` was called with no inputs.
     #[error("parallel inputs cannot be empty")]
     EmptyParallel,
@@ -47,17 +42,17 @@ pub enum Error {
     #[error("trace has no root node yet: call add first")]
     NoRoot,
     /// The node already reached a terminal status.
-    #[error("node {0} is already finished")]
-    NodeFinished(String),
+    #[error("node is already finished")]
+    NodeFinished,
     /// A node id (or a node handle of another trace) that this trace does not contain.
-    #[error("node {0} not found in this trace")]
-    NodeNotFound(String),
+    #[error("node not found in this trace")]
+    NodeNotFound,
     /// The trace was marked complete or cancelled; it accepts no more mutations.
-    #[error("trace {0} is finished (marked complete or cancelled)")]
-    TraceFinished(String),
+    #[error("trace is finished (marked complete or cancelled)")]
+    TraceFinished,
     /// The space id is unknown in this trace.
-    #[error("space {0} not found")]
-    SpaceNotFound(String),
+    #[error("space not found in this trace")]
+    SpaceNotFound,
     /// The engine was shut down.
     #[error("engine is shut down")]
     ShutDown,

@@ -93,12 +93,7 @@ pub fn validate_trace_id(id: &str) -> Result<()> {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = id.chars().take(80).collect();
-        Err(Error::InvalidId { id: shown })
-    }
+    if ok { Ok(()) } else { Err(Error::InvalidId) }
 }
 
 /// Generates a trace id: `YYYYMMDD` (UTC date) followed by 12 random digits,
@@ -194,7 +189,17 @@ mod tests {
 
     #[test]
     fn trace_id_validation() {
-        for bad in ["", "../x", "a/b", "a:b", ".", "..", "a\0b", "/abs", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a:b",
+            ".",
+            "..",
+            "a\0b",
+            "/abs",
+            &"x".repeat(65),
+        ] {
             assert!(TraceId::parse(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a", "20251118123456789012", "A_b-9", &"x".repeat(64)] {

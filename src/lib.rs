@@ -40,13 +40,12 @@
 //! See the README for the architecture and how tracepool differs from the
 //! reference implementation it re-implements.
 
-
 pub mod driver;
-#[cfg(feature = "http")]
-pub mod http;
 mod engine;
 mod error;
 mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod id;
 mod loom;
 mod model;
@@ -56,8 +55,8 @@ mod subscribe;
 mod trace;
 
 pub use driver::{
-    Doc, DocKind, Driver, Durability, EventRecord, LogLineRecord, MemoryDriver,
-    StoredTrace, WriteBatch,
+    Doc, DocKind, Driver, Durability, EventRecord, LocalDriver, LogLineRecord, MemoryDriver,
+    StoreDriver, StoredTrace, WriteBatch,
 };
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
@@ -71,3 +70,8 @@ pub use options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
 pub use pool::Exhausted;
 pub use subscribe::Subscription;
 pub use trace::{Node, Trace};
+
+/// The README's examples, compiled as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

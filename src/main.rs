@@ -21,10 +21,15 @@ use scenarios::{Scenario, ScenarioEngine, ThreadPool};
 
 const USAGE: &str = "\
 usage: tracepool [run] [--traces N] [--concurrency N] [--capacity N] [--workers N]
+                       [--memory | --dir DIR] [--keep-every N]
        tracepool serve [--addr HOST:PORT] [--demo]
 
-run     the main job: the five reference scenarios over N traces (default 700000),
-        each with a live subscriber that checks every event arrives in order
+run     the main job: the five reference scenarios over N traces (default 60000),
+        each with a live subscriber that checks every event arrives in order.
+        Runs on the default driver (local disk under ./traces; --dir DIR elsewhere,
+        --memory for the in-memory driver). Like the reference's benchmark, each
+        trace is removed after release, except every Nth (--keep-every, default
+        1000), which stays on disk; the next run opens one of those and checks it.
 serve   the HTTP live view and web viewer (default address 127.0.0.1:7070);
         --demo keeps generating traces to watch";
 
@@ -98,16 +103,22 @@ struct RunOptions {
     concurrency: usize,
     capacity: usize,
     workers: Option<usize>,
+    memory: bool,
+    dir: Option<String>,
+    keep_every: usize,
 }
 
 impl RunOptions {
     fn parse(args: &[String]) -> Result<RunOptions, String> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut o = RunOptions {
-            traces: 700_000,
+            traces: 60_000,
             concurrency: cores,
             capacity: 1024,
             workers: None,
+            memory: false,
+            dir: None,
+            keep_every: 1000,
         };
         let mut i = 0;
         while i < args.len() {
@@ -117,6 +128,9 @@ impl RunOptions {
                 "--concurrency" => o.concurrency = number(value_of(args, &mut i, flag)?, flag)?,
                 "--capacity" => o.capacity = number(value_of(args, &mut i, flag)?, flag)?,
                 "--workers" => o.workers = Some(number(value_of(args, &mut i, flag)?, flag)?),
+                "--memory" => o.memory = true,
+                "--dir" => o.dir = Some(value_of(args, &mut i, flag)?.to_owned()),
+                "--keep-every" => o.keep_every = number(value_of(args, &mut i, flag)?, flag)?,
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
             i += 1;
@@ -166,12 +180,53 @@ async fn check(mut sub: Subscription, checks: Arc<Checks>) {
     checks.outstanding.fetch_sub(1, Ordering::AcqRel);
 }
 
+/// Opens a trace kept by an earlier run and checks it is whole: nodes, a
+/// gap-free event history ending with `complete`.
+fn reopen_previous(engine: &Engine, id: &str) -> Result<(), String> {
+    let t = engine
+        .open(id)
+        .map_err(|e| format!("cannot open trace {id} from a previous run: {e}"))?;
+    let nodes = t.all_nodes().map_err(|e| e.to_string())?;
+    let events = t
+        .events(tracepool::Cursor::Seq(0))
+        .map_err(|e| e.to_string())?;
+    let gap_free = events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.seq == i as u64 + 1);
+    let complete = events.last().is_some_and(|e| e.kind == EventKind::Complete);
+    println!(
+        "reopened trace {id} from a previous run: {} nodes, {} events (seq 1..{}, {}), status {}",
+        nodes.len(),
+        events.len(),
+        events.len(),
+        if gap_free && complete {
+            "gap-free, ends with complete"
+        } else {
+            "NOT WHOLE"
+        },
+        t.status().as_str()
+    );
+    t.release().map_err(|e| e.to_string())?;
+    if gap_free && complete && !nodes.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("trace {id} from a previous run is not whole"))
+    }
+}
+
 fn run(o: RunOptions) -> Result<ExitCode, String> {
     let mut builder = Engine::builder().capacity(o.capacity);
     if let Some(w) = o.workers {
         builder = builder.workers(w);
     }
+    if o.memory {
+        builder = builder.memory();
+    } else if let Some(dir) = &o.dir {
+        builder = builder.local(dir);
+    }
     let engine = builder.build().map_err(|e| e.to_string())?;
+    let previous = engine.list_stored().map_err(|e| e.to_string())?;
     let before = engine.stats();
     println!(
         "tracepool main job: {} traces over {} scenarios, concurrency {}, driver {}, {} slots, {} workers",
@@ -182,6 +237,9 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         before.capacity,
         before.workers
     );
+    if let Some(id) = previous.last() {
+        reopen_previous(&engine, id)?;
+    }
     // The application's side: a small runtime for the subscriber checks and
     // a few threads that complete parallel branches.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -206,6 +264,7 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
             );
             let handle = rt.handle().clone();
             let total = o.traces;
+            let keep_every = o.keep_every;
             std::thread::spawn(move || -> Result<(), String> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -218,7 +277,11 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
                     handle.spawn(check(sub, checks.clone()));
                     scenarios::run(&engine, &trace, Scenario::ALL[i % 5], &*branches);
                     ScenarioEngine::mark_complete(&engine, &trace);
+                    let id = trace.id().to_owned();
                     ScenarioEngine::release(&engine, trace);
+                    if i % keep_every != 0 {
+                        engine.remove(&id).map_err(|e| e.to_string())?;
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -244,7 +307,8 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         }
     }
     for w in workers {
-        w.join().map_err(|_| "a trace thread panicked".to_string())??;
+        w.join()
+            .map_err(|_| "a trace thread panicked".to_string())??;
     }
     let elapsed = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -271,6 +335,14 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         after.events_persisted
     );
     println!(
+        "  storage           {} events persisted, {} bytes written ({:.1} MB/s), {} persist errors; {} traces kept in storage",
+        after.events_persisted,
+        after.bytes_written,
+        after.bytes_written as f64 / secs / 1e6,
+        after.persist_errors,
+        engine.list_stored().map(|v| v.len()).unwrap_or(0)
+    );
+    println!(
         "  delivered         {delivered} events to {} live subscribers",
         checks.checked.load(Ordering::Relaxed)
     );
@@ -288,6 +360,8 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
     );
     let ok = violations == 0
         && after.events_dropped == 0
+        && after.persist_errors == 0
+        && after.events_persisted == after.events_emitted
         && missing == 0
         && unfinished == 0
         && delivered == after.events_emitted;

@@ -89,8 +89,12 @@ fn run_chromium(chrome: &Path, extra: &[String], limit: Duration) -> String {
 
 /// Starts `tracepool serve --demo` on a free port; returns it and its address.
 fn start_demo_server() -> (Reaped, SocketAddr) {
+    // The default driver writes under ./traces: keep that out of the source tree.
+    let cwd = std::env::temp_dir().join(format!("tracepool-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).expect("temp dir");
     let mut child = Reaped(
         Command::new(env!("CARGO_BIN_EXE_tracepool"))
+            .current_dir(&cwd)
             .args(["serve", "--demo", "--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -129,10 +133,10 @@ fn fresh_trace(addr: SocketAddr) -> String {
                 fallback = Some((Instant::now(), t["id"].as_str().unwrap().to_owned()));
             }
         }
-        if let Some((at, id)) = &fallback {
-            if at.elapsed() > Duration::from_secs(4) {
-                return id.clone();
-            }
+        if let Some((at, id)) = &fallback
+            && at.elapsed() > Duration::from_secs(4)
+        {
+            return id.clone();
         }
         std::thread::sleep(Duration::from_millis(40));
     }

@@ -15,6 +15,9 @@ use tracepool::{
     TraceOptions, WriteBatch,
 };
 
+/// Per trace: documents stored, by (kind, id).
+type DocStore = HashMap<String, HashMap<(String, String), Vec<u8>>>;
+
 /// A driver that records what it is given and fails on command.
 #[derive(Debug, Default)]
 struct FaultDriver {
@@ -29,7 +32,7 @@ struct FaultDriver {
     /// Per trace: event seqs in the order they were stored.
     events: Mutex<HashMap<String, Vec<u64>>>,
     /// Per trace: documents stored (kind, id) -> bytes.
-    docs: Mutex<HashMap<String, HashMap<(String, String), Vec<u8>>>>,
+    docs: Mutex<DocStore>,
     /// Per trace: log lines stored.
     logs: Mutex<HashMap<String, usize>>,
 }
@@ -98,7 +101,8 @@ fn engine(d: &Arc<FaultDriver>) -> Engine {
 fn workload(e: &Engine) -> (tracepool::Trace, tracepool::Subscription) {
     let t = e.create(TraceOptions::new()).unwrap();
     let sub = t.subscribe().unwrap();
-    t.add(json!("in"), NodeOptions::new().label("root")).unwrap();
+    t.add(json!("in"), NodeOptions::new().label("root"))
+        .unwrap();
     t.info("hello");
     let space = t.create_space(SpaceOptions::new().label("S")).unwrap();
     t.set_space_value(&space.id, "k", 1).unwrap();
@@ -149,7 +153,10 @@ fn every_write_failing_is_counted_and_state_stays_consistent_then_recovers() {
     // In-memory state is complete although nothing could be written.
     assert_eq!(t.all_nodes().unwrap().len(), 4);
     assert_eq!(t.logs(None).unwrap().len(), 2); // "hello" + the failure log
-    assert!(wait_until(|| e.stats().persist_errors >= 2), "worker retried");
+    assert!(
+        wait_until(|| e.stats().persist_errors >= 2),
+        "worker retried"
+    );
     assert!(d.events.lock().unwrap().get(&id).is_none());
     // While the fault lasts, release reports the storage error, counts the
     // loss, and still releases the trace and ends the subscription.
@@ -256,5 +263,8 @@ fn write_queue_bound_drops_oldest_and_counts_while_the_driver_is_down() {
     assert!(stored.len() <= 16, "bounded: {}", stored.len());
     assert_eq!(s.events_dropped + stored.len() as u64, emitted, "{s:?}");
     // What survived is the newest events, in order.
-    assert_eq!(stored, (emitted - stored.len() as u64 + 1..=emitted).collect::<Vec<_>>());
+    assert_eq!(
+        stored,
+        (emitted - stored.len() as u64 + 1..=emitted).collect::<Vec<_>>()
+    );
 }

@@ -11,6 +11,7 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -98,6 +99,35 @@ pub trait ScenarioEngine: Clone + Send + Sync + 'static {
     fn release(&self, t: Self::Trace);
 }
 
+/// Subscriptions, for the subscription benchmark and the task test.
+pub trait SubscribeEngine: ScenarioEngine {
+    /// A subscription.
+    type Sub: Send + 'static;
+
+    /// Subscribes to the trace's events (history, then live).
+    fn subscribe(&self, t: &Self::Trace) -> Self::Sub;
+    /// Reads events until the terminal `complete`, the end of the stream or
+    /// `timeout`; returns how many were read.
+    fn drain(&self, sub: &mut Self::Sub, timeout: Duration) -> usize;
+}
+
+/// The reference's simple cycle body (`BenchmarkSimpleTrace*`): add, complete.
+pub fn simple<E: ScenarioEngine>(e: &E, t: &E::Trace) {
+    e.add(t, Value::from(0u64), "step");
+    e.complete(t, Value::Bool(true));
+}
+
+/// The reference's `BenchmarkSpaceOperations` body: a space, 10 sets, 10 gets.
+pub fn space_ops<E: ScenarioEngine>(e: &E, t: &E::Trace) {
+    let space = e.create_space(t, "Bench");
+    for (i, key) in KEYS.iter().enumerate() {
+        e.set_space_value(t, &space, key, num(i));
+    }
+    for key in KEYS.iter() {
+        std::hint::black_box(e.get_space_value(t, &space, key));
+    }
+}
+
 /// Runs branch work and waits for all of it.
 pub trait BranchRunner {
     /// Runs every job (possibly on other threads) and returns when all are done.
@@ -167,7 +197,8 @@ impl BranchRunner for ThreadPool {
             cv: Condvar::new(),
         });
         for job in jobs {
-            let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.senders.len();
+            let i =
+                self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.senders.len();
             self.senders[i]
                 .send((job, latch.clone()))
                 .expect("branch thread alive");
@@ -277,7 +308,10 @@ impl ScenarioEngine for tracepool::Engine {
             labels
                 .iter()
                 .map(|l| {
-                    tracepool::ParallelInput::new(Value::Null, tracepool::NodeOptions::new().label(*l))
+                    tracepool::ParallelInput::new(
+                        Value::Null,
+                        tracepool::NodeOptions::new().label(*l),
+                    )
                 })
                 .collect(),
         )
@@ -304,7 +338,12 @@ impl ScenarioEngine for tracepool::Engine {
     fn set_space_value(&self, t: &tracepool::Trace, space: &str, key: &'static str, v: Value) {
         t.set_space_value(space, key, v).expect("set space value");
     }
-    fn get_space_value(&self, t: &tracepool::Trace, space: &str, key: &'static str) -> Option<Value> {
+    fn get_space_value(
+        &self,
+        t: &tracepool::Trace,
+        space: &str,
+        key: &'static str,
+    ) -> Option<Value> {
         t.get_space_value(space, key).expect("get space value")
     }
     fn mark_complete(&self, t: &tracepool::Trace) {
@@ -312,5 +351,26 @@ impl ScenarioEngine for tracepool::Engine {
     }
     fn release(&self, t: tracepool::Trace) {
         t.release().expect("release");
+    }
+}
+
+impl SubscribeEngine for tracepool::Engine {
+    type Sub = tracepool::Subscription;
+
+    fn subscribe(&self, t: &tracepool::Trace) -> tracepool::Subscription {
+        t.subscribe().expect("subscribe")
+    }
+
+    /// Reads until the stream ends. tracepool's stream ends by itself after
+    /// `complete` (or after release), so `timeout` is not needed: callers
+    /// mark the trace complete or release it first.
+    fn drain(&self, sub: &mut tracepool::Subscription, _timeout: Duration) -> usize {
+        let mut n = 0;
+        while let Some(d) = sub.blocking_recv() {
+            if let tracepool::Delivery::Event(_) = d {
+                n += 1;
+            }
+        }
+        n
     }
 }

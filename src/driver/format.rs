@@ -19,7 +19,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::model::{Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo, TraceStatus};
+use crate::model::{
+    Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo, TraceStatus,
+};
 
 fn is_zero(v: &i64) -> bool {
     *v == 0
@@ -38,17 +40,47 @@ fn corrupt(location: &str, what: impl std::fmt::Display) -> Error {
 pub(crate) struct PersistNode<'a> {
     #[serde(rename = "ID", borrow)]
     pub(crate) id: Cow<'a, str>,
-    #[serde(rename = "ParentIDs", default, skip_serializing_if = "Vec::is_empty", borrow)]
+    #[serde(
+        rename = "ParentIDs",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        borrow
+    )]
     pub(crate) parent_ids: Vec<Cow<'a, str>>,
-    #[serde(rename = "ChildrenIDs", default, skip_serializing_if = "Vec::is_empty", borrow)]
+    #[serde(
+        rename = "ChildrenIDs",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        borrow
+    )]
     pub(crate) children_ids: Vec<Cow<'a, str>>,
-    #[serde(rename = "Label", default, skip_serializing_if = "str::is_empty", borrow)]
+    #[serde(
+        rename = "Label",
+        default,
+        skip_serializing_if = "str::is_empty",
+        borrow
+    )]
     pub(crate) label: Cow<'a, str>,
-    #[serde(rename = "Type", default, skip_serializing_if = "str::is_empty", borrow)]
+    #[serde(
+        rename = "Type",
+        default,
+        skip_serializing_if = "str::is_empty",
+        borrow
+    )]
     pub(crate) node_type: Cow<'a, str>,
-    #[serde(rename = "Icon", default, skip_serializing_if = "str::is_empty", borrow)]
+    #[serde(
+        rename = "Icon",
+        default,
+        skip_serializing_if = "str::is_empty",
+        borrow
+    )]
     pub(crate) icon: Cow<'a, str>,
-    #[serde(rename = "Description", default, skip_serializing_if = "str::is_empty", borrow)]
+    #[serde(
+        rename = "Description",
+        default,
+        skip_serializing_if = "str::is_empty",
+        borrow
+    )]
     pub(crate) description: Cow<'a, str>,
     #[serde(rename = "Metadata", default, skip_serializing_if = "is_none_or_empty")]
     pub(crate) metadata: Option<Map<String, Value>>,
@@ -86,19 +118,49 @@ pub(crate) struct InfoDoc<'a> {
     pub(crate) archived_at: Option<i64>,
     #[serde(default)]
     pub(crate) archived: bool,
-    #[serde(rename = "__yao_created_by", default, skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        rename = "__yao_created_by",
+        default,
+        skip_serializing_if = "Option::is_none",
+        borrow
+    )]
     pub(crate) created_by: Option<Cow<'a, str>>,
-    #[serde(rename = "__yao_updated_by", default, skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        rename = "__yao_updated_by",
+        default,
+        skip_serializing_if = "Option::is_none",
+        borrow
+    )]
     pub(crate) updated_by: Option<Cow<'a, str>>,
-    #[serde(rename = "__yao_team_id", default, skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        rename = "__yao_team_id",
+        default,
+        skip_serializing_if = "Option::is_none",
+        borrow
+    )]
     pub(crate) team_id: Option<Cow<'a, str>>,
-    #[serde(rename = "__yao_tenant_id", default, skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        rename = "__yao_tenant_id",
+        default,
+        skip_serializing_if = "Option::is_none",
+        borrow
+    )]
     pub(crate) tenant_id: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "is_none_or_empty")]
     pub(crate) metadata: Option<Map<String, Value>>,
-    #[serde(rename = "__tracepool_root", default, skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        rename = "__tracepool_root",
+        default,
+        skip_serializing_if = "Option::is_none",
+        borrow
+    )]
     pub(crate) root: Option<Cow<'a, str>>,
-    #[serde(rename = "__tracepool_current", default, skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        rename = "__tracepool_current",
+        default,
+        skip_serializing_if = "Option::is_none",
+        borrow
+    )]
     pub(crate) current: Option<Vec<Cow<'a, str>>>,
 }
 
@@ -163,9 +225,12 @@ pub struct StoredTrace {
 // ---- decoders -----------------------------------------------------------------
 
 /// Decodes `trace_info.json`. Returns the info plus the root and current ids.
-pub fn decode_info(bytes: &[u8], location: &str) -> Result<(TraceInfo, Option<String>, Option<Vec<String>>)> {
-    let d: InfoDoc<'_> =
-        serde_json::from_slice(bytes).map_err(|e| corrupt(location, format!("bad trace info: {e}")))?;
+pub fn decode_info(
+    bytes: &[u8],
+    location: &str,
+) -> Result<(TraceInfo, Option<String>, Option<Vec<String>>)> {
+    let d: InfoDoc<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| corrupt(location, format!("bad trace info: {e}")))?;
     crate::id::validate_trace_id(&d.id)
         .map_err(|_| corrupt(location, format!("bad trace id {:?}", d.id)))?;
     let info = TraceInfo {
@@ -269,7 +334,10 @@ pub fn decode_event_lines(bytes: &[u8], location: &str) -> Result<Vec<Event>> {
         if ev.seq == 0 {
             ev.seq = expect;
         } else if ev.seq != expect {
-            return Err(corrupt(loc, format!("event seq {} where {expect} was expected", ev.seq)));
+            return Err(corrupt(
+                loc,
+                format!("event seq {} where {expect} was expected", ev.seq),
+            ));
         }
         out.push(ev);
         Ok(())
@@ -323,7 +391,10 @@ impl StoredTrace {
         for n in &nodes {
             for c in n.children.iter().chain(&n.parent_ids) {
                 if !ids.contains_key(c.as_str()) {
-                    return Err(corrupt(&node_location(&n.id), format!("refers to missing node {c}")));
+                    return Err(corrupt(
+                        &node_location(&n.id),
+                        format!("refers to missing node {c}"),
+                    ));
                 }
             }
         }
@@ -337,7 +408,12 @@ impl StoredTrace {
                     // The reference does not record its root: the first node without parents.
                     match nodes.iter().find(|n| n.parent_ids.is_empty()) {
                         Some(n) => Some(n.id.clone()),
-                        None => return Err(corrupt(&node_location(&nodes[0].id), "no root node found in trace")),
+                        None => {
+                            return Err(corrupt(
+                                &node_location(&nodes[0].id),
+                                "no root node found in trace",
+                            ));
+                        }
                     }
                 }
             }
@@ -349,13 +425,11 @@ impl StoredTrace {
                 }
                 c
             }
-            None => {
-                nodes
-                    .iter()
-                    .filter(|n| n.children.is_empty())
-                    .map(|n| n.id.clone())
-                    .collect()
-            }
+            None => nodes
+                .iter()
+                .filter(|n| n.children.is_empty())
+                .map(|n| n.id.clone())
+                .collect(),
         };
         logs.sort_by_key(|l| l.timestamp);
         Ok(StoredTrace {

@@ -16,10 +16,14 @@
 //! counts what it was given.
 
 pub mod format;
+mod local;
 mod memory;
+mod store;
 
 pub use format::StoredTrace;
+pub use local::LocalDriver;
 pub use memory::MemoryDriver;
+pub use store::StoreDriver;
 
 use bytes::Bytes;
 
@@ -88,6 +92,8 @@ pub struct Doc<'a> {
 pub struct LogLineRecord<'a> {
     /// The node the line belongs to.
     pub node_id: &'a str,
+    /// Position of the line in the trace's log (0-based, gap-free, in write order).
+    pub index: u64,
     /// One compact JSON line (no newline).
     pub bytes: &'a [u8],
 }
@@ -98,6 +104,8 @@ pub(crate) struct DocBuf {
     pub(crate) kind: DocKind,
     pub(crate) id: crate::id::ShortId,
     pub(crate) range: (u32, u32),
+    /// For log lines: the line's index in the trace's log.
+    pub(crate) n: u64,
 }
 
 /// The writes of one trace handed to a driver in one call.
@@ -148,6 +156,7 @@ impl<'a> WriteBatch<'a> {
         let buf = self.buf;
         self.logs.iter().map(move |d| LogLineRecord {
             node_id: d.id.as_str(),
+            index: d.n,
             bytes: &buf[d.range.0 as usize..d.range.1 as usize],
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Engine;
-use crate::driver::{Driver, Durability, MemoryDriver};
+use crate::driver::{Driver, Durability, LocalDriver, MemoryDriver, StoreDriver};
 use crate::error::{Error, Result};
 use crate::pool::Exhausted;
 
@@ -67,7 +67,7 @@ impl Default for EngineBuilder {
                 flush_interval: Duration::from_millis(5),
                 durability: Durability::Buffered,
             },
-            driver: DriverChoice::Memory,
+            driver: DriverChoice::Local(PathBuf::from("./traces")),
         }
     }
 }
@@ -133,17 +133,17 @@ impl EngineBuilder {
         self
     }
 
-    /// Local-disk driver in the reference's directory layout.
-    ///
-    /// Not available in this version: `build` returns [`Error::Config`].
+    /// Local-disk driver ([`LocalDriver`]) in the reference's directory
+    /// layout under `base`, with the [`durability`](EngineBuilder::durability)
+    /// set on this builder. `build` creates `base` if it is missing.
     pub fn local(mut self, base: impl Into<PathBuf>) -> Self {
         self.driver = DriverChoice::Local(base.into());
         self
     }
 
-    /// Embedded key-value store driver.
-    ///
-    /// Not available in this version: `build` returns [`Error::Config`].
+    /// Embedded key-value store driver ([`StoreDriver`], on fjall) in the
+    /// directory `path`, with the [`durability`](EngineBuilder::durability)
+    /// set on this builder.
     pub fn store(mut self, path: impl Into<PathBuf>) -> Self {
         self.driver = DriverChoice::Store(path.into());
         self
@@ -183,18 +183,8 @@ impl EngineBuilder {
         let driver: Arc<dyn Driver> = match self.driver {
             DriverChoice::Memory => Arc::new(MemoryDriver::new()),
             DriverChoice::Custom(d) => d,
-            DriverChoice::Local(p) => {
-                return Err(Error::Config(format!(
-                    "the local driver ({}) is not available in this version",
-                    p.display()
-                )));
-            }
-            DriverChoice::Store(p) => {
-                return Err(Error::Config(format!(
-                    "the store driver ({}) is not available in this version",
-                    p.display()
-                )));
-            }
+            DriverChoice::Local(p) => Arc::new(LocalDriver::new(p, self.config.durability)?),
+            DriverChoice::Store(p) => Arc::new(StoreDriver::open(p, self.config.durability)?),
         };
         Engine::start(self.config, driver)
     }

@@ -319,7 +319,7 @@ pub struct Engine {
 
 impl Engine {
     /// A builder with the defaults: 1024 slots, one worker per core,
-    /// `Exhausted::Wait(50 ms)`, in-memory driver.
+    /// `Exhausted::Wait(50 ms)`, the local-disk driver under `./traces`.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
@@ -336,7 +336,9 @@ impl Engine {
             pool: SlotPool::new(config.capacity, config.exhausted, limits),
             registry: Registry::with_capacity(config.capacity),
             driver,
-            queues: (0..config.workers).map(|_| WorkerQueue::default()).collect(),
+            queues: (0..config.workers)
+                .map(|_| WorkerQueue::default())
+                .collect(),
             config,
             counters: Counters::default(),
             shut: AtomicBool::new(false),
@@ -376,10 +378,10 @@ impl Engine {
             Some(s) => {
                 let id = TraceId::parse(s)?;
                 if core.registry.get(&id).is_some() {
-                    return Err(Error::AlreadyLoaded(s.clone()));
+                    return Err(Error::AlreadyLoaded);
                 }
                 if core.driver.exists(s)? {
-                    return Err(Error::AlreadyExists(s.clone()));
+                    return Err(Error::AlreadyExists);
                 }
                 Some(id)
             }
@@ -402,7 +404,7 @@ impl Engine {
                             attempts += 1;
                             continue;
                         }
-                        Ok(true) => break Err(Error::AlreadyExists(id.as_str().to_owned())),
+                        Ok(true) => break Err(Error::AlreadyExists),
                         Err(e) => break Err(e),
                     }
                 }
@@ -411,7 +413,7 @@ impl Engine {
                 break Ok(id);
             }
             if custom.is_some() || attempts >= 8 {
-                break Err(Error::AlreadyLoaded(id.as_str().to_owned()));
+                break Err(Error::AlreadyLoaded);
             }
             attempts += 1;
         };
@@ -436,7 +438,7 @@ impl Engine {
         let tid = TraceId::parse(id)?;
         match self.core().registry.get(&tid) {
             Some((idx, generation)) => Ok((tid, idx, generation)),
-            None => Err(Error::NotLoaded(id.to_owned())),
+            None => Err(Error::NotLoaded),
         }
     }
 
@@ -466,10 +468,7 @@ impl Engine {
         if let Some((idx, generation)) = core.registry.get(&tid) {
             return Ok(Trace::new(self.clone(), idx, generation, tid));
         }
-        let stored = core
-            .driver
-            .load(id)?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let stored = core.driver.load(id)?.ok_or(Error::NotFound)?;
         if stored.info.id != id {
             return Err(Error::corrupt(
                 format!("trace {id}"),
@@ -524,21 +523,30 @@ impl Engine {
                 Err(Error::Released) => self.stored_info(id),
                 r => r,
             },
-            Err(Error::NotLoaded(_)) => self.stored_info(id),
+            Err(Error::NotLoaded) => self.stored_info(id),
             Err(e) => Err(e),
         }
     }
 
     fn stored_info(&self, id: &str) -> Result<TraceInfo> {
-        self.core()
-            .driver
-            .info(id)?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.core().driver.info(id)?.ok_or(Error::NotFound)
     }
 
     /// Ids of the loaded traces, sorted.
     pub fn list(&self) -> Vec<String> {
         self.core().registry.ids_sorted()
+    }
+
+    /// Ids of the traces in storage (loaded or not), sorted. Empty for the
+    /// in-memory driver.
+    ///
+    /// # Errors
+    /// `Storage`, `ShutDown`.
+    pub fn list_stored(&self) -> Result<Vec<String>> {
+        self.check_running()?;
+        let mut ids = self.core().driver.list()?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Releases a loaded trace, synchronously: when this returns the trace is
@@ -554,10 +562,7 @@ impl Engine {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         let core = self.core();
-        let (idx, generation) = core
-            .registry
-            .remove(&tid)
-            .ok_or_else(|| Error::NotLoaded(id.to_owned()))?;
+        let (idx, generation) = core.registry.remove(&tid).ok_or(Error::NotLoaded)?;
         core.release_slot(idx, generation)
     }
 
@@ -580,14 +585,14 @@ impl Engine {
         TraceId::parse(id)?;
         let was_loaded = match self.release(id) {
             Ok(()) => true,
-            Err(Error::NotLoaded(_)) => false,
+            Err(Error::NotLoaded) => false,
             Err(e) => return Err(e),
         };
         let stored = self.core().driver.remove(id)?;
         if was_loaded || stored {
             Ok(())
         } else {
-            Err(Error::NotFound(id.to_owned()))
+            Err(Error::NotFound)
         }
     }
 

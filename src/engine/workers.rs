@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 
 use super::Core;
 use crate::error::{Error, Result};
-use crate::trace::persist::WriteScratch;
 use crate::pool::lock;
+use crate::trace::persist::WriteScratch;
 
 /// A slot with this many pending events wakes its worker at once.
 pub(crate) const WAKE_AT: usize = 1024;

@@ -209,7 +209,10 @@ impl StoredEvent {
             kind: self.kind,
             trace_id: trace_id.to_owned(),
             node_id: self.node.map(|n| n.as_str().to_owned()).unwrap_or_default(),
-            space_id: self.space.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            space_id: self
+                .space
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
             timestamp: self.timestamp,
             bytes: self.bytes.clone(),
             data_range: self.data_range,

@@ -10,8 +10,8 @@
 //! without escaping.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Serialize;
 use serde::Deserialize;
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{Event, EventKind, corrupt};

@@ -37,8 +37,8 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, code) = match &e {
-            Error::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
-            Error::NotLoaded(_) | Error::NotFound(_) | Error::Released => {
+            Error::InvalidId => (StatusCode::BAD_REQUEST, "invalid_id"),
+            Error::NotLoaded | Error::NotFound | Error::Released => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             Error::ShutDown => (StatusCode::SERVICE_UNAVAILABLE, "shut_down"),
@@ -117,9 +117,9 @@ pub(super) async fn list(State(app): State<AppState>) -> Result<Json<Value>, Api
         if limit > 0 {
             // `Ok(empty)` when the driver cannot list; an error is not fatal
             // for the listing of loaded traces.
-            let mut ids = engine.core().driver.list().unwrap_or_default();
+            let mut ids = engine.list_stored().unwrap_or_default();
             ids.retain(|id| loaded_ids.binary_search(id).is_err());
-            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.reverse();
             for id in ids.iter().take(limit) {
                 if let Ok(info) = engine.info(id) {
                     stored.push(summary(&info, None, false));
@@ -173,7 +173,7 @@ pub(super) async fn detail(
                 })))
             }
             // Released since, or only in storage: metadata only.
-            Err(Error::NotLoaded(_) | Error::Released) => {
+            Err(Error::NotLoaded | Error::Released) => {
                 let info = engine.info(&id)?;
                 Ok(Json(json!({
                     "info": info,

@@ -13,7 +13,7 @@
 //!    finalize step.
 //!
 //! Steps are separated by short sleeps so the DAG grows visibly. Each trace
-//! is marked complete at the end and released about 20 s later; when more
+//! is marked complete at the end and removed (released and deleted from storage) about 20 s later; when more
 //! than [`MAX_LOADED`] traces are loaded, the oldest finished ones are
 //! released first. Only the public API is used, so this doubles as an
 //! example of instrumenting async code.
@@ -80,7 +80,9 @@ pub async fn play(trace: Trace, scenario: &str) {
             .mark_cancelled(trace.id(), "demo step failed");
     }
     tokio::time::sleep(KEEP_FINISHED).await;
-    let _ = trace.release();
+    // Demo traces are throwaway: release and delete them, so a long-running
+    // demo does not fill the disk.
+    let _ = trace.engine().remove(trace.id());
 }
 
 /// Releases the oldest finished traces while too many are loaded.
@@ -102,7 +104,7 @@ fn make_room(engine: &Engine) {
     finished.sort();
     let excess = engine.list().len() + 1 - MAX_LOADED;
     for (_, id) in finished.into_iter().take(excess) {
-        let _ = engine.release(&id);
+        let _ = engine.remove(&id);
     }
 }
 

@@ -52,10 +52,12 @@ impl FreeList {
         loop {
             let (tag, top) = unpack(head);
             links.link(idx).store(top, Relaxed);
-            match self
-                .head
-                .compare_exchange_weak(head, pack(tag.wrapping_add(1), idx), AcqRel, Acquire)
-            {
+            match self.head.compare_exchange_weak(
+                head,
+                pack(tag.wrapping_add(1), idx),
+                AcqRel,
+                Acquire,
+            ) {
                 Ok(_) => return,
                 Err(actual) => head = actual,
             }
@@ -73,10 +75,12 @@ impl FreeList {
             // May read a link that a concurrent pop/push is rewriting; the
             // tag makes the CAS below fail in that case.
             let next = links.link(top).load(Relaxed);
-            match self
-                .head
-                .compare_exchange_weak(head, pack(tag.wrapping_add(1), next), AcqRel, Acquire)
-            {
+            match self.head.compare_exchange_weak(
+                head,
+                pack(tag.wrapping_add(1), next),
+                AcqRel,
+                Acquire,
+            ) {
                 Ok(_) => return Some(top),
                 Err(actual) => head = actual,
             }

@@ -229,9 +229,7 @@ impl SlotPool {
     }
 
     fn exhausted(&self) -> Error {
-        Error::PoolExhausted {
-            capacity: self.capacity.load(Ordering::Acquire),
-        }
+        Error::PoolExhausted
     }
 
     /// Returns a reset slot to the free list and wakes one waiter.

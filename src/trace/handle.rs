@@ -215,7 +215,7 @@ impl Trace {
         self.with(|st| {
             st.find_node(node_id)
                 .map(|n| self.node_handle(st, n))
-                .ok_or_else(|| Error::NodeNotFound(node_id.to_owned()))
+                .ok_or(Error::NodeNotFound)
         })
     }
 
@@ -226,7 +226,13 @@ impl Trace {
 
     /// Every node once: root first, then breadth-first.
     pub fn all_nodes(&self) -> Result<Vec<NodeData>> {
-        self.with(|st| Ok(st.bfs_order().into_iter().map(|n| st.node_data(n)).collect()))
+        self.with(|st| {
+            Ok(st
+                .bfs_order()
+                .into_iter()
+                .map(|n| st.node_data(n))
+                .collect())
+        })
     }
 
     /// Log lines in the order they were written; `Some(node_id)` for one node.
@@ -238,7 +244,7 @@ impl Trace {
             None => Ok(st.logs(None)),
             Some(id) => match st.find_node(id) {
                 Some(n) => Ok(st.logs(Some(n))),
-                None => Err(Error::NodeNotFound(id.to_owned())),
+                None => Err(Error::NodeNotFound),
             },
         })
     }
@@ -274,9 +280,7 @@ impl Trace {
     pub fn mark_complete(&self) -> Result<()> {
         let archive = self.with(|st| Ok(st.mark_complete() && st.auto_archive))?;
         if archive {
-            self.engine
-                .core()
-                .archive_now(self.idx, self.generation)?;
+            self.engine.core().archive_now(self.idx, self.generation)?;
         }
         Ok(())
     }
@@ -338,7 +342,12 @@ impl Trace {
     ///
     /// # Errors
     /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
-    pub fn set_space_value(&self, space_id: &str, key: &str, value: impl Into<Value>) -> Result<()> {
+    pub fn set_space_value(
+        &self,
+        space_id: &str,
+        key: &str,
+        value: impl Into<Value>,
+    ) -> Result<()> {
         let value = value.into();
         self.with(|st| st.set_space_value(space_id, key, value))
     }
@@ -453,6 +462,7 @@ impl Trace {
     /// # Errors
     /// `Released` if this handle's trace was already released.
     pub fn release(&self) -> Result<()> {
-        self.engine.release_handle(&self.id, self.idx, self.generation)
+        self.engine
+            .release_handle(&self.id, self.idx, self.generation)
     }
 }

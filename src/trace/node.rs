@@ -30,7 +30,7 @@ use crate::options::{NodeOptions, ParallelInput};
 /// let j = root.join(&[&a, &b], "merge", NodeOptions::new().label("Join"))?;
 /// assert_eq!(j.data()?.parent_ids, vec![a.id().to_owned(), b.id().to_owned()]);
 /// a.complete(None)?;
-/// assert!(matches!(a.complete(None), Err(tracepool::Error::NodeFinished(_))));
+/// assert!(matches!(a.complete(None), Err(tracepool::Error::NodeFinished)));
 /// assert_eq!(trace.current_nodes()?[0].id, root.id()); // cursor unchanged
 /// # Ok(()) }
 /// ```
@@ -112,11 +112,16 @@ impl Node {
     /// # Errors
     /// `EmptyJoin`; `NodeNotFound` for a node of another trace;
     /// `TraceFinished`, `Released`, `ShutDown`.
-    pub fn join(&self, parents: &[&Node], input: impl Into<Value>, opts: NodeOptions) -> Result<Node> {
+    pub fn join(
+        &self,
+        parents: &[&Node],
+        input: impl Into<Value>,
+        opts: NodeOptions,
+    ) -> Result<Node> {
         let mut idxs: SmallVec<[u32; 4]> = SmallVec::new();
         for p in parents {
             if p.idx != self.idx || p.generation != self.generation {
-                return Err(Error::NodeNotFound(p.id().to_owned()));
+                return Err(Error::NodeNotFound);
             }
             idxs.push(p.node);
         }

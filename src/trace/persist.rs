@@ -12,9 +12,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::state::{
-    LogRec, NodeRec, SPACE_DATA, SPACE_DELETED, SPACE_META, SpaceRec, TraceState,
-};
+use super::state::{LogRec, NodeRec, SPACE_DATA, SPACE_DELETED, SPACE_META, SpaceRec, TraceState};
 use crate::driver::format::{InfoDoc, LogLine, PersistNode, SpaceDoc};
 use crate::driver::{DocBuf, DocKind, StoredTrace};
 use crate::error::{Error, Result};
@@ -53,6 +51,7 @@ fn push_doc(w: &mut WriteScratch, kind: DocKind, id: ShortId, f: impl FnOnce(&mu
         kind,
         id,
         range: (start as u32, w.buf.len() as u32),
+        n: 0,
     });
 }
 
@@ -81,6 +80,7 @@ impl TraceState {
                 kind: DocKind::Node,
                 id: node,
                 range: (start as u32, w.buf.len() as u32),
+                n: li as u64,
             });
         }
         self.logs_flushed = self.logs.len();
@@ -184,6 +184,7 @@ impl TraceState {
                 kind: DocKind::Info,
                 id: ShortId::EMPTY,
                 range: (start as u32, w.buf.len() as u32),
+                n: 0,
             });
         }
     }
@@ -278,8 +279,9 @@ impl TraceState {
             last_ts = last_ts.max(n.updated_at);
         }
         let find = |st: &TraceState, nid: &str| -> Result<u32> {
-            st.find_node(nid)
-                .ok_or_else(|| Error::corrupt(loc("nodes"), format!("refers to missing node {nid}")))
+            st.find_node(nid).ok_or_else(|| {
+                Error::corrupt(loc("nodes"), format!("refers to missing node {nid}"))
+            })
         };
         for (i, n) in nodes.iter().enumerate() {
             for p in &n.parent_ids {
@@ -355,7 +357,13 @@ impl TraceState {
                 self.evicted_max_ts = ev.timestamp;
                 continue;
             }
-            let short = |s: &str| if s.is_empty() { None } else { ShortId::parse(s) };
+            let short = |s: &str| {
+                if s.is_empty() {
+                    None
+                } else {
+                    ShortId::parse(s)
+                }
+            };
             self.history.push_back(StoredEvent {
                 seq: ev.seq,
                 kind: ev.kind,

@@ -333,7 +333,10 @@ impl TraceState {
             node.as_ref().map_or("", |n| n.as_str()),
             space.as_ref().map_or("", |s| s.as_str()),
             ts,
-            &View { st: self, p: payload },
+            &View {
+                st: self,
+                p: payload,
+            },
         );
         self.arena = arena;
         let ev = StoredEvent {
@@ -370,7 +373,7 @@ impl TraceState {
 
     fn check_open(&self) -> Result<()> {
         if self.finished {
-            Err(Error::TraceFinished(self.id.as_str().to_owned()))
+            Err(Error::TraceFinished)
         } else {
             Ok(())
         }
@@ -384,7 +387,7 @@ impl TraceState {
     fn find_space(&self, id: &str) -> Result<usize> {
         ShortId::parse(id)
             .and_then(|s| self.spaces.iter().position(|sp| sp.id == s))
-            .ok_or_else(|| Error::SpaceNotFound(id.to_owned()))
+            .ok_or(Error::SpaceNotFound)
     }
 
     fn targets(&self, t: Target) -> SmallVec<[u32; 4]> {
@@ -446,9 +449,21 @@ impl TraceState {
         let id = node.id;
         self.touch_node(n);
         if status == NodeStatus::Completed {
-            self.emit(EventKind::NodeComplete, Some(id), None, ts, &Payload::NodeComplete(n));
+            self.emit(
+                EventKind::NodeComplete,
+                Some(id),
+                None,
+                ts,
+                &Payload::NodeComplete(n),
+            );
         } else {
-            self.emit(EventKind::NodeFailed, Some(id), None, ts, &Payload::NodeFailed(n, error));
+            self.emit(
+                EventKind::NodeFailed,
+                Some(id),
+                None,
+                ts,
+                &Payload::NodeFailed(n, error),
+            );
         }
         true
     }
@@ -480,17 +495,34 @@ impl TraceState {
         self.current.push(idx);
         self.touch_info();
         let id = self.nodes[idx as usize].id;
-        self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
+        self.emit(
+            EventKind::NodeStart,
+            Some(id),
+            None,
+            ts,
+            &Payload::NodeStart(idx),
+        );
         Ok(idx)
     }
 
     /// `Node::add`: a child of `parent`; the cursor does not move.
-    pub(crate) fn add_child(&mut self, parent: u32, input: Value, opts: NodeOptions) -> Result<u32> {
+    pub(crate) fn add_child(
+        &mut self,
+        parent: u32,
+        input: Value,
+        opts: NodeOptions,
+    ) -> Result<u32> {
         self.check_open()?;
         let ts = self.tick();
         let idx = self.new_node(&[parent], input, opts, ts);
         let id = self.nodes[idx as usize].id;
-        self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
+        self.emit(
+            EventKind::NodeStart,
+            Some(id),
+            None,
+            ts,
+            &Payload::NodeStart(idx),
+        );
         Ok(idx)
     }
 
@@ -529,7 +561,13 @@ impl TraceState {
             self.current.extend(first..first + count);
             self.touch_info();
         }
-        self.emit(EventKind::NodeStart, None, None, ts, &Payload::NodesStart(first, count));
+        self.emit(
+            EventKind::NodeStart,
+            None,
+            None,
+            ts,
+            &Payload::NodesStart(first, count),
+        );
         Ok((first, count))
     }
 
@@ -548,7 +586,13 @@ impl TraceState {
         let ts = self.tick();
         let idx = self.new_node(&uniq, input, opts, ts);
         let id = self.nodes[idx as usize].id;
-        self.emit(EventKind::NodeStart, Some(id), None, ts, &Payload::NodeStart(idx));
+        self.emit(
+            EventKind::NodeStart,
+            Some(id),
+            None,
+            ts,
+            &Payload::NodeStart(idx),
+        );
         Ok(idx)
     }
 
@@ -564,7 +608,13 @@ impl TraceState {
         self.nodes[n as usize].updated_at = ts;
         self.touch_node(n);
         let id = self.nodes[n as usize].id;
-        self.emit(EventKind::NodeUpdated, Some(id), None, ts, &Payload::NodeUpdated(n));
+        self.emit(
+            EventKind::NodeUpdated,
+            Some(id),
+            None,
+            ts,
+            &Payload::NodeUpdated(n),
+        );
     }
 
     pub(crate) fn set_output(&mut self, t: Target, output: Value) -> Result<()> {
@@ -593,7 +643,7 @@ impl TraceState {
         self.check_open()?;
         let node = &mut self.nodes[n as usize];
         if node.status.is_terminal() {
-            return Err(Error::NodeFinished(node.id.as_str().to_owned()));
+            return Err(Error::NodeFinished);
         }
         let ts = self.tick();
         let node = &mut self.nodes[n as usize];
@@ -645,7 +695,7 @@ impl TraceState {
     fn ensure_unfinished(&self, n: u32) -> Result<()> {
         let node = &self.nodes[n as usize];
         if node.status.is_terminal() {
-            Err(Error::NodeFinished(node.id.as_str().to_owned()))
+            Err(Error::NodeFinished)
         } else {
             Ok(())
         }
@@ -667,7 +717,13 @@ impl TraceState {
             node: n,
         });
         let id = self.nodes[n as usize].id;
-        self.emit(EventKind::LogAdded, Some(id), None, ts, &Payload::LogAdded(li));
+        self.emit(
+            EventKind::LogAdded,
+            Some(id),
+            None,
+            ts,
+            &Payload::LogAdded(li),
+        );
     }
 
     /// Chainable logging: never fails; a log with nowhere to go is counted.
@@ -767,7 +823,13 @@ impl TraceState {
         });
         let si = self.spaces.len() as u32 - 1;
         self.touch_space(id, SPACE_META);
-        self.emit(EventKind::SpaceCreated, None, Some(id), ts, &Payload::SpaceCreated(si));
+        self.emit(
+            EventKind::SpaceCreated,
+            None,
+            Some(id),
+            ts,
+            &Payload::SpaceCreated(si),
+        );
         Ok(space_info(&self.spaces[si as usize]))
     }
 
@@ -777,7 +839,13 @@ impl TraceState {
         let ts = self.tick();
         let rec = self.spaces.remove(si);
         self.touch_space(rec.id, SPACE_DELETED);
-        self.emit(EventKind::SpaceDeleted, None, Some(rec.id), ts, &Payload::SpaceDeleted(rec.id));
+        self.emit(
+            EventKind::SpaceDeleted,
+            None,
+            Some(rec.id),
+            ts,
+            &Payload::SpaceDeleted(rec.id),
+        );
         Ok(())
     }
 
@@ -819,7 +887,13 @@ impl TraceState {
         sp.updated_at = ts;
         let id = sp.id;
         self.touch_space(id, SPACE_META | SPACE_DATA);
-        self.emit(EventKind::MemoryDelete, None, Some(id), ts, &Payload::MemoryDelete(id, Some(key)));
+        self.emit(
+            EventKind::MemoryDelete,
+            None,
+            Some(id),
+            ts,
+            &Payload::MemoryDelete(id, Some(key)),
+        );
         Ok(())
     }
 
@@ -832,12 +906,20 @@ impl TraceState {
         sp.updated_at = ts;
         let id = sp.id;
         self.touch_space(id, SPACE_META | SPACE_DATA);
-        self.emit(EventKind::MemoryDelete, None, Some(id), ts, &Payload::MemoryDelete(id, None));
+        self.emit(
+            EventKind::MemoryDelete,
+            None,
+            Some(id),
+            ts,
+            &Payload::MemoryDelete(id, None),
+        );
         Ok(())
     }
 
     pub(crate) fn space(&self, space: &str) -> Option<SpaceInfo> {
-        self.find_space(space).ok().map(|si| space_info(&self.spaces[si]))
+        self.find_space(space)
+            .ok()
+            .map(|si| space_info(&self.spaces[si]))
     }
 
     pub(crate) fn space_keys(&self, space: &str) -> Result<Vec<String>> {
@@ -1083,8 +1165,20 @@ impl Serialize for NodeView<'_> {
         let r = &self.st.nodes[self.n as usize];
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("id", r.id.as_str())?;
-        m.serialize_entry("parent_ids", &IdList { st: self.st, idx: &r.parents })?;
-        m.serialize_entry("children", &IdList { st: self.st, idx: &r.children })?;
+        m.serialize_entry(
+            "parent_ids",
+            &IdList {
+                st: self.st,
+                idx: &r.parents,
+            },
+        )?;
+        m.serialize_entry(
+            "children",
+            &IdList {
+                st: self.st,
+                idx: &r.children,
+            },
+        )?;
         m.serialize_entry("label", &r.label)?;
         m.serialize_entry("type", &r.node_type)?;
         m.serialize_entry("icon", &r.icon)?;
@@ -1163,7 +1257,10 @@ impl Serialize for ItemView<'_> {
         if !self.sp.label.is_empty() {
             m.serialize_entry("title", &self.sp.label)?;
         }
-        m.serialize_entry("content", self.sp.data.get(self.key).unwrap_or(&Value::Null))?;
+        m.serialize_entry(
+            "content",
+            self.sp.data.get(self.key).unwrap_or(&Value::Null),
+        )?;
         m.serialize_entry("timestamp", &self.ts)?;
         m.end()
     }

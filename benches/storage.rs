@@ -1,0 +1,178 @@
+//! Persistence benchmarks (one group per comparison, run side by side):
+//!
+//! * `persist_local`: events persisted through tracepool's local driver
+//!   (write-behind, one append per file per batch) against the reference's
+//!   way of writing the same event lines (open, append, close per event);
+//! * `persist_store`: the same through the store driver (one key per event,
+//!   one atomic batch per flush) against the reference's store scheme (the
+//!   whole `updates` array read, extended and rewritten for every event),
+//!   both on fjall;
+//! * `release_pending`: latency of `release` with N events still queued.
+//!
+//! Run: `cargo bench --bench storage`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tracepool::{Cursor, Engine, NodeOptions, TraceOptions};
+
+const EVENTS: u64 = 200;
+
+fn engine_local(dir: &std::path::Path) -> Engine {
+    Engine::builder()
+        .capacity(4)
+        .workers(1)
+        .local(dir)
+        .build()
+        .unwrap()
+}
+
+fn engine_store(dir: &std::path::Path) -> Engine {
+    Engine::builder()
+        .capacity(4)
+        .workers(1)
+        .store(dir.join("db"))
+        .build()
+        .unwrap()
+}
+
+/// One trace of `EVENTS` events (a node and log lines), released: every
+/// event persisted when `release` returns.
+fn run_trace(e: &Engine) {
+    let t = e.create(TraceOptions::new()).unwrap();
+    t.add(1, NodeOptions::new().label("step")).unwrap();
+    for _ in 0..EVENTS - 2 {
+        t.info("working");
+    }
+    t.release().unwrap();
+}
+
+/// The event lines of such a trace, to write the reference's way.
+fn sample_lines() -> Vec<Vec<u8>> {
+    let e = Engine::builder()
+        .capacity(1)
+        .workers(1)
+        .memory()
+        .build()
+        .unwrap();
+    let t = e.create(TraceOptions::new()).unwrap();
+    t.add(1, NodeOptions::new().label("step")).unwrap();
+    for _ in 0..EVENTS - 2 {
+        t.info("working");
+    }
+    t.events(Cursor::Seq(0))
+        .unwrap()
+        .iter()
+        .map(|ev| ev.to_json().into_bytes())
+        .collect()
+}
+
+fn persist_local(c: &mut Criterion) {
+    let mut g = c.benchmark_group("persist_local");
+    g.throughput(Throughput::Elements(EVENTS));
+    g.measurement_time(Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_local(dir.path());
+    g.bench_function("tracepool_batched", |b| b.iter(|| run_trace(&e)));
+    let lines = sample_lines();
+    let ref_dir = tempfile::tempdir().unwrap();
+    let mut n = 0u64;
+    g.bench_function("reference_open_append_close", |b| {
+        b.iter(|| {
+            n += 1;
+            let d = ref_dir.path().join(format!("t{n}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let path = d.join("updates.jsonl");
+            for line in &lines {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                f.write_all(line).unwrap();
+                f.write_all(b"\n").unwrap();
+            }
+        })
+    });
+    g.finish();
+    e.shutdown().unwrap();
+}
+
+fn persist_store(c: &mut Criterion) {
+    let mut g = c.benchmark_group("persist_store");
+    g.throughput(Throughput::Elements(EVENTS));
+    g.measurement_time(Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_store(dir.path());
+    g.bench_function("tracepool_key_per_event", |b| b.iter(|| run_trace(&e)));
+    let lines = sample_lines();
+    let ref_dir = tempfile::tempdir().unwrap();
+    let db = fjall::Database::builder(ref_dir.path()).open().unwrap();
+    let kv = db
+        .keyspace("kv", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    let mut n = 0u64;
+    g.bench_function("reference_rewritten_array", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = format!("__trace:t{n}:updates");
+            for line in &lines {
+                let mut all: Vec<serde_json::Value> = match kv.get(&key).unwrap() {
+                    Some(v) => serde_json::from_slice(&v).unwrap(),
+                    None => Vec::new(),
+                };
+                all.push(serde_json::from_slice(line).unwrap());
+                kv.insert(&key, serde_json::to_vec(&all).unwrap()).unwrap();
+                db.persist(fjall::PersistMode::Buffer).unwrap();
+            }
+        })
+    });
+    g.finish();
+    e.shutdown().unwrap();
+}
+
+fn release_pending(c: &mut Criterion) {
+    let mut g = c.benchmark_group("release_pending");
+    g.measurement_time(Duration::from_secs(5));
+    for (name, local) in [("local", true), ("store", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        // Workers never flush on their own here: everything is still queued at release.
+        let b = Engine::builder()
+            .capacity(4)
+            .workers(1)
+            .flush_interval(Duration::from_secs(3600));
+        let e = if local {
+            b.local(dir.path()).build().unwrap()
+        } else {
+            b.store(dir.path().join("db")).build().unwrap()
+        };
+        for pending in [10u64, 100, 1000] {
+            g.bench_with_input(
+                BenchmarkId::new(name, pending),
+                &pending,
+                |bch, &pending| {
+                    bch.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t = e.create(TraceOptions::new()).unwrap();
+                            t.add(1, NodeOptions::new()).unwrap();
+                            for _ in 0..pending.saturating_sub(2) {
+                                t.info("queued");
+                            }
+                            let start = Instant::now();
+                            t.release().unwrap();
+                            total += start.elapsed();
+                        }
+                        total
+                    })
+                },
+            );
+        }
+        e.shutdown().unwrap();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, persist_local, persist_store, release_pending);
+criterion_main!(benches);

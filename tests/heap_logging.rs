@@ -1,0 +1,19 @@
+//! Heap test, scenario `logging` (own process, `harness = false`): after warm-up,
+//! 10,000 cycles retain 0 bytes and allocate at most the measured bound.
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+#[path = "../benches/support/scenarios.rs"]
+#[allow(unreachable_pub)]
+mod scenarios;
+
+mod heap_support;
+
+/// Measured allocations per cycle (scenario harness included): 0.264 (debug build,
+/// 2026-11-26; the fraction is the event arena refill), plus a small margin.
+const MAX_BLOCKS_PER_CYCLE: f64 = 0.5;
+
+fn main() {
+    heap_support::main(scenarios::Scenario::WithLogging, MAX_BLOCKS_PER_CYCLE);
+}
