@@ -44,15 +44,16 @@ impl TraceId {
         write_digits(&mut buf[0..4], y as u64);
         write_digits(&mut buf[4..6], m as u64);
         write_digits(&mut buf[6..8], d as u64);
-        for b in &mut buf[8..20] {
-            *b = b'0' + fastrand::u8(0..10);
-        }
+        write_digits(&mut buf[8..20], fastrand::u64(0..1_000_000_000_000));
         TraceId { len: 20, buf }
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        // Safety of the unwrap-free path: only ASCII is ever written (validated or generated).
-        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+        let bytes = &self.buf[..self.len as usize];
+        debug_assert!(bytes.is_ascii());
+        // Safety: only `parse` (which accepts `[0-9A-Za-z_-]` only) and
+        // `generate` (digits only) write `buf`, so the bytes are ASCII.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 }
 
@@ -120,9 +121,12 @@ impl ShortId {
     pub(crate) const EMPTY: ShortId = ShortId([b'0'; 12]);
 
     pub(crate) fn generate() -> ShortId {
+        // 36^12 < 2^63: one random number gives all twelve characters.
+        let mut v = fastrand::u64(0..36u64.pow(12));
         let mut b = [0u8; 12];
-        for x in &mut b {
-            *x = NODE_ALPHABET[fastrand::usize(0..36)];
+        for x in b.iter_mut().rev() {
+            *x = NODE_ALPHABET[(v % 36) as usize];
+            v /= 36;
         }
         ShortId(b)
     }
@@ -143,7 +147,11 @@ impl ShortId {
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or("")
+        debug_assert!(self.0.is_ascii());
+        // Safety: only `generate` (from `NODE_ALPHABET`), `parse` (which
+        // accepts `[0-9a-z]` only) and `EMPTY` (`'0'`s) build a ShortId, so
+        // the bytes are ASCII.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 

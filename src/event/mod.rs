@@ -7,6 +7,7 @@
 //! the reference (see [`wire`]); history, subscribers and the storage driver
 //! share those bytes. Nothing re-encodes an event afterwards.
 
+pub(crate) mod json;
 pub(crate) mod wire;
 
 use bytes::Bytes;

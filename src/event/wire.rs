@@ -11,9 +11,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
-use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::json::JsonOut;
 use super::{Event, EventKind, corrupt};
 use crate::error::Result;
 
@@ -29,7 +29,7 @@ fn put_int(buf: &mut BytesMut, v: impl itoa::Integer) {
 ///
 /// Returns the shared bytes and the byte range of the `data` value inside them.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn encode<D: Serialize + ?Sized>(
+pub(crate) fn encode(
     arena: &mut BytesMut,
     seq: u64,
     kind: EventKind,
@@ -37,7 +37,7 @@ pub(crate) fn encode<D: Serialize + ?Sized>(
     node_id: &str,
     space_id: &str,
     timestamp: i64,
-    data: &D,
+    data: impl FnOnce(&mut JsonOut<'_>),
 ) -> (Bytes, (u32, u32)) {
     if arena.capacity() - arena.len() < 1024 {
         arena.reserve(ARENA_CHUNK);
@@ -54,14 +54,7 @@ pub(crate) fn encode<D: Serialize + ?Sized>(
     put_int(arena, timestamp);
     arena.put_slice(br#","data":"#);
     let start = arena.len();
-    let ok = {
-        let mut w = (&mut *arena).writer();
-        serde_json::to_writer(&mut w, data).is_ok()
-    };
-    if !ok {
-        arena.truncate(start);
-        arena.put_slice(b"null");
-    }
+    data(&mut JsonOut::new(arena));
     let end = arena.len();
     arena.put_slice(br#","seq":"#);
     put_int(arena, seq);
@@ -131,7 +124,9 @@ mod tests {
             "abcdefghijkl",
             "",
             42,
-            &json!({"node": {"id": "x"}}),
+            |o| {
+                o.value(&json!({"node": {"id": "x"}}));
+            },
         );
         let text = std::str::from_utf8(&b).unwrap();
         assert_eq!(

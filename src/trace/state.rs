@@ -16,12 +16,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
+use crate::event::json::JsonOut;
 use crate::event::{EventKind, StoredEvent, wire};
 use crate::id::{ShortId, TraceId, now_ms};
 use crate::model::{
@@ -55,6 +54,7 @@ const RETAIN_NODES: usize = 1024;
 const RETAIN_LOGS: usize = 4096;
 const RETAIN_LOG_TEXT: usize = 256 * 1024;
 const RETAIN_SPACES: usize = 64;
+const RETAIN_SPACE_KEYS: usize = 1024;
 const RETAIN_PENDING: usize = 4096;
 const RETAIN_ARENA: usize = 1024 * 1024;
 
@@ -139,6 +139,8 @@ pub(crate) struct TraceState {
     pub(crate) logs: Vec<LogRec>,
     pub(crate) log_text: String,
     pub(crate) spaces: Vec<SpaceRec>,
+    /// Cleared key-value maps of earlier spaces, reused by `create_space`.
+    spare_maps: Vec<Map<String, Value>>,
     pub(crate) history: VecDeque<StoredEvent>,
     /// Seq of the next event (1 for a fresh trace).
     pub(crate) next_seq: u64,
@@ -189,6 +191,7 @@ impl TraceState {
             logs: Vec::new(),
             log_text: String::new(),
             spaces: Vec::new(),
+            spare_maps: Vec::new(),
             history: VecDeque::new(),
             next_seq: 1,
             evicted_max_ts: i64::MIN,
@@ -261,7 +264,16 @@ impl TraceState {
         if self.log_text.capacity() > RETAIN_LOG_TEXT {
             self.log_text.shrink_to(RETAIN_LOG_TEXT);
         }
-        clear_capped(&mut self.spaces, RETAIN_SPACES);
+        for sp in self.spaces.drain(..) {
+            let mut data = sp.data;
+            if self.spare_maps.len() < RETAIN_SPACES && data.len() <= RETAIN_SPACE_KEYS {
+                data.clear();
+                self.spare_maps.push(data);
+            }
+        }
+        if self.spaces.capacity() > RETAIN_SPACES {
+            self.spaces.shrink_to(RETAIN_SPACES);
+        }
         self.history.clear();
         if self.history.capacity() > self.limits.history + 1 {
             self.history.shrink_to(self.limits.history + 1);
@@ -270,6 +282,12 @@ impl TraceState {
         self.evicted_max_ts = i64::MIN;
         if self.arena.capacity() > RETAIN_ARENA {
             self.arena = BytesMut::new();
+        } else {
+            // History and the write queue are empty now: unless a reader still
+            // holds an event, the chunk is unique again and `reserve` takes
+            // it back from its start instead of allocating a new one.
+            self.arena.clear();
+            self.arena.reserve(wire::ARENA_CHUNK);
         }
         debug_assert!(self.pending.is_empty());
         self.pending.clear();
@@ -333,10 +351,7 @@ impl TraceState {
             node.as_ref().map_or("", |n| n.as_str()),
             space.as_ref().map_or("", |s| s.as_str()),
             ts,
-            &View {
-                st: self,
-                p: payload,
-            },
+            |out| self.write_payload(payload, out),
         );
         self.arena = arena;
         let ev = StoredEvent {
@@ -819,7 +834,7 @@ impl TraceState {
             metadata: opts.metadata,
             created_at: ts,
             updated_at: ts,
-            data: Map::new(),
+            data: self.spare_maps.pop().unwrap_or_default(),
         });
         let si = self.spaces.len() as u32 - 1;
         self.touch_space(id, SPACE_META);
@@ -1114,239 +1129,141 @@ pub(crate) enum Payload<'a> {
     Complete(TraceStatus, i64),
 }
 
-struct View<'a> {
-    st: &'a TraceState,
-    p: &'a Payload<'a>,
-}
-
-struct NodeView<'a> {
-    st: &'a TraceState,
-    n: u32,
-}
-
-struct IdList<'a> {
-    st: &'a TraceState,
-    idx: &'a [u32],
-}
-
-struct NodesView<'a> {
-    st: &'a TraceState,
-    first: u32,
-    count: u32,
-}
-
-struct LogView<'a> {
-    st: &'a TraceState,
-    li: u32,
-}
-
-struct SpaceView<'a> {
-    sp: &'a SpaceRec,
-}
-
-struct ItemView<'a> {
-    sp: &'a SpaceRec,
-    key: &'a str,
-    ts: i64,
-}
-
-impl Serialize for IdList<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.idx.len()))?;
-        for &i in self.idx {
-            seq.serialize_element(self.st.nodes[i as usize].id.as_str())?;
+impl TraceState {
+    fn write_ids(&self, out: &mut JsonOut<'_>, idx: &[u32]) {
+        out.begin_arr();
+        for &i in idx {
+            out.elem().str(self.nodes[i as usize].id.as_str());
         }
-        seq.end()
+        out.end_arr();
     }
-}
 
-impl Serialize for NodeView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = &self.st.nodes[self.n as usize];
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", r.id.as_str())?;
-        m.serialize_entry(
-            "parent_ids",
-            &IdList {
-                st: self.st,
-                idx: &r.parents,
-            },
-        )?;
-        m.serialize_entry(
-            "children",
-            &IdList {
-                st: self.st,
-                idx: &r.children,
-            },
-        )?;
-        m.serialize_entry("label", &r.label)?;
-        m.serialize_entry("type", &r.node_type)?;
-        m.serialize_entry("icon", &r.icon)?;
-        m.serialize_entry("description", &r.description)?;
+    /// A node as the reference's `TraceNode` (children by id).
+    fn write_node(&self, out: &mut JsonOut<'_>, n: u32) {
+        let r = &self.nodes[n as usize];
+        out.begin_obj();
+        out.key("id").str(r.id.as_str());
+        out.key("parent_ids");
+        self.write_ids(out, &r.parents);
+        out.key("children");
+        self.write_ids(out, &r.children);
+        out.key("label").str(&r.label);
+        out.key("type").str(&r.node_type);
+        out.key("icon").str(&r.icon);
+        out.key("description").str(&r.description);
         if !r.metadata.is_empty() {
-            m.serialize_entry("metadata", &r.metadata)?;
+            out.key("metadata").map(&r.metadata);
         }
         if let Some(a) = r.auto_complete_parent {
-            m.serialize_entry("auto_complete_parent", &a)?;
+            out.key("auto_complete_parent").bool(a);
         }
-        m.serialize_entry("status", r.status.as_str())?;
+        out.key("status").str(r.status.as_str());
         if let Some(v) = &r.input {
-            m.serialize_entry("input", v)?;
+            out.key("input").value(v);
         }
         if let Some(v) = r.output.as_ref().filter(|v| !v.is_null()) {
-            m.serialize_entry("output", v)?;
+            out.key("output").value(v);
         }
-        m.serialize_entry("created_at", &r.created_at)?;
-        m.serialize_entry("start_time", &r.start_time)?;
-        m.serialize_entry("end_time", &r.end_time)?;
-        m.serialize_entry("updated_at", &r.updated_at)?;
-        m.end()
+        out.key("created_at").int(r.created_at);
+        out.key("start_time").int(r.start_time);
+        out.key("end_time").int(r.end_time);
+        out.key("updated_at").int(r.updated_at);
+        out.end_obj();
     }
-}
 
-impl Serialize for NodesView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.count as usize))?;
-        for n in self.first..self.first + self.count {
-            seq.serialize_element(&NodeView { st: self.st, n })?;
-        }
-        seq.end()
-    }
-}
-
-impl Serialize for LogView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let l = &self.st.logs[self.li as usize];
-        let mut m = s.serialize_map(Some(5))?;
-        m.serialize_entry("Timestamp", &l.timestamp)?;
-        m.serialize_entry("Level", l.level.as_str())?;
-        m.serialize_entry(
-            "Message",
-            &self.st.log_text[l.msg.0 as usize..l.msg.1 as usize],
-        )?;
-        m.serialize_entry("Data", &l.data)?;
-        m.serialize_entry("NodeID", self.st.nodes[l.node as usize].id.as_str())?;
-        m.end()
-    }
-}
-
-impl Serialize for SpaceView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let sp = self.sp;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", sp.id.as_str())?;
-        m.serialize_entry("label", &sp.label)?;
-        m.serialize_entry("type", &sp.space_type)?;
-        m.serialize_entry("icon", &sp.icon)?;
-        m.serialize_entry("description", &sp.description)?;
-        m.serialize_entry("ttl", &sp.ttl)?;
-        if !sp.metadata.is_empty() {
-            m.serialize_entry("metadata", &sp.metadata)?;
-        }
-        m.serialize_entry("created_at", &sp.created_at)?;
-        m.serialize_entry("updated_at", &sp.updated_at)?;
-        m.end()
-    }
-}
-
-impl Serialize for ItemView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", self.key)?;
-        m.serialize_entry("type", self.sp.id.as_str())?;
-        if !self.sp.label.is_empty() {
-            m.serialize_entry("title", &self.sp.label)?;
-        }
-        m.serialize_entry(
-            "content",
-            self.sp.data.get(self.key).unwrap_or(&Value::Null),
-        )?;
-        m.serialize_entry("timestamp", &self.ts)?;
-        m.end()
-    }
-}
-
-impl Serialize for View<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let st = self.st;
-        match *self.p {
+    /// Writes the `data` of an event (the reference's payload structs).
+    fn write_payload(&self, p: &Payload<'_>, out: &mut JsonOut<'_>) {
+        out.begin_obj();
+        match *p {
             Payload::Init => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("trace_id", st.id.as_str())?;
-                m.end()
+                out.key("trace_id").str(self.id.as_str());
             }
             Payload::NodeStart(n) | Payload::NodeUpdated(n) => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("node", &NodeView { st, n })?;
-                m.end()
+                out.key("node");
+                self.write_node(out, n);
             }
             Payload::NodesStart(first, count) => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("nodes", &NodesView { st, first, count })?;
-                m.end()
+                out.key("nodes").begin_arr();
+                for n in first..first + count {
+                    out.elem();
+                    self.write_node(out, n);
+                }
+                out.end_arr();
             }
             Payload::NodeComplete(n) => {
-                let r = &st.nodes[n as usize];
-                let mut m = s.serialize_map(None)?;
-                m.serialize_entry("node_id", r.id.as_str())?;
-                m.serialize_entry("status", "success")?;
-                m.serialize_entry("end_time", &r.end_time)?;
-                m.serialize_entry("duration", &(r.end_time - r.start_time))?;
+                let r = &self.nodes[n as usize];
+                out.key("node_id").str(r.id.as_str());
+                out.key("status").str("success");
+                out.key("end_time").int(r.end_time);
+                out.key("duration").int(r.end_time - r.start_time);
                 if let Some(o) = r.output.as_ref().filter(|o| !o.is_null()) {
-                    m.serialize_entry("output", o)?;
+                    out.key("output").value(o);
                 }
-                m.end()
             }
             Payload::NodeFailed(n, error) => {
-                let r = &st.nodes[n as usize];
-                let mut m = s.serialize_map(Some(5))?;
-                m.serialize_entry("node_id", r.id.as_str())?;
-                m.serialize_entry("status", r.status.as_str())?;
-                m.serialize_entry("end_time", &r.end_time)?;
-                m.serialize_entry("duration", &(r.end_time - r.start_time))?;
-                m.serialize_entry("error", error)?;
-                m.end()
+                let r = &self.nodes[n as usize];
+                out.key("node_id").str(r.id.as_str());
+                out.key("status").str(r.status.as_str());
+                out.key("end_time").int(r.end_time);
+                out.key("duration").int(r.end_time - r.start_time);
+                out.key("error").str(error);
             }
-            Payload::LogAdded(li) => LogView { st, li }.serialize(s),
+            Payload::LogAdded(li) => {
+                // The reference's TraceLog has no JSON tags: Go field names.
+                let l = &self.logs[li as usize];
+                out.key("Timestamp").int(l.timestamp);
+                out.key("Level").str(l.level.as_str());
+                out.key("Message")
+                    .str(&self.log_text[l.msg.0 as usize..l.msg.1 as usize]);
+                out.key("Data").value(&l.data);
+                out.key("NodeID")
+                    .str(self.nodes[l.node as usize].id.as_str());
+            }
             Payload::Memory(si, key) => {
-                let sp = &st.spaces[si as usize];
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("type", sp.id.as_str())?;
-                m.serialize_entry(
-                    "item",
-                    &ItemView {
-                        sp,
-                        key,
-                        ts: sp.updated_at,
-                    },
-                )?;
-                m.end()
+                let sp = &self.spaces[si as usize];
+                out.key("type").str(sp.id.as_str());
+                out.key("item").begin_obj();
+                out.key("id").str(key);
+                out.key("type").str(sp.id.as_str());
+                if !sp.label.is_empty() {
+                    out.key("title").str(&sp.label);
+                }
+                out.key("content")
+                    .value(sp.data.get(key).unwrap_or(&Value::Null));
+                out.key("timestamp").int(sp.updated_at);
+                out.end_obj();
             }
             Payload::MemoryDelete(id, key) => {
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("space_id", id.as_str())?;
+                out.key("space_id").str(id.as_str());
                 match key {
-                    Some(k) => m.serialize_entry("key", k)?,
-                    None => m.serialize_entry("cleared", &true)?,
+                    Some(k) => out.key("key").str(k),
+                    None => out.key("cleared").bool(true),
+                };
+            }
+            Payload::SpaceCreated(si) => {
+                // The payload is the space itself (the reference's TraceSpace).
+                let sp = &self.spaces[si as usize];
+                out.key("id").str(sp.id.as_str());
+                out.key("label").str(&sp.label);
+                out.key("type").str(&sp.space_type);
+                out.key("icon").str(&sp.icon);
+                out.key("description").str(&sp.description);
+                out.key("ttl").int(sp.ttl);
+                if !sp.metadata.is_empty() {
+                    out.key("metadata").map(&sp.metadata);
                 }
-                m.end()
+                out.key("created_at").int(sp.created_at);
+                out.key("updated_at").int(sp.updated_at);
             }
-            Payload::SpaceCreated(si) => SpaceView {
-                sp: &st.spaces[si as usize],
-            }
-            .serialize(s),
             Payload::SpaceDeleted(id) => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("space_id", id.as_str())?;
-                m.end()
+                out.key("space_id").str(id.as_str());
             }
             Payload::Complete(status, total) => {
-                let mut m = s.serialize_map(Some(3))?;
-                m.serialize_entry("trace_id", st.id.as_str())?;
-                m.serialize_entry("status", status.as_str())?;
-                m.serialize_entry("total_duration", &total)?;
-                m.end()
+                out.key("trace_id").str(self.id.as_str());
+                out.key("status").str(status.as_str());
+                out.key("total_duration").int(total);
             }
         }
+        out.end_obj();
     }
 }
