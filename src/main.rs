@@ -24,7 +24,7 @@ usage: tracepool [run] [--traces N] [--concurrency N] [--capacity N] [--workers 
                        [--memory | --dir DIR] [--keep-every N]
        tracepool serve [--addr HOST:PORT] [--demo]
 
-run     the main job: the five reference scenarios over N traces (default 60000),
+run     the main job: the five reference scenarios over N traces (default 20000),
         each with a live subscriber that checks every event arrives in order.
         Runs on the default driver (local disk under ./traces; --dir DIR elsewhere,
         --memory for the in-memory driver). Like the reference's benchmark, each
@@ -112,7 +112,7 @@ impl RunOptions {
     fn parse(args: &[String]) -> Result<RunOptions, String> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut o = RunOptions {
-            traces: 60_000,
+            traces: 20_000,
             concurrency: cores,
             capacity: 1024,
             workers: None,

@@ -84,12 +84,17 @@ fn auto_archive_on_mark_complete() {
         stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
         "RFC 3339: {stamp}"
     );
-    // No temp files left in the shard directory.
-    let names: Vec<String> = fs::read_dir(&d)
+    // No temp files left: the shard holds the archive, the marker and its
+    // (empty) temp directory.
+    let mut names: Vec<String> = fs::read_dir(&d)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names[0], format!(".{id}.archived"));
+    assert_eq!(names[1], ".tmp");
+    assert_eq!(fs::read_dir(d.join(".tmp")).unwrap().count(), 0);
 
     // Entries relative to the trace dir; trace_info.json rewritten archived.
     let entries = archive_entries(&archive);
@@ -191,8 +196,9 @@ fn crash_leftovers_do_not_break_reads() {
     let others = base.join("others");
 
     // 1. A partially written temp archive (crash while writing it).
+    fs::create_dir_all(others.join(".tmp")).unwrap();
     fs::write(
-        others.join(".crash-a.tar.gz.tmp.00ff00ff00ff00ff"),
+        others.join(".tmp/.crash-a.tar.gz.tmp.00ff00ff00ff00ff"),
         b"\x1f\x8b\x08garbage",
     )
     .unwrap();
@@ -215,6 +221,7 @@ fn crash_leftovers_do_not_break_reads() {
     engine.remove("crash-a").unwrap();
     let left: Vec<String> = fs::read_dir(&others)
         .unwrap()
+        .chain(fs::read_dir(others.join(".tmp")).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("crash-a"))
         .collect();

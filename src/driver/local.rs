@@ -40,6 +40,8 @@ use crate::model::{LogEntry, SpaceData, TraceInfo};
 
 /// How many traces the "directory already created" set remembers before it
 /// is cleared (it only saves `mkdir` calls).
+/// Per-shard directory of temp archives and markers (`<base>/<D>/.tmp`).
+const SHARD_TMP: &str = ".tmp";
 const READY_CAP: usize = 4096;
 
 /// Bytes of event lines kept in a worker's scratch buffer between batches.
@@ -656,7 +658,11 @@ impl Driver for LocalDriver {
         let info_json = mark_archived(&info_bytes, now_ms())
             .map_err(|m| Error::corrupt(info_path.display().to_string(), m))?;
         let items = walk(&dir)?;
-        let tmp = shard.join(format!(".{id}.tar.gz.tmp.{:016x}", fastrand::u64(..)));
+        // Temp files of the shard live in `<shard>/.tmp/`, so that cleaning
+        // up after a crash never lists the (large) shard directory itself.
+        let tmp_dir = shard.join(SHARD_TMP);
+        mkdir(&tmp_dir)?;
+        let tmp = tmp_dir.join(format!(".{id}.tar.gz.tmp.{:016x}", fastrand::u64(..)));
         let written = self
             .write_archive(&tmp, &dir, &items, &info_json)
             .and_then(|()| fs::rename(&tmp, &archive).map_err(|e| Error::io(&archive, e)));
@@ -670,7 +676,7 @@ impl Driver for LocalDriver {
             return Err(e);
         }
         let stamp = rfc3339(now_ms());
-        let tmp = write_temp(&marker, stamp.as_bytes(), true)?;
+        let tmp = write_temp_in(&tmp_dir, &marker, stamp.as_bytes(), true)?;
         fs::rename(&tmp, &marker).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             Error::io(&marker, e)
@@ -718,11 +724,16 @@ impl Driver for LocalDriver {
         self.forget(id);
         let mut found = remove_dir_all_opt(&shard.join(id))?;
         found |= remove_file_opt_found(&shard.join(format!("{id}.tar.gz")))?;
-        // Temp archives or markers a crash left behind.
-        let prefixes = [format!(".{id}.tar.gz.tmp."), format!(".{id}.archived.tmp.")];
-        if let Some(rd) = read_dir_opt(&shard)? {
+        // Temp archives or markers a crash left behind (in the shard's small
+        // temp directory: the shard itself is never listed here).
+        let prefixes = [
+            format!(".{id}.tar.gz.tmp."),
+            format!("..{id}.archived.tmp."),
+        ];
+        let tmp_dir = shard.join(SHARD_TMP);
+        if let Some(rd) = read_dir_opt(&tmp_dir)? {
             for e in rd {
-                let e = e.map_err(|e| Error::io(&shard, e))?;
+                let e = e.map_err(|e| Error::io(&tmp_dir, e))?;
                 let name = e.file_name();
                 let name = name.to_string_lossy();
                 if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
@@ -734,7 +745,9 @@ impl Driver for LocalDriver {
         if self.fsync() && exists(&shard)? {
             sync_dir(&shard)?;
         }
-        // Drop the shard directory when this was its last trace (fails harmlessly otherwise).
+        // Drop the temp and shard directories when this was the shard's last
+        // trace (fails harmlessly otherwise).
+        let _ = fs::remove_dir(&tmp_dir);
         let _ = fs::remove_dir(&shard);
         self.forget(id);
         Ok(found)
@@ -1213,11 +1226,17 @@ fn append(path: &Path, bytes: &[u8], sync: Sync) -> Result<u64> {
 /// Writes `bytes` to a new temp file next to `target` (`.<name>.tmp.<random>`)
 /// and returns its path; the caller renames it over `target`.
 fn write_temp(target: &Path, bytes: &[u8], sync: bool) -> Result<PathBuf> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    write_temp_in(dir, target, bytes, sync)
+}
+
+/// Like [`write_temp`], with the temp file in `dir` (same filesystem as `target`).
+fn write_temp_in(dir: &Path, target: &Path, bytes: &[u8], sync: bool) -> Result<PathBuf> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = target.with_file_name(format!(".{name}.tmp.{:016x}", fastrand::u64(..)));
+    let tmp = dir.join(format!(".{name}.tmp.{:016x}", fastrand::u64(..)));
     let mut f = create_new(&tmp)?;
     let r = f
         .write_all(bytes)
