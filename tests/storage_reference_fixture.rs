@@ -290,6 +290,9 @@ fn reference_directory_opens_and_continues() {
     assert_eq!(events.len(), n_events);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1);
+        // Replays (subscriptions, SSE) carry the number in the wire JSON too.
+        let wire: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(wire["seq"], i as u64 + 1, "{}", e.to_json());
     }
     assert_eq!(events[0].kind, EventKind::Init);
     assert_eq!(events[5].kind, EventKind::NodeStart);

@@ -332,7 +332,7 @@ pub fn decode_event_lines(bytes: &[u8], location: &str) -> Result<Vec<Event>> {
         let mut ev = Event::from_json(line, loc)?;
         let expect = out.len() as u64 + 1;
         if ev.seq == 0 {
-            ev.seq = expect;
+            ev = ev.numbered(expect);
         } else if ev.seq != expect {
             return Err(corrupt(
                 loc,

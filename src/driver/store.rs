@@ -225,7 +225,7 @@ impl StoreDriver {
                     let mut ev = Event::from_json(v, &loc)?;
                     let expect = events.len() as u64 + 1;
                     if ev.seq == 0 {
-                        ev.seq = expect;
+                        ev = ev.numbered(expect);
                     }
                     if ev.seq != expect {
                         return Err(Error::corrupt(

@@ -155,6 +155,29 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Numbers an event read without `seq` (written by the reference): sets
+    /// `seq` and appends `"seq":N` to its wire bytes, so that replays carry it.
+    pub(crate) fn numbered(mut self, seq: u64) -> Event {
+        let text = &self.bytes[..];
+        let end = text
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        if end > 0 && text[end - 1] == b'}' {
+            let mut v = Vec::with_capacity(end + 28);
+            v.extend_from_slice(&text[..end - 1]);
+            let mut n = itoa::Buffer::new();
+            v.extend_from_slice(b",\"seq\":");
+            v.extend_from_slice(n.format(seq).as_bytes());
+            v.push(b'}');
+            self.bytes = Bytes::from(v);
+        }
+        self.seq = seq;
+        self
+    }
+}
+
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Event")
