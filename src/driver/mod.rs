@@ -8,7 +8,7 @@
 //!
 //! Besides events, a batch carries *documents* (trace info, node, space and
 //! space-data snapshots, written whole) and *log lines* (appended), already
-//! encoded in the reference's formats ([`format`]), for drivers that ask for
+//! encoded in the reference's formats ([`format`](mod@format)), for drivers that ask for
 //! them ([`Driver::wants_documents`]). A driver applies a batch in this order:
 //! event lines, log lines, then documents.
 //!

@@ -38,7 +38,13 @@ use crate::event::Event;
 use crate::id::validate_trace_id;
 use crate::model::{SpaceData, TraceInfo};
 
-/// The embedded store driver. See the [module docs](self).
+/// The embedded store driver on fjall: the reference's key scheme
+/// (`<prefix>:<trace>:info`, `node:<id>`, `space:<id>`, `space:<id>:data`)
+/// with one key per event (`event:<seq>`) and per log line
+/// (`logs:<node>:<index>`), so appends are O(1), and every read of a trace is
+/// a range scan of that trace's keys only. A second keyspace indexes trace
+/// ids for `list`. Each batch is one atomic write batch, persisted per
+/// [`Durability`].
 ///
 /// # Examples
 /// ```

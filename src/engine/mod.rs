@@ -26,13 +26,14 @@ use std::time::Duration;
 use crate::driver::{Driver, WriteBatch};
 use crate::error::{Error, Result};
 use crate::id::TraceId;
+use crate::model::Level;
 use crate::model::{EngineStats, TraceInfo, TraceStatus};
 use crate::options::TraceOptions;
 use crate::pool::{SlotPool, lock};
 use crate::subscribe::detach_all;
 use crate::trace::Trace;
 use crate::trace::persist::WriteScratch;
-use crate::trace::state::{Limits, TraceState};
+use crate::trace::state::{Limits, Target, TraceState};
 use builder::Config;
 use registry::Registry;
 use workers::{WAKE_AT, WorkerQueue, Workers};
@@ -88,6 +89,26 @@ impl Core {
         let r = f(&mut st);
         self.enqueue(idx, &mut st);
         r
+    }
+
+    /// Chainable logging: never fails; a log that cannot be written (stale
+    /// handle, shut-down engine, no current node, finished trace) is counted.
+    pub(crate) fn log_chained(
+        &self,
+        idx: u32,
+        generation: u64,
+        target: Target,
+        level: Level,
+        msg: &str,
+        data: serde_json::Value,
+    ) {
+        let r = self.with_state(idx, generation, |st| {
+            st.log(target, level, msg, data);
+            Ok(())
+        });
+        if r.is_err() {
+            self.counters.logs_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Puts the slot on its worker's queue if it has pending writes.

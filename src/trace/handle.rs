@@ -1,7 +1,6 @@
 //! [`Trace`]: the handle to one loaded trace.
 
 use std::fmt::Display;
-use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
@@ -125,40 +124,18 @@ impl Trace {
     }
 
     fn chain_log(&self, level: Level, msg: &str, data: Value) -> &Trace {
-        let r = self.with(|st| {
-            st.log(Target::Current, level, msg, data);
-            Ok(())
-        });
-        if r.is_err() {
-            self.engine
-                .core()
-                .counters
-                .logs_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.engine.core().log_chained(
+            self.idx,
+            self.generation,
+            Target::Current,
+            level,
+            msg,
+            data,
+        );
         self
     }
 
-    /// Logs at `info` on every current node (dropped and counted when there is none).
-    pub fn info(&self, msg: impl AsRef<str>) -> &Trace {
-        self.chain_log(Level::Info, msg.as_ref(), Value::Null)
-    }
-    /// Logs at `debug` on every current node.
-    pub fn debug(&self, msg: impl AsRef<str>) -> &Trace {
-        self.chain_log(Level::Debug, msg.as_ref(), Value::Null)
-    }
-    /// Logs at `warn` on every current node.
-    pub fn warn(&self, msg: impl AsRef<str>) -> &Trace {
-        self.chain_log(Level::Warn, msg.as_ref(), Value::Null)
-    }
-    /// Logs at `error` on every current node.
-    pub fn error(&self, msg: impl AsRef<str>) -> &Trace {
-        self.chain_log(Level::Error, msg.as_ref(), Value::Null)
-    }
-    /// Logs a message with structured data on every current node.
-    pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl Into<Value>) -> &Trace {
-        self.chain_log(level, msg.as_ref(), data.into())
-    }
+    chainable_logs!(Trace, "every current node");
 
     /// Sets the output of every current node (`node_updated` each).
     ///

@@ -1,7 +1,6 @@
 //! [`Node`]: the handle to one node of a loaded trace.
 
 use std::fmt::Display;
-use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use smallvec::SmallVec;
@@ -133,40 +132,18 @@ impl Node {
     }
 
     fn chain_log(&self, level: Level, msg: &str, data: Value) -> &Node {
-        let r = self.with(|st| {
-            st.log(Target::Node(self.node), level, msg, data);
-            Ok(())
-        });
-        if r.is_err() {
-            self.engine
-                .core()
-                .counters
-                .logs_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.engine.core().log_chained(
+            self.idx,
+            self.generation,
+            Target::Node(self.node),
+            level,
+            msg,
+            data,
+        );
         self
     }
 
-    /// Logs at `info` on this node.
-    pub fn info(&self, msg: impl AsRef<str>) -> &Node {
-        self.chain_log(Level::Info, msg.as_ref(), Value::Null)
-    }
-    /// Logs at `debug` on this node.
-    pub fn debug(&self, msg: impl AsRef<str>) -> &Node {
-        self.chain_log(Level::Debug, msg.as_ref(), Value::Null)
-    }
-    /// Logs at `warn` on this node.
-    pub fn warn(&self, msg: impl AsRef<str>) -> &Node {
-        self.chain_log(Level::Warn, msg.as_ref(), Value::Null)
-    }
-    /// Logs at `error` on this node.
-    pub fn error(&self, msg: impl AsRef<str>) -> &Node {
-        self.chain_log(Level::Error, msg.as_ref(), Value::Null)
-    }
-    /// Logs a message with structured data on this node.
-    pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl Into<Value>) -> &Node {
-        self.chain_log(level, msg.as_ref(), data.into())
-    }
+    chainable_logs!(Node, "this node");
 
     /// Sets the output (`node_updated`).
     ///

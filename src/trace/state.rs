@@ -490,6 +490,17 @@ impl TraceState {
         }
     }
 
+    fn emit_node_start(&mut self, idx: u32, ts: i64) {
+        let id = self.nodes[idx as usize].id;
+        self.emit(
+            EventKind::NodeStart,
+            Some(id),
+            None,
+            ts,
+            &Payload::NodeStart(idx),
+        );
+    }
+
     /// `Trace::add`: a node after the current nodes (or the root).
     pub(crate) fn add(&mut self, input: Value, opts: NodeOptions) -> Result<u32> {
         self.check_open()?;
@@ -509,14 +520,7 @@ impl TraceState {
         self.current.clear();
         self.current.push(idx);
         self.touch_info();
-        let id = self.nodes[idx as usize].id;
-        self.emit(
-            EventKind::NodeStart,
-            Some(id),
-            None,
-            ts,
-            &Payload::NodeStart(idx),
-        );
+        self.emit_node_start(idx, ts);
         Ok(idx)
     }
 
@@ -530,14 +534,7 @@ impl TraceState {
         self.check_open()?;
         let ts = self.tick();
         let idx = self.new_node(&[parent], input, opts, ts);
-        let id = self.nodes[idx as usize].id;
-        self.emit(
-            EventKind::NodeStart,
-            Some(id),
-            None,
-            ts,
-            &Payload::NodeStart(idx),
-        );
+        self.emit_node_start(idx, ts);
         Ok(idx)
     }
 
@@ -600,14 +597,7 @@ impl TraceState {
         }
         let ts = self.tick();
         let idx = self.new_node(&uniq, input, opts, ts);
-        let id = self.nodes[idx as usize].id;
-        self.emit(
-            EventKind::NodeStart,
-            Some(id),
-            None,
-            ts,
-            &Payload::NodeStart(idx),
-        );
+        self.emit_node_start(idx, ts);
         Ok(idx)
     }
 
