@@ -1,8 +1,11 @@
 //! Persistence benchmarks (one group per comparison, run side by side):
 //!
-//! * `persist_local`: events persisted through tracepool's local driver
-//!   (write-behind, one append per file per batch) against the reference's
-//!   way of writing the same event lines (open, append, close per event);
+//! * `persist_local`: a trace persisted through tracepool's local driver
+//!   (write-behind, one append per file per batch, documents replaced
+//!   atomically) against the reference's way of writing the same trace: for
+//!   every event, open-append-close of `updates.jsonl`, plus open-append-close
+//!   of the node's log file for a log line and a truncate-and-write of the
+//!   node's document for a node start or completion;
 //! * `persist_store`: the same through the store driver (one key per event,
 //!   one atomic batch per flush) against the reference's store scheme (the
 //!   whole `updates` array read, extended and rewritten for every event),
@@ -49,7 +52,7 @@ fn run_trace(e: &Engine) {
 }
 
 /// The event lines of such a trace, to write the reference's way.
-fn sample_lines() -> Vec<Vec<u8>> {
+fn sample_events() -> Vec<tracepool::Event> {
     let e = Engine::builder()
         .capacity(1)
         .workers(1)
@@ -61,11 +64,55 @@ fn sample_lines() -> Vec<Vec<u8>> {
     for _ in 0..EVENTS - 2 {
         t.info("working");
     }
-    t.events(Cursor::Seq(0))
-        .unwrap()
+    t.events(Cursor::Seq(0)).unwrap()
+}
+
+/// The event lines of such a trace, to write the reference's way.
+fn sample_lines() -> Vec<Vec<u8>> {
+    sample_events()
         .iter()
         .map(|ev| ev.to_json().into_bytes())
         .collect()
+}
+
+/// One file operation of the reference's local driver.
+enum RefOp {
+    /// Open with O_APPEND|O_CREATE, write a line, close.
+    Append(String, Vec<u8>),
+    /// Truncate and write a whole document.
+    Write(String, Vec<u8>),
+}
+
+/// What the reference's local driver does for the sample trace, in order:
+/// `trace_info.json`, then per event an append to `updates.jsonl` plus the
+/// node document (node start / completion) or the node's log line.
+fn reference_ops() -> Vec<RefOp> {
+    let mut ops = vec![RefOp::Write(
+        "trace_info.json".into(),
+        br#"{"id":"t","driver":"local","status":"pending","created_at":1,"updated_at":1,"archived":false}"#
+            .to_vec(),
+    )];
+    for ev in sample_events() {
+        ops.push(RefOp::Append(
+            "updates.jsonl".into(),
+            ev.to_json().into_bytes(),
+        ));
+        let data = ev.data();
+        match ev.kind {
+            tracepool::EventKind::LogAdded => ops.push(RefOp::Append(
+                format!("logs/{}.jsonl", ev.node_id),
+                serde_json::to_vec(&data).unwrap(),
+            )),
+            tracepool::EventKind::NodeStart | tracepool::EventKind::NodeComplete => {
+                ops.push(RefOp::Write(
+                    format!("nodes/{}.json", ev.node_id),
+                    serde_json::to_vec_pretty(&data).unwrap(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    ops
 }
 
 fn persist_local(c: &mut Criterion) {
@@ -75,23 +122,29 @@ fn persist_local(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_local(dir.path());
     g.bench_function("tracepool_batched", |b| b.iter(|| run_trace(&e)));
-    let lines = sample_lines();
+    let ops = reference_ops();
     let ref_dir = tempfile::tempdir().unwrap();
     let mut n = 0u64;
     g.bench_function("reference_open_append_close", |b| {
         b.iter(|| {
             n += 1;
             let d = ref_dir.path().join(format!("t{n}"));
-            std::fs::create_dir_all(&d).unwrap();
-            let path = d.join("updates.jsonl");
-            for line in &lines {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .unwrap();
-                f.write_all(line).unwrap();
-                f.write_all(b"\n").unwrap();
+            for sub in ["nodes", "logs", "spaces"] {
+                std::fs::create_dir_all(d.join(sub)).unwrap();
+            }
+            for op in &ops {
+                match op {
+                    RefOp::Append(rel, line) => {
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(d.join(rel))
+                            .unwrap();
+                        f.write_all(line).unwrap();
+                        f.write_all(b"\n").unwrap();
+                    }
+                    RefOp::Write(rel, doc) => std::fs::write(d.join(rel), doc).unwrap(),
+                }
             }
         })
     });

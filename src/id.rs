@@ -39,8 +39,13 @@ impl TraceId {
 
     /// A fresh id: `YYYYMMDD` (UTC) followed by 12 random decimal digits.
     pub(crate) fn generate() -> TraceId {
+        Self::generate_at(now_ms())
+    }
+
+    /// A fresh id dated from `now` (ms since the epoch).
+    pub(crate) fn generate_at(now: i64) -> TraceId {
         let mut buf = [0u8; MAX_TRACE_ID_LEN];
-        let (y, m, d) = civil_from_days(now_ms().div_euclid(86_400_000));
+        let (y, m, d) = civil_from_days(now.div_euclid(86_400_000));
         write_digits(&mut buf[0..4], y as u64);
         write_digits(&mut buf[4..6], m as u64);
         write_digits(&mut buf[6..8], d as u64);

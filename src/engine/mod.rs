@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::driver::{Driver, WriteBatch};
 use crate::error::{Error, Result};
-use crate::id::TraceId;
+use crate::id::{TraceId, now_ms};
 use crate::model::Level;
 use crate::model::{EngineStats, TraceInfo, TraceStatus};
 use crate::options::TraceOptions;
@@ -410,6 +410,8 @@ impl Engine {
         };
         let idx = core.pool.checkout()?;
         let slot = core.pool.get(idx);
+        // One clock read dates the generated id and the `init` event.
+        let now = now_ms();
         // Hold the (free) slot's lock while the id is registered, so that a
         // concurrent `load` of the id waits until the trace is started.
         let mut st = lock(&slot.state);
@@ -418,7 +420,7 @@ impl Engine {
             let id = match custom {
                 Some(id) => id,
                 None => {
-                    let id = TraceId::generate();
+                    let id = TraceId::generate_at(now);
                     match core.driver.exists(id.as_str()) {
                         Ok(false) => id,
                         Ok(true) if attempts < 8 => {
@@ -440,7 +442,7 @@ impl Engine {
         };
         match id {
             Ok(id) => {
-                st.start(id, opts);
+                st.start(id, opts, now);
                 core.enqueue(idx, &mut st);
                 let generation = st.generation;
                 drop(st);

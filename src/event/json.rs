@@ -73,6 +73,26 @@ impl<'a> JsonOut<'a> {
         self
     }
 
+    /// Raw JSON text (punctuation and keys written together), no separator
+    /// logic: the caller writes a complete, valid piece.
+    pub(crate) fn raw(&mut self, text: &'static [u8]) -> &mut Self {
+        self.buf.put_slice(text);
+        self
+    }
+
+    /// Bytes known to need no escaping (validated ids), without quotes.
+    pub(crate) fn ascii(&mut self, s: &str) -> &mut Self {
+        debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+        self.buf.put_slice(s.as_bytes());
+        self
+    }
+
+    /// Marks that a complete value was written with `raw` pieces.
+    pub(crate) fn value_done(&mut self) -> &mut Self {
+        self.comma = true;
+        self
+    }
+
     /// A string value.
     pub(crate) fn str(&mut self, s: &str) -> &mut Self {
         if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {

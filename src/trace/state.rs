@@ -220,8 +220,9 @@ impl TraceState {
     }
 
     /// Takes a fresh slot into use for a new trace and emits `init`.
-    pub(crate) fn start(&mut self, id: TraceId, opts: TraceOptions) {
-        let ts = self.tick();
+    pub(crate) fn start(&mut self, id: TraceId, opts: TraceOptions, now: i64) {
+        let ts = now.max(self.last_ts);
+        self.last_ts = ts;
         self.live = true;
         self.id = id;
         self.created_by = opts.created_by;
@@ -415,13 +416,16 @@ impl TraceState {
     // ---- nodes --------------------------------------------------------------
 
     fn new_node(&mut self, parents: &[u32], input: Value, opts: NodeOptions, ts: i64) -> u32 {
+        let idx = self.nodes.len() as u32;
         let id = loop {
+            // One hash per new node: insert, and retry on the (astronomically
+            // rare) collision.
             let id = ShortId::generate();
-            if !self.node_index.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.node_index.entry(id) {
+                v.insert(idx);
                 break id;
             }
         };
-        let idx = self.nodes.len() as u32;
         self.nodes.push(NodeRec {
             id,
             parents: SmallVec::from_slice(parents),
@@ -441,7 +445,6 @@ impl TraceState {
             updated_at: ts,
             dirty: false,
         });
-        self.node_index.insert(id, idx);
         self.touch_node(idx);
         for &p in parents {
             self.nodes[p as usize].children.push(idx);
@@ -1121,44 +1124,51 @@ pub(crate) enum Payload<'a> {
 
 impl TraceState {
     fn write_ids(&self, out: &mut JsonOut<'_>, idx: &[u32]) {
-        out.begin_arr();
-        for &i in idx {
-            out.elem().str(self.nodes[i as usize].id.as_str());
+        out.raw(b"[");
+        for (k, &i) in idx.iter().enumerate() {
+            out.raw(if k == 0 { b"\"" } else { b",\"" });
+            out.ascii(self.nodes[i as usize].id.as_str()).raw(b"\"");
         }
-        out.end_arr();
+        out.raw(b"]");
     }
 
-    /// A node as the reference's `TraceNode` (children by id).
+    /// A node as the reference's `TraceNode` (children by id). Written in
+    /// few, large pieces: this is the biggest payload on the hot path.
     fn write_node(&self, out: &mut JsonOut<'_>, n: u32) {
         let r = &self.nodes[n as usize];
-        out.begin_obj();
-        out.key("id").str(r.id.as_str());
-        out.key("parent_ids");
+        out.raw(b"{\"id\":\"").ascii(r.id.as_str());
+        out.raw(b"\",\"parent_ids\":");
         self.write_ids(out, &r.parents);
-        out.key("children");
+        out.raw(b",\"children\":");
         self.write_ids(out, &r.children);
-        out.key("label").str(&r.label);
-        out.key("type").str(&r.node_type);
-        out.key("icon").str(&r.icon);
-        out.key("description").str(&r.description);
+        out.raw(b",\"label\":").str(&r.label);
+        out.raw(b",\"type\":").str(&r.node_type);
+        out.raw(b",\"icon\":").str(&r.icon);
+        out.raw(b",\"description\":").str(&r.description);
         if !r.metadata.is_empty() {
-            out.key("metadata").map(&r.metadata);
+            out.raw(b",\"metadata\":").map(&r.metadata);
         }
         if let Some(a) = r.auto_complete_parent {
-            out.key("auto_complete_parent").bool(a);
+            out.raw(if a {
+                b",\"auto_complete_parent\":true".as_slice()
+            } else {
+                b",\"auto_complete_parent\":false"
+            });
         }
-        out.key("status").str(r.status.as_str());
+        out.raw(b",\"status\":\"")
+            .ascii(r.status.as_str())
+            .raw(b"\"");
         if let Some(v) = &r.input {
-            out.key("input").value(v);
+            out.raw(b",\"input\":").value(v);
         }
         if let Some(v) = r.output.as_ref().filter(|v| !v.is_null()) {
-            out.key("output").value(v);
+            out.raw(b",\"output\":").value(v);
         }
-        out.key("created_at").int(r.created_at);
-        out.key("start_time").int(r.start_time);
-        out.key("end_time").int(r.end_time);
-        out.key("updated_at").int(r.updated_at);
-        out.end_obj();
+        out.raw(b",\"created_at\":").int(r.created_at);
+        out.raw(b",\"start_time\":").int(r.start_time);
+        out.raw(b",\"end_time\":").int(r.end_time);
+        out.raw(b",\"updated_at\":").int(r.updated_at);
+        out.raw(b"}").value_done();
     }
 
     /// Writes the `data` of an event (the reference's payload structs).
@@ -1255,5 +1265,86 @@ impl TraceState {
             }
         }
         out.end_obj();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state() -> TraceState {
+        let mut st = TraceState::new(Limits {
+            history: 100,
+            subscriber_buffer: 10,
+            pending: 100,
+            documents: false,
+            driver: "memory",
+        });
+        st.start(TraceId::parse("t-1").unwrap(), TraceOptions::new(), 1_000);
+        st
+    }
+
+    /// The hand-written node payload is byte for byte what serde_json writes
+    /// for the reference's `TraceNode` shape, escaping included.
+    #[test]
+    fn node_payload_matches_serde_json() {
+        let mut st = state();
+        let root = st
+            .add(json!({"q": "a\"b"}), NodeOptions::new().label("Root"))
+            .unwrap();
+        let n = st
+            .add(
+                json!(7),
+                NodeOptions::new()
+                    .label("L \"quoted\"\n\\ ünï")
+                    .node_type("t")
+                    .icon("i")
+                    .description("d")
+                    .metadata("m", 1)
+                    .auto_complete_parent(false),
+            )
+            .unwrap();
+        st.set_output(Target::Node(n), json!([1, {"x": null}]))
+            .unwrap();
+        let r = &st.nodes[n as usize];
+        let (rid, nid) = (st.nodes[root as usize].id, r.id);
+        let ev = st.history.back().unwrap();
+        assert_eq!(ev.kind, EventKind::NodeUpdated);
+        let data = &ev.bytes[ev.data_range.0 as usize..ev.data_range.1 as usize];
+        let want = json!({"node": {
+            "id": nid.as_str(),
+            "parent_ids": [rid.as_str()],
+            "children": [],
+            "label": "L \"quoted\"\n\\ ünï",
+            "type": "t",
+            "icon": "i",
+            "description": "d",
+            "metadata": {"m": 1},
+            "auto_complete_parent": false,
+            "status": "running",
+            "input": 7,
+            "output": [1, {"x": null}],
+            "created_at": r.created_at,
+            "start_time": r.start_time,
+            "end_time": 0,
+            "updated_at": r.updated_at,
+        }});
+        assert_eq!(
+            std::str::from_utf8(data).unwrap(),
+            serde_json::to_string(&want).unwrap()
+        );
+        // The root, now with a child, in a parallel start: `nodes` array.
+        let (first, count) = st
+            .parallel(Some(root), vec![ParallelInput::new(1, NodeOptions::new())])
+            .unwrap();
+        assert_eq!(count, 1);
+        let ev = st.history.back().unwrap();
+        let v: Value =
+            serde_json::from_slice(&ev.bytes[ev.data_range.0 as usize..ev.data_range.1 as usize])
+                .unwrap();
+        assert_eq!(v["nodes"][0]["id"], st.nodes[first as usize].id.as_str());
+        assert_eq!(v["nodes"][0]["parent_ids"], json!([rid.as_str()]));
+        assert_eq!(v["nodes"][0]["input"], 1);
     }
 }
