@@ -89,11 +89,8 @@ impl TraceState {
             let r = &mut self.nodes[n as usize];
             r.dirty = false;
             let r = &self.nodes[n as usize];
-            let ids = |v: &[u32]| -> Vec<Cow<'_, str>> {
-                v.iter()
-                    .map(|&i| Cow::Borrowed(self.nodes[i as usize].id.as_str()))
-                    .collect()
-            };
+            let ids =
+                |v: &[u32]| -> Vec<Cow<'_, str>> { self.ids_of(v).map(Cow::Borrowed).collect() };
             let doc = PersistNode {
                 id: Cow::Borrowed(r.id.as_str()),
                 parent_ids: ids(&r.parents),
@@ -152,11 +149,8 @@ impl TraceState {
         self.dirty_spaces.clear();
         if self.info_dirty {
             self.info_dirty = false;
-            let ids = |v: &[u32]| -> Vec<Cow<'_, str>> {
-                v.iter()
-                    .map(|&i| Cow::Borrowed(self.nodes[i as usize].id.as_str()))
-                    .collect()
-            };
+            let ids =
+                |v: &[u32]| -> Vec<Cow<'_, str>> { self.ids_of(v).map(Cow::Borrowed).collect() };
             let doc = InfoDoc {
                 id: Cow::Borrowed(self.id.as_str()),
                 driver: Cow::Borrowed(self.limits.driver),

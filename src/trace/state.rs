@@ -953,11 +953,7 @@ impl TraceState {
 
     pub(crate) fn node_data(&self, n: u32) -> NodeData {
         let r = &self.nodes[n as usize];
-        let ids = |v: &[u32]| -> Vec<String> {
-            v.iter()
-                .map(|&i| self.nodes[i as usize].id.as_str().to_owned())
-                .collect()
-        };
+        let ids = |v: &[u32]| -> Vec<String> { self.ids_of(v).map(str::to_owned).collect() };
         NodeData {
             id: r.id.as_str().to_owned(),
             parent_ids: ids(&r.parents),
@@ -975,6 +971,11 @@ impl TraceState {
             end_time: r.end_time,
             updated_at: r.updated_at,
         }
+    }
+
+    /// The ids of the nodes at `idx`, in order.
+    pub(crate) fn ids_of<'s>(&'s self, idx: &[u32]) -> impl Iterator<Item = &'s str> {
+        idx.iter().map(|&i| self.nodes[i as usize].id.as_str())
     }
 
     /// Every node once: root first, then breadth-first along children; nodes
@@ -1125,9 +1126,9 @@ pub(crate) enum Payload<'a> {
 impl TraceState {
     fn write_ids(&self, out: &mut JsonOut<'_>, idx: &[u32]) {
         out.raw(b"[");
-        for (k, &i) in idx.iter().enumerate() {
+        for (k, id) in self.ids_of(idx).enumerate() {
             out.raw(if k == 0 { b"\"" } else { b",\"" });
-            out.ascii(self.nodes[i as usize].id.as_str()).raw(b"\"");
+            out.ascii(id).raw(b"\"");
         }
         out.raw(b"]");
     }
