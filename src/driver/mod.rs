@@ -118,6 +118,7 @@ pub struct WriteBatch<'a> {
     docs: &'a [DocBuf],
     logs: &'a [DocBuf],
     buf: &'a [u8],
+    new_trace: bool,
 }
 
 impl<'a> WriteBatch<'a> {
@@ -127,6 +128,7 @@ impl<'a> WriteBatch<'a> {
         docs: &'a [DocBuf],
         logs: &'a [DocBuf],
         buf: &'a [u8],
+        new_trace: bool,
     ) -> Self {
         WriteBatch {
             trace_id,
@@ -134,7 +136,20 @@ impl<'a> WriteBatch<'a> {
             docs,
             logs,
             buf,
+            new_trace,
         }
+    }
+
+    /// Whether this is the first batch of a trace that this engine created
+    /// (not opened from storage), and no earlier batch of it succeeded.
+    ///
+    /// A driver creates such a trace's storage *exclusively*: if the trace
+    /// already exists (an id collision with another engine or an earlier
+    /// run), it writes nothing and returns [`Error::AlreadyExists`](crate::Error::AlreadyExists),
+    /// so two traces are never merged. A first batch that fails must leave
+    /// nothing behind, because the engine retries it as a first batch.
+    pub fn is_new_trace(&self) -> bool {
+        self.new_trace
     }
 
     /// Documents to write whole, in the order they changed.

@@ -150,7 +150,7 @@ impl Core {
             return Ok(());
         }
         let events = w.events.make_contiguous();
-        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf);
+        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, false);
         let n = batch.len() as u64;
         let bytes = batch.byte_len() as u64;
         let c = &self.counters;
