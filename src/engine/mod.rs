@@ -551,6 +551,19 @@ impl Engine {
         }
     }
 
+    /// Reads a stored trace without loading it into a slot: its info, nodes,
+    /// logs, spaces and events as storage has them (what a loaded trace has
+    /// not yet handed to the driver is not included).
+    ///
+    /// # Errors
+    /// `InvalidId`, `NotFound` (also for the in-memory driver, which stores
+    /// nothing), `Corrupt` naming the file or key, `Storage`, `ShutDown`.
+    pub fn read_stored(&self, id: &str) -> Result<crate::driver::StoredTrace> {
+        self.check_running()?;
+        TraceId::parse(id)?;
+        self.core().driver.load(id)?.ok_or(Error::NotFound)
+    }
+
     fn stored_info(&self, id: &str) -> Result<TraceInfo> {
         self.core().driver.info(id)?.ok_or(Error::NotFound)
     }
