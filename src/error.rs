@@ -56,6 +56,15 @@ pub enum Error {
     /// The engine was shut down.
     #[error("engine is shut down")]
     ShutDown,
+    /// A per-trace bound was reached; the operation changed nothing.
+    /// `what` is `"nodes"`, `"subscribers"`, `"space_entries"` or `"spaces"`.
+    #[error("limit exceeded: at most {limit} {what} (see the engine builder)")]
+    LimitExceeded {
+        /// Which bound.
+        what: &'static str,
+        /// Its value.
+        limit: usize,
+    },
     /// A storage driver failed.
     #[error("storage error at {location}: {message}")]
     Storage {

@@ -32,7 +32,8 @@ impl TraceId {
         let mut buf = [0u8; MAX_TRACE_ID_LEN];
         buf[..id.len()].copy_from_slice(id.as_bytes());
         Ok(TraceId {
-            len: id.len() as u8,
+            // At most MAX_TRACE_ID_LEN (64), checked above.
+            len: u8::try_from(id.len()).unwrap_or(u8::MAX),
             buf,
         })
     }
@@ -42,14 +43,20 @@ impl TraceId {
         Self::generate_at(now_ms())
     }
 
-    /// A fresh id dated from `now` (ms since the epoch).
+    /// A fresh id dated from `now` (ms since the epoch), random digits.
     pub(crate) fn generate_at(now: i64) -> TraceId {
+        Self::dated(now, fastrand::u64(0..SERIALS))
+    }
+
+    /// `YYYYMMDD` of `now` (UTC) followed by `serial` as 12 digits.
+    pub(crate) fn dated(now: i64, serial: u64) -> TraceId {
         let mut buf = [0u8; MAX_TRACE_ID_LEN];
         let (y, m, d) = civil_from_days(now.div_euclid(86_400_000));
-        write_digits(&mut buf[0..4], y as u64);
-        write_digits(&mut buf[4..6], m as u64);
-        write_digits(&mut buf[6..8], d as u64);
-        write_digits(&mut buf[8..20], fastrand::u64(0..1_000_000_000_000));
+        // Years outside 0..=9999 print their last four digits.
+        write_digits(&mut buf[0..4], y.rem_euclid(10_000).unsigned_abs());
+        write_digits(&mut buf[4..6], u64::from(m));
+        write_digits(&mut buf[6..8], u64::from(d));
+        write_digits(&mut buf[8..20], serial % SERIALS);
         TraceId { len: 20, buf }
     }
 
@@ -76,6 +83,35 @@ impl Hash for TraceId {
 impl fmt::Debug for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// How many 12-digit serials there are.
+const SERIALS: u64 = 1_000_000_000_000;
+
+/// Generated trace ids of one engine: `YYYYMMDD` + 12 digits, where the
+/// digits count up from a random start chosen when the engine is built.
+///
+/// Ids of one engine are unique without asking storage (a counter, not a
+/// draw: no birthday collisions), and two engines sharing storage collide
+/// only if their runs of serials overlap. The driver creates a new trace's
+/// storage exclusively, so an overlap is refused and counted, never merged.
+#[derive(Debug)]
+pub(crate) struct TraceIdGen {
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl TraceIdGen {
+    pub(crate) fn new() -> TraceIdGen {
+        TraceIdGen {
+            next: std::sync::atomic::AtomicU64::new(fastrand::u64(0..SERIALS)),
+        }
+    }
+
+    /// The next id, dated from `now`.
+    pub(crate) fn next(&self, now: i64) -> TraceId {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TraceId::dated(now, n)
     }
 }
 

@@ -1,9 +1,19 @@
 //! Switch between `std` and `loom` synchronisation primitives.
 //!
-//! Lock-free code (the slot free list) imports its atomics from here, so the
-//! same code is model-checked when built with `RUSTFLAGS="--cfg tracepool_loom"`.
+//! The lock-free and hand-off code of the pool (free list, lease words,
+//! waiter queue) imports its primitives from here, so the same code is
+//! model-checked when built with `RUSTFLAGS="--cfg tracepool_loom"`.
 
 #[cfg(tracepool_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use loom::future::AtomicWaker;
+#[cfg(tracepool_loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+#[cfg(tracepool_loom)]
+pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+
 #[cfg(not(tracepool_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use futures_util::task::AtomicWaker;
+#[cfg(not(tracepool_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+#[cfg(not(tracepool_loom))]
+pub(crate) use std::sync::{Arc, Mutex, MutexGuard};

@@ -320,6 +320,8 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let unfinished = checks.outstanding.load(Ordering::Acquire);
+    // Everything released is handed to the driver (drained slots are free).
+    let flushed = engine.flush_blocking();
     let after = engine.stats();
     let traces = done.load(Ordering::Relaxed);
     let secs = elapsed.as_secs_f64();
@@ -333,10 +335,11 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         traces as f64 / secs
     );
     println!(
-        "  events            {} emitted = {:.0} events/s; {} persisted by the driver",
+        "  events            {} emitted = {:.0} events/s; {} persisted by the driver, {} discarded (removed before written)",
         after.events_emitted,
         after.events_emitted as f64 / secs,
-        after.events_persisted
+        after.events_persisted,
+        after.events_discarded
     );
     println!(
         "  storage           {} events persisted, {} bytes written ({:.1} MB/s), {} persist errors; {} traces kept in storage",
@@ -355,17 +358,28 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         after.events_dropped
     );
     println!(
-        "  slots             capacity {}, peak in use {}, in use now {}, grown {}",
-        after.capacity, after.peak_in_use, after.in_use, after.grown
+        "  slots             capacity {}, peak in use {}, in use now {}, draining {}, grown {}; auto-released {}",
+        after.capacity,
+        after.peak_in_use,
+        after.in_use,
+        after.draining,
+        after.grown,
+        after.auto_released
     );
+    if let Err(e) = &flushed {
+        println!("  flush             {e}");
+    }
     println!(
         "  live tasks        before {}, after {} (workers {})",
         before.live_tasks, after.live_tasks, after.workers
     );
+    let persists = engine.driver_name() != "memory";
     let ok = violations == 0
+        && flushed.is_ok()
         && after.events_dropped == 0
         && after.persist_errors == 0
-        && after.events_persisted == after.events_emitted
+        && after.draining == 0
+        && (!persists || after.events_persisted + after.events_discarded == after.events_emitted)
         && missing == 0
         && unfinished == 0
         && delivered == after.events_emitted;

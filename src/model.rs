@@ -232,22 +232,29 @@ pub struct EngineStats {
     pub capacity: usize,
     /// Slots holding a trace.
     pub in_use: usize,
-    /// Free slots.
+    /// Free slots (`free + in_use + draining == capacity`).
     pub free: usize,
+    /// Released slots still handing their last writes to the driver.
+    pub draining: usize,
     /// Highest `in_use` seen.
     pub peak_in_use: usize,
     /// Slots added by `Exhausted::Grow`.
     pub grown: usize,
-    /// Worker tasks configured.
+    /// Worker threads configured.
     pub workers: usize,
-    /// Tasks alive on the engine's runtime (equal to `workers` while running).
+    /// Worker threads alive (equal to `workers` while running; the engine
+    /// also runs one ticker thread, for timed waits and idle reaping).
     pub live_tasks: usize,
     /// Events emitted by all traces.
     pub events_emitted: u64,
     /// Events handed to the driver and written.
     pub events_persisted: u64,
-    /// Events the driver could not take (write errors, full write queue).
+    /// Events the driver could not take (write errors beyond `drain_timeout`,
+    /// a full write queue, `pending_bytes_limit`, an id storage refused).
     pub events_dropped: u64,
+    /// Queued events of traces removed before they were written (`remove`
+    /// discards them instead of writing and deleting).
+    pub events_discarded: u64,
     /// Live subscriptions.
     pub subscribers: usize,
     /// Events that fell out of a trace's in-memory history (`history_limit`).
@@ -256,8 +263,14 @@ pub struct EngineStats {
     pub events_lagged: u64,
     /// Chainable log calls dropped (no current node, finished or released trace).
     pub logs_dropped: u64,
+    /// Log lines that left memory under `max_log_bytes` (still in storage).
+    pub logs_evicted: u64,
     /// Driver write failures.
     pub persist_errors: u64,
     /// Bytes handed to the driver.
     pub bytes_written: u64,
+    /// Traces released because their last handle was dropped.
+    pub auto_released: u64,
+    /// Traces kept loaded without handles, released after `idle_timeout`.
+    pub idle_released: u64,
 }

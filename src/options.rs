@@ -26,6 +26,10 @@ pub struct TraceOptions {
     pub metadata: Map<String, Value>,
     /// Archive the trace when it is marked complete (drivers that support it).
     pub auto_archive: bool,
+    /// Keep the trace loaded when its last handle is dropped (it stays
+    /// reachable by id through `Engine::load`, as in the reference) until it
+    /// is released, removed, or idle for the engine's `idle_timeout`.
+    pub keep_loaded: bool,
 }
 
 impl TraceOptions {
@@ -58,6 +62,14 @@ impl TraceOptions {
         self.metadata.insert(key.into(), value.into());
         self
     }
+    /// Keeps the trace loaded without handles (see
+    /// [`keep_loaded`](TraceOptions::keep_loaded)); by default, dropping the
+    /// last `Trace`/`Node` handle releases the trace.
+    pub fn keep_loaded(mut self, on: bool) -> Self {
+        self.keep_loaded = on;
+        self
+    }
+
     /// Archives the trace on `mark_complete`.
     pub fn auto_archive(mut self, on: bool) -> Self {
         self.auto_archive = on;

@@ -19,7 +19,7 @@ const EVENTS_PER_CYCLE: usize = 10;
 
 #[test]
 fn ten_thousand_cycles_leave_the_engine_idle() {
-    let engine = engine(CAPACITY, WORKERS);
+    let (engine, driver) = counting_engine(CAPACITY, WORKERS);
     // Two long-lived threads complete the branches.
     let mut senders = Vec::new();
     let (done_tx, done_rx) = mpsc::channel::<tracepool::Result<()>>();
@@ -96,6 +96,8 @@ fn ten_thousand_cycles_leave_the_engine_idle() {
         t.join().unwrap();
     }
 
+    // Released slots drain on the workers: after a flush all are free.
+    engine.flush_blocking().unwrap();
     let st = engine.stats();
     assert_eq!(st.live_tasks, WORKERS, "{st:?}");
     assert_eq!(st.workers, WORKERS);
@@ -106,7 +108,11 @@ fn ten_thousand_cycles_leave_the_engine_idle() {
     assert_eq!(st.peak_in_use, 1);
     assert_eq!(st.events_emitted, (CYCLES * EVENTS_PER_CYCLE) as u64);
     assert_eq!(st.events_persisted, (CYCLES * EVENTS_PER_CYCLE) as u64);
-    assert_eq!(st.events_dropped, 0);
+    assert_eq!(
+        driver.events.load(std::sync::atomic::Ordering::Relaxed),
+        (CYCLES * EVENTS_PER_CYCLE) as u64
+    );
+    assert_eq!((st.events_dropped, st.draining), (0, 0));
     assert_eq!(st.events_lagged, 0);
     assert!(engine.list().is_empty());
 }

@@ -84,15 +84,26 @@ fn wait_policy_serves_several_waiters() {
     let waiters: Vec<_> = (0..2)
         .map(|_| {
             let e = engine.clone();
-            std::thread::spawn(move || e.create(TraceOptions::new()).map(|t| t.id().to_owned()))
+            std::thread::spawn(move || {
+                let t = e.create(TraceOptions::new());
+                (t, Instant::now())
+            })
         })
         .collect();
+    // Give the waiters time to block (best effort: what is asserted below
+    // holds either way).
     std::thread::sleep(Duration::from_millis(50));
+    let released_at = Instant::now();
     for t in held {
         t.release().unwrap();
     }
-    for w in waiters {
-        w.join().unwrap().unwrap();
+    let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    for (t, at) in &got {
+        assert!(t.is_ok(), "{t:?}");
+        assert!(
+            *at >= released_at,
+            "a waiter got a slot before one was released"
+        );
     }
     assert_eq!(engine.stats().in_use, 2);
 }
@@ -130,19 +141,20 @@ fn grow_policy_adds_slots() {
 #[test]
 fn grow_policy_under_concurrency() {
     let engine = engine(1, Exhausted::Grow);
-    let ids: Vec<String> = std::thread::scope(|s| {
+    let traces: Vec<tracepool::Trace> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..16)
             .map(|_| {
                 let e = &engine;
                 s.spawn(move || {
                     let t = e.create(TraceOptions::new()).unwrap();
                     t.add("x", NodeOptions::new()).unwrap();
-                    t.id().to_owned()
+                    t
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let ids: Vec<String> = traces.iter().map(|t| t.id().to_owned()).collect();
     let st = engine.stats();
     assert_eq!(st.in_use, 16);
     assert!(st.capacity >= 16);

@@ -16,7 +16,7 @@ fn engine(base: &Path) -> Engine {
     Engine::builder()
         .capacity(4)
         .workers(1)
-        .on_exhausted(Exhausted::Error)
+        .on_exhausted(Exhausted::Wait(std::time::Duration::from_secs(5)))
         .local(base)
         .build()
         .unwrap()
@@ -71,6 +71,8 @@ fn auto_archive_on_mark_complete() {
     let nodes = trace.all_nodes().unwrap();
     let events = trace.events(Cursor::Seq(0)).unwrap();
     trace.mark_complete().unwrap();
+    // The archive is made by the trace's worker: wait for it.
+    engine.flush_blocking().unwrap();
     let events_len = events.len() + 1; // + complete
 
     let d = shard(base, &id);
@@ -160,10 +162,18 @@ fn auto_archive_on_mark_complete() {
 fn writes_to_an_archived_trace_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let driver = std::sync::Arc::new(LocalDriver::new(tmp.path(), Durability::Fsync).unwrap());
-    let engine = engine(tmp.path());
+    // A refused batch is retried until drain_timeout: keep it short here.
+    let engine = Engine::builder()
+        .capacity(4)
+        .workers(1)
+        .drain_timeout(std::time::Duration::from_millis(300))
+        .local(tmp.path())
+        .build()
+        .unwrap();
     let t = engine.create(TraceOptions::new().id("arch-1")).unwrap();
     fill(&t);
     t.release().unwrap();
+    engine.flush_blocking().unwrap();
     driver.archive("arch-1").unwrap();
     // Archiving again is a no-op.
     driver.archive("arch-1").unwrap();
@@ -173,7 +183,9 @@ fn writes_to_an_archived_trace_are_refused() {
     assert!(t.trace_info().unwrap().archived);
     // The trace is not finished, so it accepts a mutation, but storage refuses it.
     t.add("more", NodeOptions::new()).unwrap();
-    let err = t.release().unwrap_err();
+    t.release().unwrap();
+    // Release does no I/O; the refusal comes back through flush.
+    let err = engine.flush_blocking().unwrap_err();
     assert!(err.to_string().contains("archived"), "{err}");
     assert!(
         !tmp.path().join("others/arch-1").exists(),
@@ -193,6 +205,7 @@ fn crash_leftovers_do_not_break_reads() {
         fill(&t);
         t.release().unwrap();
     }
+    engine.flush_blocking().unwrap();
     let others = base.join("others");
 
     // 1. A partially written temp archive (crash while writing it).
@@ -202,10 +215,8 @@ fn crash_leftovers_do_not_break_reads() {
         b"\x1f\x8b\x08garbage",
     )
     .unwrap();
-    assert_eq!(
-        engine.open("crash-a").unwrap().all_nodes().unwrap().len(),
-        3
-    );
+    let t = engine.open("crash-a").unwrap();
+    assert_eq!(t.all_nodes().unwrap().len(), 3);
     engine.release("crash-a").unwrap();
     assert!(engine.info("crash-a").unwrap().id == "crash-a");
     assert_eq!(

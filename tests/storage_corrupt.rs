@@ -54,6 +54,7 @@ fn fixture() -> Fixture {
     let events = t.events(Cursor::Seq(0)).unwrap().len();
     let (root, branch) = (root.id().to_owned(), br[0].id().to_owned());
     t.release().unwrap();
+    e.flush_blocking().unwrap();
     let dir = base.join("corrupt-").join("corrupt-trace-1");
     assert!(dir.join("trace_info.json").is_file());
     Fixture {

@@ -3,7 +3,7 @@
 //! `Durability::Fsync` and is killed with SIGKILL at random moments; every
 //! stored trace must then open cleanly or report `Corrupt` naming a file,
 //! no JSON document may be torn, and every trace the child reported as
-//! released must have at least the events it reported.
+//! released (and flushed) must have at least the events it reported.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -85,6 +85,8 @@ fn write_one(engine: &Engine, i: u64) -> tracepool::Result<(String, usize)> {
     let id = t.id().to_owned();
     let n = t.events(Cursor::Seq(0))?.len();
     t.release()?;
+    // Release does no I/O: reported as released once storage has it.
+    engine.flush_blocking()?;
     Ok((id, n))
 }
 

@@ -219,6 +219,7 @@ fn reopened_trace_continues_where_it_was() {
     assert_eq!(after[0].seq, events.len() as u64 + 1);
     trace.mark_complete().unwrap();
     trace.release().unwrap();
+    engine.flush_blocking().unwrap();
     assert_eq!(stored_info(base, &id)["status"], "completed");
 
     // And once more: the continuation was persisted too.
@@ -249,6 +250,7 @@ fn exists_list_remove_and_already_exists() {
     t.add("x", NodeOptions::new()).unwrap();
     made.push(t.id().to_owned());
     t.release().unwrap();
+    engine.flush_blocking().unwrap();
     made.sort();
 
     assert!(base.join("others/short/trace_info.json").is_file());
@@ -304,6 +306,7 @@ fn status_transitions_are_persisted() {
     let fresh = engine.create(TraceOptions::new()).unwrap();
     let fresh_id = fresh.id().to_owned();
     fresh.release().unwrap();
+    engine.flush_blocking().unwrap();
     assert_eq!(stored_info(base, &fresh_id)["status"], "pending");
     let done = engine.open(&fresh_id).unwrap();
     done.add("x", NodeOptions::new()).unwrap();
@@ -314,6 +317,7 @@ fn status_transitions_are_persisted() {
     let (a, b) = (done.id().to_owned(), cancelled.id().to_owned());
     done.release().unwrap();
     cancelled.release().unwrap();
+    engine.flush_blocking().unwrap();
     assert_eq!(stored_info(base, &a)["status"], "completed");
     assert_eq!(stored_info(base, &b)["status"], "cancelled");
     let engine = local(base);

@@ -308,6 +308,7 @@ fn reference_directory_opens_and_continues() {
     // (auto-completing the merge node, then starting the new one)
     assert!(after.iter().any(|e| e.kind == EventKind::NodeStart));
     trace.release().unwrap();
+    engine.flush_blocking().unwrap();
 
     // What we appended is readable by both: reference lines untouched, ours added.
     let text = fs::read_to_string(dir.join("updates.jsonl")).unwrap();

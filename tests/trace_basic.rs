@@ -118,8 +118,15 @@ fn exists_and_remove() {
 fn list_is_sorted_and_tracks_loaded_traces() {
     let engine = engine(8, 1);
     assert!(engine.list().is_empty());
+    // Kept loaded by id (the reference's way), not by handles.
     let ids: Vec<String> = (0..3)
-        .map(|_| engine.create(TraceOptions::new()).unwrap().id().to_owned())
+        .map(|_| {
+            engine
+                .create(TraceOptions::new().keep_loaded(true))
+                .unwrap()
+                .id()
+                .to_owned()
+        })
         .collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -163,15 +170,16 @@ fn open_and_load_on_the_memory_driver() {
 #[test]
 fn concurrent_creation_gives_distinct_loaded_traces() {
     let engine = engine(16, 2);
-    let ids: Vec<String> = std::thread::scope(|s| {
+    let traces: Vec<tracepool::Trace> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..10)
             .map(|_| {
                 let e = engine.clone();
-                s.spawn(move || e.create(TraceOptions::new()).unwrap().id().to_owned())
+                s.spawn(move || e.create(TraceOptions::new()).unwrap())
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let ids: Vec<String> = traces.iter().map(|t| t.id().to_owned()).collect();
     let uniq: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(uniq.len(), 10);
     for id in &ids {
@@ -179,6 +187,8 @@ fn concurrent_creation_gives_distinct_loaded_traces() {
     }
     assert_eq!(engine.list().len(), 10);
     assert_eq!(engine.stats().in_use, 10);
+    drop(traces);
+    assert_eq!(engine.stats().in_use, 0, "the last handles released them");
 }
 
 #[test]

@@ -1,6 +1,9 @@
-//! Lagging subscribers: with a small `subscriber_buffer` (or history), a slow
-//! reader gets exactly one `Delivery::Lagged { missed }` per gap, `missed`
-//! equal to the number of skipped seqs, then continues in order.
+//! Lagging subscribers. The retained history a subscription starts with is
+//! replayed whole (`subscriber_buffer` does not apply to it; only events
+//! evicted from history are skipped). Past the replay, a reader more than
+//! `subscriber_buffer` events behind gets exactly one
+//! `Delivery::Lagged { missed }` per gap, `missed` equal to the number of
+//! skipped seqs, then continues in order.
 
 mod common;
 
@@ -29,14 +32,14 @@ fn one_lagged_per_gap_with_exact_missed_counts() {
     for _ in 0..48 {
         root.info("x");
     }
-    // 50 events exist; the subscriber may be 8 behind.
+    // 50 events exist: the replay delivers all of them, although the
+    // subscriber may fall only 8 behind live events.
     let mut sub = trace.subscribe().unwrap();
-    assert_eq!(lagged(sub.blocking_recv()), 42);
-    for seq in 43..=50 {
+    for seq in 1..=50 {
         assert_eq!(ev(sub.blocking_recv()).seq, seq);
     }
     assert_eq!(sub.try_recv(), Err(()));
-    // A second gap.
+    // Live events: a gap.
     for _ in 0..20 {
         root.info("y");
     }
@@ -55,7 +58,32 @@ fn one_lagged_per_gap_with_exact_missed_counts() {
     let last = ev(sub.blocking_recv());
     assert_eq!((last.seq, last.kind), (79, EventKind::Complete));
     assert!(sub.blocking_recv().is_none());
-    assert_eq!(engine.stats().events_lagged, 42 + 12);
+    engine.flush_blocking().unwrap();
+    assert_eq!(engine.stats().events_lagged, 12);
+}
+
+/// The replay is not bounded by `subscriber_buffer`: 3,000 retained events
+/// with a buffer of 16 arrive whole, without `Lagged`.
+#[test]
+fn replay_of_the_retained_history_is_whole() {
+    let engine = engine_with(2, 1, 4096, 16);
+    let trace = engine.create(TraceOptions::new()).unwrap();
+    let root = trace.add("root", NodeOptions::new()).unwrap();
+    for _ in 0..2997 {
+        root.info("x");
+    }
+    trace.mark_complete().unwrap();
+    assert_eq!(history(&trace).len(), 3000);
+    let mut sub = trace.subscribe().unwrap();
+    let got = events_only(drain_blocking(&mut sub));
+    assert_eq!(got.len(), 3000);
+    assert_contiguous_from(&got, 1);
+    // Also from a cursor inside the history, and after the trace was released.
+    let mut from = trace.subscribe_from(Cursor::Seq(1001)).unwrap();
+    trace.release().unwrap();
+    let got = events_only(drain_blocking(&mut from));
+    assert_eq!(got.len(), 2000);
+    assert_contiguous_from(&got, 1001);
 }
 
 #[test]
@@ -70,6 +98,7 @@ fn cursor_older_than_history_is_reported_as_lag() {
     let hist = history(&trace);
     assert_eq!(hist.first().unwrap().seq, 25);
     assert_eq!(hist.len(), 16);
+    engine.flush_blocking().unwrap();
     assert_eq!(engine.stats().history_evicted, 24);
 
     let mut sub = trace.subscribe_from(Cursor::Seq(10)).unwrap();
@@ -96,7 +125,10 @@ fn lag_is_reported_after_release_too() {
         root.info("x");
     }
     trace.release().unwrap();
-    assert_eq!(lagged(sub.blocking_recv()), 22);
+    // The subscription was made when `init` was the newest event: that is
+    // its replay. The 29 live events behind it exceed the buffer of 8.
+    assert_eq!(ev(sub.blocking_recv()).seq, 1);
+    assert_eq!(lagged(sub.blocking_recv()), 21);
     for seq in 23..=30 {
         assert_eq!(ev(sub.blocking_recv()).seq, seq);
     }
@@ -158,6 +190,7 @@ fn slow_reader_against_concurrent_writer() {
     assert_eq!(events + missed_total, total);
     assert_eq!(next, total + 1);
     assert!(gaps > 0, "the reader was expected to lag at least once");
+    engine.flush_blocking().unwrap();
     assert_eq!(engine.stats().events_lagged, missed_total);
 }
 
@@ -168,16 +201,17 @@ fn slow_reader_against_concurrent_writer() {
 fn lagged_is_followed_by_an_event() {
     let engine = engine_with(2, 1, 1000, 8);
     let trace = engine.create(TraceOptions::new()).unwrap();
+    let mut sub = trace.subscribe().unwrap(); // replays `init` only
     let root = trace.add("root", NodeOptions::new()).unwrap();
     for _ in 0..48 {
         root.info("x");
     }
-    let mut sub = trace.subscribe().unwrap();
-    assert_eq!(lagged(sub.blocking_recv()), 42); // seqs 1..=42 skipped
+    assert_eq!(ev(sub.blocking_recv()).seq, 1);
+    assert_eq!(lagged(sub.blocking_recv()), 41); // seqs 2..=42 skipped
     for _ in 0..20 {
         root.info("y"); // seqs 51..=70, before the reader got any event
     }
-    // Seqs 1..=62 are one contiguous gap: the reader must now get an event
+    // Seqs 2..=62 are one contiguous gap: the reader must now get an event
     // (seq 43, the oldest within its bound when the Lagged was delivered),
     // not a second Lagged.
     let d = sub.blocking_recv();

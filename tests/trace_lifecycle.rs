@@ -180,7 +180,7 @@ fn second_release_is_not_loaded_and_stale_handle_release_is_released() {
 
 #[test]
 fn release_emits_no_event_and_hands_everything_to_the_driver() {
-    let engine = engine(4, 1);
+    let (engine, driver) = counting_engine(4, 1);
     let trace = engine.create(TraceOptions::new()).unwrap();
     let mut sub = trace.subscribe().unwrap();
     trace.add("root", NodeOptions::new()).unwrap();
@@ -190,10 +190,13 @@ fn release_emits_no_event_and_hands_everything_to_the_driver() {
     trace.release().unwrap();
     let got = events_only(drain_blocking(&mut sub));
     assert_eq!(got.len(), 3, "no event for the release itself");
+    // The slot drains on its worker; flush waits for it.
+    engine.flush_blocking().unwrap();
     let st = engine.stats();
     assert_eq!(st.events_emitted, 3);
     assert_eq!(st.events_persisted, 3);
-    assert_eq!(st.events_dropped, 0);
+    assert_eq!(driver.events.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!((st.events_dropped, st.draining, st.in_use), (0, 0, 0));
 }
 
 #[test]
@@ -286,6 +289,7 @@ fn mutations_after_mark_complete_are_trace_finished() {
     // Chainable logs are dropped and counted.
     trace.info("a").warn("b");
     root.info("c");
+    engine.flush_blocking().unwrap();
     assert_eq!(engine.stats().logs_dropped, logs_dropped + 3);
 
     // Reads still work, and nothing was emitted.

@@ -169,6 +169,7 @@ fn chaining_before_root_then_add() {
         .unwrap();
     assert_eq!(trace.root().unwrap().unwrap().id, n.id());
     assert!(trace.logs(None).unwrap().is_empty());
+    engine.flush_blocking().unwrap();
     assert_eq!(engine.stats().logs_dropped, 3);
     // No root: current-node operations say so.
     let t2 = engine.create(TraceOptions::new()).unwrap();

@@ -77,6 +77,7 @@ const UPDATES: &str = "updates.jsonl";
 /// let trace = engine.create(TraceOptions::new().id("example-trace"))?;
 /// trace.add("input", NodeOptions::new().label("Step"))?;
 /// trace.release()?;
+/// engine.flush_blocking()?; // release does no I/O: wait for the worker
 /// assert!(dir.path().join("example-/example-trace/trace_info.json").exists());
 /// let again = engine.open("example-trace")?;
 /// assert_eq!(again.all_nodes()?.len(), 1);

@@ -2,9 +2,11 @@
 //!
 //! The engine never calls a driver on the caller's hot path. Events queue in
 //! the trace's slot and the engine's workers hand them over in batches
-//! ([`WriteBatch`], one per trace per flush); `release` hands over whatever is
-//! left before it returns. A driver sees each trace's batches in seq order,
-//! never two batches of one trace at once.
+//! ([`WriteBatch`], one per trace per flush); after `release` the slot drains
+//! on its worker. A driver sees each trace's batches in seq order, never two
+//! batches of one trace at once. Reads (`load`, `exists`, `info`, `list`)
+//! and `remove` are called on the caller's thread (or off it, by the
+//! engine's `*_async` methods).
 //!
 //! Besides events, a batch carries *documents* (trace info, node, space and
 //! space-data snapshots, written whole) and *log lines* (appended), already
@@ -12,8 +14,8 @@
 //! them ([`Driver::wants_documents`]). A driver applies a batch in this order:
 //! event lines, log lines, then documents.
 //!
-//! [`MemoryDriver`] persists nothing (a trace lives while it is loaded); it
-//! counts what it was given.
+//! [`MemoryDriver`] persists nothing (a trace lives while it is loaded), so
+//! nothing is queued for it.
 
 pub mod format;
 mod local;
@@ -103,7 +105,7 @@ pub struct LogLineRecord<'a> {
 pub(crate) struct DocBuf {
     pub(crate) kind: DocKind,
     pub(crate) id: crate::id::ShortId,
-    pub(crate) range: (u32, u32),
+    pub(crate) range: (usize, usize),
     /// For log lines: the line's index in the trace's log.
     pub(crate) n: u64,
 }
@@ -162,7 +164,7 @@ impl<'a> WriteBatch<'a> {
             } else {
                 d.id.as_str()
             },
-            bytes: &buf[d.range.0 as usize..d.range.1 as usize],
+            bytes: &buf[d.range.0..d.range.1],
         })
     }
 
@@ -172,7 +174,7 @@ impl<'a> WriteBatch<'a> {
         self.logs.iter().map(move |d| LogLineRecord {
             node_id: d.id.as_str(),
             index: d.n,
-            bytes: &buf[d.range.0 as usize..d.range.1 as usize],
+            bytes: &buf[d.range.0..d.range.1],
         })
     }
 
@@ -223,6 +225,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// drivers) or events only (the default).
     fn wants_documents(&self) -> bool {
         false
+    }
+
+    /// Whether the driver keeps what it is given (the default). A driver
+    /// that keeps nothing ([`MemoryDriver`]) is given nothing: events are
+    /// not queued for it, and a released trace's slot is free at once.
+    fn persists(&self) -> bool {
+        true
     }
 
     /// Reads a stored trace back (`Ok(None)` if storage does not have it).

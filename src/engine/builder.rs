@@ -20,7 +20,40 @@ pub(crate) struct Config {
     pub(crate) write_queue_limit: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) durability: Durability,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) max_nodes: usize,
+    pub(crate) max_log_bytes: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) max_space_entries: usize,
+    pub(crate) max_spaces: usize,
+    pub(crate) pending_bytes_limit: usize,
 }
+
+/// Default bounds (see the builder methods and the README's memory budget).
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    pub(crate) const CAPACITY: usize = 1024;
+    pub(crate) const HISTORY: usize = 4096;
+    pub(crate) const SUBSCRIBER_BUFFER: usize = 1024;
+    pub(crate) const WRITE_QUEUE: usize = 65_536;
+    pub(crate) const MAX_NODES: usize = 10_000;
+    pub(crate) const MAX_LOG_BYTES: usize = 1 << 20;
+    pub(crate) const MAX_SUBSCRIBERS: usize = 1024;
+    pub(crate) const MAX_SPACE_ENTRIES: usize = 10_000;
+    pub(crate) const MAX_SPACES: usize = 1024;
+    pub(crate) const PENDING_BYTES: usize = 256 << 20;
+    pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+}
+
+/// The largest capacity and node count a pool can index (slot and node
+/// indices are `u32`).
+const MAX_INDEX: usize = (u32::MAX / 2) as usize;
+/// The most worker threads an engine starts.
+const MAX_WORKERS: usize = 1024;
 
 #[derive(Debug)]
 enum DriverChoice {
@@ -58,14 +91,22 @@ impl Default for EngineBuilder {
     fn default() -> Self {
         EngineBuilder {
             config: Config {
-                capacity: 1024,
+                capacity: defaults::CAPACITY,
                 workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 exhausted: Exhausted::default(),
-                history_limit: 4096,
-                subscriber_buffer: 1024,
-                write_queue_limit: 65_536,
-                flush_interval: Duration::from_millis(5),
+                history_limit: defaults::HISTORY,
+                subscriber_buffer: defaults::SUBSCRIBER_BUFFER,
+                write_queue_limit: defaults::WRITE_QUEUE,
+                flush_interval: defaults::FLUSH_INTERVAL,
                 durability: Durability::Buffered,
+                idle_timeout: Some(defaults::IDLE_TIMEOUT),
+                drain_timeout: defaults::DRAIN_TIMEOUT,
+                max_nodes: defaults::MAX_NODES,
+                max_log_bytes: defaults::MAX_LOG_BYTES,
+                max_subscribers: defaults::MAX_SUBSCRIBERS,
+                max_space_entries: defaults::MAX_SPACE_ENTRIES,
+                max_spaces: defaults::MAX_SPACES,
+                pending_bytes_limit: defaults::PENDING_BYTES,
             },
             driver: DriverChoice::Local(PathBuf::from("./traces")),
         }
@@ -100,8 +141,9 @@ impl EngineBuilder {
         self
     }
 
-    /// How many events a subscriber may fall behind before it gets
-    /// `Delivery::Lagged` (default 1024).
+    /// How many *live* events a subscriber may fall behind before it gets
+    /// `Delivery::Lagged` (default 1024). It does not limit the replay of
+    /// the retained history a subscription starts with.
     pub fn subscriber_buffer(mut self, n: usize) -> Self {
         self.config.subscriber_buffer = n;
         self
@@ -111,6 +153,75 @@ impl EngineBuilder {
     /// and counted in `EngineStats::events_dropped` (default 65536).
     pub fn write_queue_limit(mut self, n: usize) -> Self {
         self.config.write_queue_limit = n;
+        self
+    }
+
+    /// Bytes of events waiting for the driver, engine-wide (default 256 MiB).
+    /// Beyond it, the oldest queued events of the trace that is emitting are
+    /// dropped and counted in `EngineStats::events_dropped`. Each trace
+    /// publishes its queued bytes in steps of 64 KiB, so the total may
+    /// overshoot by up to that much per trace.
+    pub fn pending_bytes_limit(mut self, bytes: usize) -> Self {
+        self.config.pending_bytes_limit = bytes;
+        self
+    }
+
+    /// Nodes per trace (default 10,000). An operation that would go beyond
+    /// fails whole with `Error::LimitExceeded { what: "nodes", .. }` (a
+    /// `parallel` that does not fit adds no branch).
+    pub fn max_nodes(mut self, n: usize) -> Self {
+        self.config.max_nodes = n;
+        self
+    }
+
+    /// Log bytes kept in memory per trace (default 1 MiB: each line counts
+    /// its encoded payload plus a fixed record overhead). Beyond it, the
+    /// oldest lines leave memory (they stay in storage, and their
+    /// `log_added` events were emitted and persisted), counted in
+    /// `EngineStats::logs_evicted`; `Trace::logs` returns the lines still in memory.
+    pub fn max_log_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_log_bytes = bytes;
+        self
+    }
+
+    /// Subscriptions per trace (default 1,024); beyond:
+    /// `Error::LimitExceeded { what: "subscribers", .. }`.
+    pub fn max_subscribers(mut self, n: usize) -> Self {
+        self.config.max_subscribers = n;
+        self
+    }
+
+    /// Keys per space (default 10,000); a new key beyond it gives
+    /// `Error::LimitExceeded { what: "space_entries", .. }` (overwriting an
+    /// existing key always works).
+    pub fn max_space_entries(mut self, n: usize) -> Self {
+        self.config.max_space_entries = n;
+        self
+    }
+
+    /// Spaces per trace (default 1,024); beyond:
+    /// `Error::LimitExceeded { what: "spaces", .. }`.
+    pub fn max_spaces(mut self, n: usize) -> Self {
+        self.config.max_spaces = n;
+        self
+    }
+
+    /// How long a trace created with `TraceOptions::keep_loaded(true)` stays
+    /// loaded with no handle and no activity (no event, no `load`/`open` of
+    /// it) before the workers release it, counted in
+    /// `EngineStats::idle_released` (default 10 minutes; `None`: never).
+    /// Traces with a handle are never released under it.
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.idle_timeout = d;
+        self
+    }
+
+    /// How long a released trace's last batch is retried when the driver
+    /// fails (with backoff) before its events are dropped and counted, so a
+    /// failing driver cannot exhaust the pool; also the longest `flush`,
+    /// `shutdown` and reads of a draining id wait (default 30 s).
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.config.drain_timeout = d;
         self
     }
 
@@ -162,8 +273,9 @@ impl EngineBuilder {
     /// the application's runtime nor block it.
     ///
     /// # Errors
-    /// [`Error::Config`] for a zero capacity, worker count or bound, or a
-    /// driver that is not available.
+    /// [`Error::Config`] for a zero capacity, worker count, bound or
+    /// interval, a capacity or node bound beyond what a `u32` index holds,
+    /// more than 1,024 workers, or a driver that is not available.
     pub fn build(self) -> Result<Engine> {
         let c = &self.config;
         for (name, v) in [
@@ -172,13 +284,38 @@ impl EngineBuilder {
             ("history_limit", c.history_limit),
             ("subscriber_buffer", c.subscriber_buffer),
             ("write_queue_limit", c.write_queue_limit),
+            ("max_nodes", c.max_nodes),
+            ("max_subscribers", c.max_subscribers),
+            ("max_space_entries", c.max_space_entries),
+            ("max_spaces", c.max_spaces),
+            ("pending_bytes_limit", c.pending_bytes_limit),
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
-        if c.capacity > (u32::MAX / 2) as usize {
-            return Err(Error::Config("capacity is too large".into()));
+        for (name, v) in [("capacity", c.capacity), ("max_nodes", c.max_nodes)] {
+            if v > MAX_INDEX {
+                return Err(Error::Config(format!("{name} must be at most {MAX_INDEX}")));
+            }
+        }
+        if c.workers > MAX_WORKERS {
+            return Err(Error::Config(format!(
+                "workers must be at most {MAX_WORKERS}"
+            )));
+        }
+        for (name, d) in [
+            ("flush_interval", c.flush_interval),
+            ("drain_timeout", c.drain_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Config(format!("{name} must be positive")));
+            }
+        }
+        if c.idle_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(Error::Config(
+                "idle_timeout must be positive (None disables it)".into(),
+            ));
         }
         let driver: Arc<dyn Driver> = match self.driver {
             DriverChoice::Memory => Arc::new(MemoryDriver::new()),

@@ -1,309 +1,113 @@
-//! The engine: registry of loaded traces, the slot pool, the workers and the
-//! driver, behind one cheap-to-clone handle.
+//! The engine: registry of loaded traces, the slot pool, the workers, the
+//! ticker and the driver, behind one cheap-to-clone handle.
 //!
 //! ```text
 //! Engine ──Arc──> EngineInner (Drop = shutdown)
-//!                   ├── Core (shared with workers and subscriptions)
-//!                   │     ├── SlotPool      preallocated slots + lock-free free list
-//!                   │     ├── Registry      trace id -> (slot, generation)
-//!                   │     ├── WorkerQueue[] slots with pending writes, per worker
-//!                   │     ├── Counters      engine-wide statistics
-//!                   │     └── Driver        memory | custom
-//!                   └── Workers             runtime + exit latch
+//!                   ├── Core (shared with workers, handles and subscriptions)
+//!                   │     ├── SlotPool<TraceSlot>  preallocated slots, free list, leases, waiters
+//!                   │     ├── Registry             trace id -> loaded / draining slot
+//!                   │     ├── WorkerQueue[]        slots with something for their worker
+//!                   │     ├── FlushState           flush epochs, recent storage errors
+//!                   │     ├── Counters             engine-wide statistics
+//!                   │     └── Driver               memory | local | store | custom
+//!                   ├── Workers                    N threads: writes, drains, archives
+//!                   └── Ticker                     1 thread: timed waits, idle reaping
 //! ```
+//!
+//! # Lifecycle
+//!
+//! Every `Trace` and `Node` handle of one checkout counts in the slot's
+//! lease. Dropping the last one releases the trace (unless it was created
+//! with `TraceOptions::keep_loaded(true)`); so do `release`, `remove`,
+//! `shutdown` and, for kept traces, `idle_timeout`. A release never does
+//! I/O: the slot drains on its worker and is then reset and free; `flush`
+//! waits for the driver.
 
 mod builder;
+mod core;
+mod flush;
 mod registry;
+mod ticker;
 mod workers;
 
 pub use builder::EngineBuilder;
+pub(crate) use core::Core;
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::driver::{Driver, WriteBatch};
+use crate::driver::{Driver, StoredTrace};
 use crate::error::{Error, Result};
-use crate::id::{TraceId, now_ms};
-use crate::model::Level;
+use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::{EngineStats, TraceInfo, TraceStatus};
 use crate::options::TraceOptions;
 use crate::pool::{SlotPool, lock};
-use crate::subscribe::detach_all;
-use crate::trace::Trace;
-use crate::trace::persist::WriteScratch;
-use crate::trace::state::{Limits, Target, TraceState};
+use crate::trace::state::Limits;
+use crate::trace::{Trace, TraceSlot};
 use builder::Config;
-use registry::Registry;
-use workers::{WAKE_AT, WorkerQueue, Workers};
+use core::{Counters, ReleaseKind};
+use flush::{FlushState, Signal};
+use registry::{Entry, Registry};
+use ticker::{Ticker, TickerShared};
+use workers::{WorkerQueue, Workers};
 
-/// Engine-wide counters.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) events_emitted: AtomicU64,
-    pub(crate) events_persisted: AtomicU64,
-    pub(crate) events_dropped: AtomicU64,
-    pub(crate) history_evicted: AtomicU64,
-    pub(crate) events_lagged: AtomicU64,
-    pub(crate) logs_dropped: AtomicU64,
-    pub(crate) persist_errors: AtomicU64,
-    pub(crate) bytes_written: AtomicU64,
-    pub(crate) subscribers: AtomicUsize,
-}
-
-/// The state shared by the engine handle, the workers, trace handles and
-/// subscriptions.
-#[derive(Debug)]
-pub(crate) struct Core {
-    pub(crate) pool: SlotPool,
-    pub(crate) registry: Registry,
-    pub(crate) driver: Arc<dyn Driver>,
-    pub(crate) config: Config,
-    pub(crate) counters: Counters,
-    pub(crate) queues: Box<[WorkerQueue]>,
-    /// Set by `shutdown`: every later call fails with `ShutDown`.
-    pub(crate) shut: AtomicBool,
-    /// Tells the workers to drain their queues once more and exit.
-    pub(crate) stopping: AtomicBool,
-}
-
-impl Core {
-    /// Runs `f` on the state of the trace at `(idx, generation)` under its slot lock.
-    /// A stale generation gives `Released`; afterwards, new pending writes put
-    /// the slot on its worker's queue.
-    pub(crate) fn with_state<R>(
-        &self,
-        idx: u32,
-        generation: u64,
-        f: impl FnOnce(&mut TraceState) -> Result<R>,
-    ) -> Result<R> {
-        if self.shut.load(Ordering::Relaxed) {
-            return Err(Error::ShutDown);
-        }
-        let slot = self.pool.get(idx);
-        let mut st = lock(&slot.state);
-        if st.generation != generation || !st.live {
-            return Err(Error::Released);
-        }
-        let r = f(&mut st);
-        self.enqueue(idx, &mut st);
-        r
-    }
-
-    /// Chainable logging: never fails; a log that cannot be written (stale
-    /// handle, shut-down engine, no current node, finished trace) is counted.
-    pub(crate) fn log_chained(
-        &self,
-        idx: u32,
-        generation: u64,
-        target: Target,
-        level: Level,
-        msg: &str,
-        data: serde_json::Value,
-    ) {
-        let r = self.with_state(idx, generation, |st| {
-            st.log(target, level, msg, data);
-            Ok(())
-        });
-        if r.is_err() {
-            self.counters.logs_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Puts the slot on its worker's queue if it has pending writes.
-    fn enqueue(&self, idx: u32, st: &mut TraceState) {
-        let n = st.pending.len();
-        if n == 0 {
-            return;
-        }
-        let q = &self.queues[idx as usize % self.queues.len()];
-        if !st.queued {
-            st.queued = true;
-            q.push(idx);
-        }
-        if n == WAKE_AT {
-            q.wake();
-        }
-    }
-
-    fn collect_stats(&self, st: &mut TraceState) {
-        let [emitted, evicted, dropped, logs_dropped] = st.take_stats();
-        let c = &self.counters;
-        if emitted > 0 {
-            c.events_emitted.fetch_add(emitted, Ordering::Relaxed);
-        }
-        if evicted > 0 {
-            c.history_evicted.fetch_add(evicted, Ordering::Relaxed);
-        }
-        if dropped > 0 {
-            c.events_dropped.fetch_add(dropped, Ordering::Relaxed);
-        }
-        if logs_dropped > 0 {
-            c.logs_dropped.fetch_add(logs_dropped, Ordering::Relaxed);
-        }
-    }
-
-    /// Hands one batch of trace `id` to the driver and counts the outcome.
-    fn write_scratch(&self, id: &TraceId, w: &mut WriteScratch) -> Result<()> {
-        if w.is_empty() {
-            return Ok(());
-        }
-        let events = w.events.make_contiguous();
-        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, false);
-        let n = batch.len() as u64;
-        let bytes = batch.byte_len() as u64;
-        let c = &self.counters;
-        let r = self.driver.write(&batch);
-        match &r {
-            Ok(()) => {
-                c.events_persisted.fetch_add(n, Ordering::Relaxed);
-                c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-            }
-            Err(_) => {
-                c.persist_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-
-    /// Worker side: writes what slot `idx` has queued. A failed write is put
-    /// back into the slot and retried by the next flush (the write queue's
-    /// bound still applies).
-    pub(crate) fn flush_slot(&self, idx: u32, w: &mut WriteScratch) {
-        let slot = self.pool.get(idx);
-        let _io = lock(&slot.io);
-        let (id, generation) = {
-            let mut st = lock(&slot.state);
-            st.queued = false;
-            self.collect_stats(&mut st);
-            if !st.live {
-                return;
-            }
-            st.take_writes(w);
-            if w.is_empty() {
-                return;
-            }
-            (st.id, st.generation)
-        };
-        if self.write_scratch(&id, w).is_err() {
-            let mut st = lock(&slot.state);
-            if st.generation == generation && st.live {
-                st.restore_writes(w);
-                self.enqueue(idx, &mut st);
-            }
-        }
-        w.clear();
-    }
-
-    /// Writes everything slot `idx` has queued on the calling thread, under
-    /// the slot's locks (used by `release` and before archiving). `keep`
-    /// decides whether a failed batch is put back (the trace lives on) or
-    /// counted as dropped (the trace is going away).
-    fn flush_locked(&self, st: &mut TraceState, keep: bool) -> Result<()> {
-        RELEASE_SCRATCH.with(|cell| {
-            let mut w = cell.borrow_mut();
-            st.take_writes(&mut w);
-            let id = st.id;
-            let r = self.write_scratch(&id, &mut w);
-            if r.is_err() {
-                if keep {
-                    st.restore_writes(&mut w);
-                } else {
-                    self.counters
-                        .events_dropped
-                        .fetch_add(w.events.len() as u64, Ordering::Relaxed);
-                }
-            }
-            w.clear();
-            r
-        })
-    }
-
-    /// Releases the trace in slot `idx` (already removed from the registry):
-    /// flushes its pending writes to the driver, hands unread events to its
-    /// subscribers, resets the slot and returns it to the pool.
-    fn release_slot(&self, idx: u32, generation: u64) -> Result<()> {
-        let slot = self.pool.get(idx);
-        let io = lock(&slot.io);
-        let mut st = lock(&slot.state);
-        if st.generation != generation || !st.live {
-            return Err(Error::Released);
-        }
-        let written = self.flush_locked(&mut st, false);
-        detach_all(&mut st);
-        self.collect_stats(&mut st);
-        slot.released.store(
-            (generation << 8) | st.status.to_u8() as u64,
-            Ordering::Release,
-        );
-        st.reset();
-        drop(st);
-        drop(io);
-        self.pool.checkin(idx);
-        written
-    }
-
-    /// Flushes a live trace synchronously and archives it in storage.
-    pub(crate) fn archive_now(&self, idx: u32, generation: u64) -> Result<()> {
-        let slot = self.pool.get(idx);
-        let _io = lock(&slot.io);
-        let mut st = lock(&slot.state);
-        if st.generation != generation || !st.live {
-            return Err(Error::Released);
-        }
-        self.flush_locked(&mut st, true)?;
-        self.driver.archive(st.id.as_str())?;
-        st.archived = true;
-        Ok(())
-    }
-}
-
-thread_local! {
-    /// Scratch buffers for flushes done on a caller's thread (release, archive).
-    static RELEASE_SCRATCH: std::cell::RefCell<WriteScratch> =
-        std::cell::RefCell::new(WriteScratch::default());
-}
-
-/// The owner of the workers; shuts the engine down when the last handle goes.
+/// The owner of the threads; shuts the engine down when the last handle goes.
 #[derive(Debug)]
 pub(crate) struct EngineInner {
     pub(crate) core: Arc<Core>,
     workers: Mutex<Option<Workers>>,
+    ticker: Mutex<Option<Ticker>>,
 }
 
 impl Drop for EngineInner {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        let _ = self.shutdown_blocking();
     }
 }
 
 impl EngineInner {
-    fn shutdown(&self) -> Result<()> {
+    /// Marks the engine shut down and releases every loaded trace. `false`
+    /// if it was shut down before.
+    fn begin_shutdown(&self) -> bool {
         let core = &self.core;
         if core.shut.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return false;
         }
-        // Release every loaded trace: flushes its writes and ends its subscriptions.
-        let mut first_err = None;
-        for (id, (idx, generation)) in core.registry.entries() {
-            if core.registry.remove_if(&id, (idx, generation))
-                && let Err(e) = core.release_slot(idx, generation)
-            {
-                first_err.get_or_insert(e);
+        for (_, (idx, generation)) in core.registry.loaded_entries() {
+            if core.pool.get(idx).lease.close(generation) {
+                let _ = core.release_slot(idx, generation, ReleaseKind::Shutdown);
             }
         }
+        true
+    }
+
+    /// Stops the workers (they finish what is queued) and the ticker, then
+    /// flushes the driver.
+    fn finish_shutdown(&self) -> Result<()> {
+        let core = &self.core;
         core.stopping.store(true, Ordering::Release);
         for q in core.queues.iter() {
             q.wake();
         }
         if let Some(mut w) = lock(&self.workers).take() {
-            w.join(Duration::from_secs(10));
+            w.join();
         }
-        if let Err(e) = core.driver.flush() {
-            first_err.get_or_insert(e);
+        if let Some(mut t) = lock(&self.ticker).take() {
+            t.stop();
         }
-        first_err.map_or(Ok(()), Err)
+        core.drains.wake_all();
+        core.driver.flush()
+    }
+
+    fn shutdown_blocking(&self) -> Result<()> {
+        if !self.begin_shutdown() {
+            return Ok(());
+        }
+        let flushed = self.core.flush_blocking();
+        let finished = self.finish_shutdown();
+        flushed.and(finished)
     }
 }
 
@@ -338,6 +142,33 @@ pub struct Engine {
     pub(crate) inner: Arc<EngineInner>,
 }
 
+/// Runs a blocking storage call off the async caller's thread: on tokio's
+/// blocking pool inside a tokio runtime, else on a short-lived thread.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let lost = || Error::Storage {
+        location: String::from("storage"),
+        message: String::from("the storage call did not complete (it panicked or was cancelled)"),
+        source: None,
+    };
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        return handle.spawn_blocking(f).await.map_err(|_| lost())?;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tracepool-io".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::Storage {
+            location: String::from("storage"),
+            message: format!("cannot start a thread for the storage call: {e}"),
+            source: Some(e),
+        })?;
+    rx.await.map_err(|_| lost())?
+}
+
 impl Engine {
     /// A builder with the defaults: 1024 slots, one worker per core,
     /// `Exhausted::Wait(50 ms)`, the local-disk driver under `./traces`.
@@ -346,30 +177,68 @@ impl Engine {
     }
 
     pub(crate) fn start(config: Config, driver: Arc<dyn Driver>) -> Result<Engine> {
+        let persists = driver.persists();
         let limits = Limits {
             history: config.history_limit,
             subscriber_buffer: config.subscriber_buffer,
             pending: config.write_queue_limit,
-            documents: driver.wants_documents(),
+            persists,
+            documents: persists && driver.wants_documents(),
             driver: driver.name(),
+            max_nodes: config.max_nodes,
+            max_log_bytes: config.max_log_bytes,
+            max_subscribers: config.max_subscribers,
+            max_space_entries: config.max_space_entries,
+            max_spaces: config.max_spaces,
+            pending_bytes: config.pending_bytes_limit,
         };
+        let pending_total = Arc::new(AtomicUsize::new(0));
+        let ticker_shared = Arc::new(TickerShared::default());
         let core = Arc::new(Core {
-            pool: SlotPool::new(config.capacity, config.exhausted, limits),
+            pool: SlotPool::new(config.capacity, config.exhausted, move || {
+                TraceSlot::new(limits, pending_total.clone())
+            }),
             registry: Registry::with_capacity(config.capacity),
             driver,
             queues: (0..config.workers)
                 .map(|_| WorkerQueue::default())
                 .collect(),
+            flush: FlushState::new(config.workers),
+            drains: Signal::default(),
+            ticker: ticker_shared.clone(),
+            ids: TraceIdGen::new(),
             config,
             counters: Counters::default(),
             shut: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            alive_workers: AtomicUsize::new(0),
         });
-        let workers = Workers::start(&core)?;
+        let mut workers = Workers::start(&core)?;
+        let weak = Arc::downgrade(&core);
+        let reap_every = core
+            .config
+            .idle_timeout
+            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let ticker = match Ticker::start(ticker_shared, reap_every, move || {
+            if let Some(core) = weak.upgrade() {
+                core.reap_idle();
+            }
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                core.stopping.store(true, Ordering::Release);
+                for q in core.queues.iter() {
+                    q.wake();
+                }
+                workers.join();
+                return Err(e);
+            }
+        };
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 core,
                 workers: Mutex::new(Some(workers)),
+                ticker: Mutex::new(Some(ticker)),
             }),
         })
     }
@@ -386,65 +255,104 @@ impl Engine {
         }
     }
 
+    // ---- create ----------------------------------------------------------------
+
+    /// Validates a caller-given id: not loaded, not draining. Returns it.
+    fn custom_id(&self, opts: &TraceOptions) -> Result<Option<TraceId>> {
+        let Some(s) = &opts.id else {
+            return Ok(None);
+        };
+        let id = TraceId::parse(s)?;
+        match self.core().registry.get(&id) {
+            Some(Entry::Loaded(_)) => Err(Error::AlreadyLoaded),
+            // Released a moment ago; storage is about to have it.
+            Some(Entry::Draining(_)) => Err(Error::AlreadyExists),
+            None => Ok(Some(id)),
+        }
+    }
+
     /// Creates a trace in a free slot and emits its `init` event.
+    ///
+    /// With a generated id this does no I/O: ids are `YYYYMMDD` + 12 digits,
+    /// unique per engine without asking storage (the driver creates a new
+    /// trace's storage exclusively, so a clash with a trace stored by another
+    /// engine is refused and counted in `EngineStats::persist_errors`, never
+    /// merged). With a caller-given id, `create` asks storage once whether
+    /// the id exists. When every slot is in use and the policy is
+    /// [`Exhausted::Wait`](crate::Exhausted::Wait), this **blocks the calling
+    /// thread** until a slot is free or the wait times out; in async code use
+    /// [`create_async`](Engine::create_async).
+    ///
+    /// The trace stays loaded while a handle to it exists (the returned
+    /// [`Trace`], its clones, its [`Node`](crate::Node)s): dropping the last
+    /// one releases it, unless `TraceOptions::keep_loaded(true)`.
     ///
     /// # Errors
     /// `InvalidId` for a malformed custom id, `AlreadyLoaded` when the id is
     /// loaded, `AlreadyExists` when storage has it (use [`open`](Engine::open)),
-    /// `PoolExhausted` per the exhaustion policy, `ShutDown`.
+    /// `PoolExhausted` per the exhaustion policy, `Storage`, `ShutDown`.
+    #[must_use = "dropping the last handle releases the trace"]
     pub fn create(&self, opts: TraceOptions) -> Result<Trace> {
         self.check_running()?;
-        let core = self.core();
-        let custom = match &opts.id {
-            Some(s) => {
-                let id = TraceId::parse(s)?;
-                if core.registry.get(&id).is_some() {
-                    return Err(Error::AlreadyLoaded);
-                }
-                if core.driver.exists(s)? {
-                    return Err(Error::AlreadyExists);
-                }
-                Some(id)
+        let custom = self.custom_id(&opts)?;
+        if let Some(id) = &custom
+            && self.core().driver.exists(id.as_str())?
+        {
+            return Err(Error::AlreadyExists);
+        }
+        let idx = self.core().pool.checkout()?;
+        self.start_in(idx, custom, opts)
+    }
+
+    /// [`create`](Engine::create) for async code: when every slot is in use
+    /// it waits for a free one (the [`Exhausted::Wait`](crate::Exhausted::Wait)
+    /// timeout applies) without blocking the thread, and a caller-given id is
+    /// looked up in storage off the thread. Cancel safe: a dropped future
+    /// holds no slot.
+    ///
+    /// # Errors
+    /// As [`create`](Engine::create).
+    #[must_use = "dropping the last handle releases the trace"]
+    pub async fn create_async(&self, opts: TraceOptions) -> Result<Trace> {
+        self.check_running()?;
+        let custom = self.custom_id(&opts)?;
+        if let Some(id) = custom {
+            let driver = self.core().driver.clone();
+            if run_blocking(move || driver.exists(id.as_str())).await? {
+                return Err(Error::AlreadyExists);
             }
-            None => None,
-        };
-        let idx = core.pool.checkout()?;
+        }
+        let ticker = self.core().ticker.clone();
+        let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
+        self.start_in(idx, custom, opts)
+    }
+
+    /// Starts a trace in the checked-out slot `idx` (returned to the pool on error).
+    fn start_in(&self, idx: u32, custom: Option<TraceId>, opts: TraceOptions) -> Result<Trace> {
+        let core = self.core();
         let slot = core.pool.get(idx);
         // One clock read dates the generated id and the `init` event.
         let now = now_ms();
         // Hold the (free) slot's lock while the id is registered, so that a
         // concurrent `load` of the id waits until the trace is started.
         let mut st = lock(&slot.state);
-        let mut attempts = 0;
+        let generation = st.generation;
         let id = loop {
-            let id = match custom {
-                Some(id) => id,
-                None => {
-                    let id = TraceId::generate_at(now);
-                    match core.driver.exists(id.as_str()) {
-                        Ok(false) => id,
-                        Ok(true) if attempts < 8 => {
-                            attempts += 1;
-                            continue;
-                        }
-                        Ok(true) => break Err(Error::AlreadyExists),
-                        Err(e) => break Err(e),
-                    }
-                }
-            };
-            if core.registry.insert_if_absent(id, (idx, st.generation)) {
+            let id = custom.unwrap_or_else(|| core.ids.next(now));
+            if core.registry.insert_if_absent(id, (idx, generation)) {
                 break Ok(id);
             }
-            if custom.is_some() || attempts >= 8 {
+            if custom.is_some() {
                 break Err(Error::AlreadyLoaded);
             }
-            attempts += 1;
+            // A caller-given id equal to this generated one is loaded: take
+            // the next serial.
         };
         match id {
             Ok(id) => {
+                slot.lease.open(generation, opts.keep_loaded, 1);
                 st.start(id, opts, now);
                 core.enqueue(idx, &mut st);
-                let generation = st.generation;
                 drop(st);
                 Ok(Trace::new(self.clone(), idx, generation, id))
             }
@@ -456,49 +364,142 @@ impl Engine {
         }
     }
 
-    fn lookup(&self, id: &str) -> Result<(TraceId, u32, u64)> {
-        self.check_running()?;
-        let tid = TraceId::parse(id)?;
-        match self.core().registry.get(&tid) {
-            Some((idx, generation)) => Ok((tid, idx, generation)),
-            None => Err(Error::NotLoaded),
+    // ---- loaded traces --------------------------------------------------------
+
+    /// A counted handle to the loaded trace `tid`, if any.
+    fn acquire_loaded(&self, tid: TraceId) -> Option<Trace> {
+        let core = self.core();
+        let (idx, generation) = core.registry.loaded(&tid)?;
+        let slot = core.pool.get(idx);
+        if !slot.lease.acquire(generation) {
+            return None;
         }
+        slot.last_load.store(now_ms(), Ordering::Relaxed);
+        Some(Trace::new(self.clone(), idx, generation, tid))
     }
 
-    /// A handle to a loaded trace.
+    /// A handle to a loaded trace. The handle counts like the one `create`
+    /// returned: the trace stays loaded while any handle exists.
     ///
     /// # Errors
     /// `InvalidId`, `NotLoaded`, `ShutDown`.
+    #[must_use = "dropping the last handle releases the trace"]
     pub fn load(&self, id: &str) -> Result<Trace> {
-        let (tid, idx, generation) = self.lookup(id)?;
-        Ok(Trace::new(self.clone(), idx, generation, tid))
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        self.acquire_loaded(tid).ok_or(Error::NotLoaded)
+    }
+
+    /// Runs `f` on the state of the loaded trace `tid` without taking a handle.
+    fn with_loaded<R>(
+        &self,
+        tid: &TraceId,
+        f: impl FnOnce(&mut crate::trace::state::TraceState) -> Result<R>,
+    ) -> Result<R> {
+        let (idx, generation) = self.core().registry.loaded(tid).ok_or(Error::NotLoaded)?;
+        match self.core().with_state(idx, generation, f) {
+            Err(Error::Released) => Err(Error::NotLoaded),
+            r => r,
+        }
+    }
+
+    /// Whether the id names a loaded trace (`false` for invalid ids and for
+    /// released traces that are still draining).
+    pub fn is_loaded(&self, id: &str) -> bool {
+        TraceId::parse(id).is_ok_and(|t| self.core().registry.loaded(&t).is_some())
+    }
+
+    /// Ids of the loaded traces, sorted.
+    pub fn list(&self) -> Vec<String> {
+        self.core().registry.loaded_ids_sorted()
+    }
+
+    // ---- storage reads ----------------------------------------------------------
+
+    fn draining_slot(&self, tid: &TraceId) -> Option<u32> {
+        match self.core().registry.get(tid) {
+            Some(Entry::Draining((idx, _))) => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// Waits (at most `drain_timeout`) until `tid` is not draining.
+    fn wait_drained_blocking(&self, tid: &TraceId) {
+        let Some(idx) = self.draining_slot(tid) else {
+            return;
+        };
+        let core = self.core();
+        core.queue_of(idx).wake();
+        let deadline = Instant::now() + core.config.drain_timeout;
+        core.drains
+            .wait_blocking(deadline, || self.draining_slot(tid).is_none());
+    }
+
+    /// [`wait_drained_blocking`](Engine::wait_drained_blocking) without blocking the thread.
+    async fn wait_drained(&self, tid: &TraceId) {
+        let Some(idx) = self.draining_slot(tid) else {
+            return;
+        };
+        let core = self.core();
+        core.queue_of(idx).wake();
+        let timeout = core.ticker.sleep(core.config.drain_timeout);
+        core.drains
+            .wait(timeout, || self.draining_slot(tid).is_none())
+            .await;
     }
 
     /// Loads a trace from storage into a slot, rebuilding its state: root,
     /// every node (a DAG, each node once), the current nodes, status, spaces
     /// and their values, logs and the event history with its seqs (new events
-    /// continue the numbering). A loaded trace is returned as is.
+    /// continue the numbering). A loaded trace is returned as is (another
+    /// counted handle). An id released a moment ago is read once its last
+    /// writes reached storage. The trace stays loaded while a handle exists.
     ///
     /// The in-memory driver stores nothing, so for it this only finds loaded traces.
     ///
     /// # Errors
     /// `InvalidId`, `NotFound`, `Corrupt` (naming the file or key),
     /// `Storage`, `PoolExhausted`, `ShutDown`.
+    #[must_use = "dropping the last handle releases the trace"]
     pub fn open(&self, id: &str) -> Result<Trace> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
+        if let Some(t) = self.acquire_loaded(tid) {
+            return Ok(t);
+        }
+        self.wait_drained_blocking(&tid);
+        let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
+        check_stored(&tid, &stored)?;
+        let idx = self.core().pool.checkout()?;
+        self.install(idx, tid, stored)
+    }
+
+    /// [`open`](Engine::open) for async code: storage is read off the
+    /// thread, and a full pool is waited for without blocking it.
+    ///
+    /// # Errors
+    /// As [`open`](Engine::open).
+    #[must_use = "dropping the last handle releases the trace"]
+    pub async fn open_async(&self, id: &str) -> Result<Trace> {
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        if let Some(t) = self.acquire_loaded(tid) {
+            return Ok(t);
+        }
+        self.wait_drained(&tid).await;
+        let driver = self.core().driver.clone();
+        let stored = run_blocking(move || driver.load(tid.as_str()))
+            .await?
+            .ok_or(Error::NotFound)?;
+        check_stored(&tid, &stored)?;
+        let ticker = self.core().ticker.clone();
+        let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
+        self.install(idx, tid, stored)
+    }
+
+    /// Rebuilds `stored` in the checked-out slot `idx` (returned on error).
+    fn install(&self, idx: u32, tid: TraceId, stored: StoredTrace) -> Result<Trace> {
         let core = self.core();
-        if let Some((idx, generation)) = core.registry.get(&tid) {
-            return Ok(Trace::new(self.clone(), idx, generation, tid));
-        }
-        let stored = core.driver.load(id)?.ok_or(Error::NotFound)?;
-        if stored.info.id != id {
-            return Err(Error::corrupt(
-                format!("trace {id}"),
-                format!("stored trace info names trace {:?}", stored.info.id),
-            ));
-        }
-        let idx = core.pool.checkout()?;
         let slot = core.pool.get(idx);
         let mut st = lock(&slot.state);
         if let Err(e) = st.restore(tid, stored) {
@@ -506,49 +507,94 @@ impl Engine {
             core.pool.checkin(idx);
             return Err(e);
         }
-        if core.registry.insert_if_absent(tid, (idx, st.generation)) {
-            let generation = st.generation;
+        let generation = st.generation;
+        if core.registry.insert_if_absent(tid, (idx, generation)) {
+            slot.lease.open(generation, false, 1);
+            slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
             return Ok(Trace::new(self.clone(), idx, generation, tid));
         }
-        // Opened concurrently by someone else: use theirs.
+        // Opened concurrently by someone else (use theirs), or still
+        // draining after `drain_timeout` (the driver keeps failing).
+        st.discard_writes();
         st.reset();
         drop(st);
         core.pool.checkin(idx);
-        self.load(id)
+        if self.draining_slot(&tid).is_some() {
+            return Err(Error::Storage {
+                location: format!("trace {}", tid.as_str()),
+                message: "released, and its last writes are still on their way to storage \
+                          (the driver keeps failing); try again later"
+                    .into(),
+                source: None,
+            });
+        }
+        self.acquire_loaded(tid).ok_or(Error::NotLoaded)
     }
 
-    /// Whether the id names a loaded trace (`false` for invalid ids).
-    pub fn is_loaded(&self, id: &str) -> bool {
-        TraceId::parse(id).is_ok_and(|t| self.core().registry.get(&t).is_some())
-    }
-
-    /// Whether the trace is loaded or in storage.
+    /// Whether the trace is loaded or in storage (an id released a moment
+    /// ago is looked up once its last writes reached storage).
     ///
     /// # Errors
     /// `InvalidId`, `Storage`, `ShutDown`.
     pub fn exists(&self, id: &str) -> Result<bool> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
-        if self.core().registry.get(&tid).is_some() {
+        if self.core().registry.loaded(&tid).is_some() {
             return Ok(true);
         }
+        self.wait_drained_blocking(&tid);
         self.core().driver.exists(id)
+    }
+
+    /// [`exists`](Engine::exists) with storage read off the thread.
+    ///
+    /// # Errors
+    /// As [`exists`](Engine::exists).
+    pub async fn exists_async(&self, id: &str) -> Result<bool> {
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        if self.core().registry.loaded(&tid).is_some() {
+            return Ok(true);
+        }
+        self.wait_drained(&tid).await;
+        let driver = self.core().driver.clone();
+        run_blocking(move || driver.exists(tid.as_str())).await
     }
 
     /// Metadata of a loaded or stored trace.
     ///
     /// # Errors
-    /// `InvalidId`, `NotFound`, `Storage`, `ShutDown`.
+    /// `InvalidId`, `NotFound`, `Corrupt`, `Storage`, `ShutDown`.
     pub fn info(&self, id: &str) -> Result<TraceInfo> {
-        match self.load(id) {
-            Ok(t) => match t.trace_info() {
-                Err(Error::Released) => self.stored_info(id),
-                r => r,
-            },
-            Err(Error::NotLoaded) => self.stored_info(id),
-            Err(e) => Err(e),
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        let driver = self.driver_name();
+        match self.with_loaded(&tid, |st| Ok(st.trace_info(driver))) {
+            Err(Error::NotLoaded) => {}
+            r => return r,
         }
+        self.wait_drained_blocking(&tid);
+        self.core().driver.info(id)?.ok_or(Error::NotFound)
+    }
+
+    /// [`info`](Engine::info) with storage read off the thread.
+    ///
+    /// # Errors
+    /// As [`info`](Engine::info).
+    pub async fn info_async(&self, id: &str) -> Result<TraceInfo> {
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        let name = self.driver_name();
+        match self.with_loaded(&tid, |st| Ok(st.trace_info(name))) {
+            Err(Error::NotLoaded) => {}
+            r => return r,
+        }
+        self.wait_drained(&tid).await;
+        let driver = self.core().driver.clone();
+        run_blocking(move || driver.info(tid.as_str()))
+            .await?
+            .ok_or(Error::NotFound)
     }
 
     /// Reads a stored trace without loading it into a slot: its info, nodes,
@@ -558,78 +604,163 @@ impl Engine {
     /// # Errors
     /// `InvalidId`, `NotFound` (also for the in-memory driver, which stores
     /// nothing), `Corrupt` naming the file or key, `Storage`, `ShutDown`.
-    pub fn read_stored(&self, id: &str) -> Result<crate::driver::StoredTrace> {
+    pub fn read_stored(&self, id: &str) -> Result<StoredTrace> {
         self.check_running()?;
-        TraceId::parse(id)?;
+        let tid = TraceId::parse(id)?;
+        self.wait_drained_blocking(&tid);
         self.core().driver.load(id)?.ok_or(Error::NotFound)
     }
 
-    fn stored_info(&self, id: &str) -> Result<TraceInfo> {
-        self.core().driver.info(id)?.ok_or(Error::NotFound)
-    }
-
-    /// Ids of the loaded traces, sorted.
-    pub fn list(&self) -> Vec<String> {
-        self.core().registry.ids_sorted()
-    }
-
-    /// Ids of the traces in storage (loaded or not), sorted. Empty for the
-    /// in-memory driver.
+    /// Ids of the traces in storage (loaded or not), sorted; released traces
+    /// still handing their last writes to the driver are included. Empty for
+    /// the in-memory driver.
     ///
     /// # Errors
     /// `Storage`, `ShutDown`.
     pub fn list_stored(&self) -> Result<Vec<String>> {
         self.check_running()?;
-        let mut ids = self.core().driver.list()?;
-        ids.sort_unstable();
-        Ok(ids)
+        let ids = self.core().driver.list()?;
+        Ok(self.with_draining(ids))
     }
 
-    /// Releases a loaded trace, synchronously: when this returns the trace is
-    /// unregistered, its events were handed to the driver, its subscribers
-    /// were given every event emitted before the release, and its slot is
-    /// reset and free. Release emits no event.
+    /// [`list_stored`](Engine::list_stored) with storage read off the thread.
     ///
     /// # Errors
-    /// `InvalidId`; `NotLoaded` (also for a second release); `ShutDown`;
-    /// `Storage` when the driver failed to take the last writes (the trace is
-    /// released all the same, the failure is counted in `EngineStats`).
+    /// As [`list_stored`](Engine::list_stored).
+    pub async fn list_stored_async(&self) -> Result<Vec<String>> {
+        self.check_running()?;
+        let driver = self.core().driver.clone();
+        let ids = run_blocking(move || driver.list()).await?;
+        Ok(self.with_draining(ids))
+    }
+
+    fn with_draining(&self, mut ids: Vec<String>) -> Vec<String> {
+        if self.core().driver.persists() {
+            ids.extend(self.core().registry.draining_ids());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    // ---- release, remove, flush ------------------------------------------------
+
+    /// Releases a loaded trace. Returns at once and does no I/O: the id is
+    /// unregistered (a later `load` gets `NotLoaded`), remaining handles get
+    /// `Released`, each subscriber gets every event emitted before the
+    /// release and then its stream ends. If the trace still has writes for
+    /// the driver, its slot is *draining* until a worker has handed them
+    /// over (see [`flush`](Engine::flush)); then it is reset and free.
+    /// Release emits no event.
+    ///
+    /// # Errors
+    /// `InvalidId`; `NotLoaded` (also for a second release); `ShutDown`.
     pub fn release(&self, id: &str) -> Result<()> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         let core = self.core();
-        let (idx, generation) = core.registry.remove(&tid).ok_or(Error::NotLoaded)?;
-        core.release_slot(idx, generation)
+        let (idx, generation) = core.registry.loaded(&tid).ok_or(Error::NotLoaded)?;
+        if !core.pool.get(idx).lease.close(generation) {
+            return Err(Error::NotLoaded);
+        }
+        match core.release_slot(idx, generation, ReleaseKind::Explicit) {
+            Ok(_) => Ok(()),
+            Err(Error::Released) => Err(Error::NotLoaded),
+            Err(e) => Err(e),
+        }
     }
 
     /// Releases through a handle: `Released` if the handle is stale.
-    pub(crate) fn release_handle(&self, tid: &TraceId, idx: u32, generation: u64) -> Result<()> {
+    pub(crate) fn release_handle(&self, idx: u32, generation: u64) -> Result<()> {
         self.check_running()?;
         let core = self.core();
-        if !core.registry.remove_if(tid, (idx, generation)) {
+        if !core.pool.get(idx).lease.close(generation) {
             return Err(Error::Released);
         }
-        core.release_slot(idx, generation)
+        core.release_slot(idx, generation, ReleaseKind::Explicit)
+            .map(|_| ())
     }
 
-    /// Releases the trace if loaded and deletes everything storage holds for it.
+    /// Releases the trace if loaded and deletes everything storage holds for
+    /// it. Writes still queued for it are discarded instead of written (a
+    /// trace removed before any of it reached storage costs no storage work),
+    /// counted in `EngineStats::events_discarded`.
     ///
     /// # Errors
     /// `InvalidId`, `NotFound` when it is neither loaded nor stored, `Storage`, `ShutDown`.
     pub fn remove(&self, id: &str) -> Result<()> {
         self.check_running()?;
-        TraceId::parse(id)?;
-        let was_loaded = match self.release(id) {
-            Ok(()) => true,
-            Err(Error::NotLoaded) => false,
-            Err(e) => return Err(e),
-        };
-        let stored = self.core().driver.remove(id)?;
-        if was_loaded || stored {
+        let tid = TraceId::parse(id)?;
+        let (known, skip_storage) = self.release_for_removal(&tid)?;
+        let stored = !skip_storage && self.core().driver.remove(id)?;
+        if known || stored {
             Ok(())
         } else {
             Err(Error::NotFound)
         }
+    }
+
+    /// [`remove`](Engine::remove) with storage work off the thread.
+    ///
+    /// # Errors
+    /// As [`remove`](Engine::remove).
+    pub async fn remove_async(&self, id: &str) -> Result<()> {
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        let engine = self.clone();
+        let (known, skip_storage) = run_blocking(move || engine.release_for_removal(&tid)).await?;
+        let driver = self.core().driver.clone();
+        let stored = !skip_storage && run_blocking(move || driver.remove(tid.as_str())).await?;
+        if known || stored {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// The engine's part of `remove`: release a loaded trace, discard a
+    /// draining one's writes. Returns (known here, nothing to remove in storage).
+    fn release_for_removal(&self, tid: &TraceId) -> Result<(bool, bool)> {
+        let core = self.core();
+        let mut known = false;
+        let mut never_written = false;
+        if let Some((idx, generation)) = core.registry.loaded(tid)
+            && core.pool.get(idx).lease.close(generation)
+            && let Ok(r) = core.release_slot(idx, generation, ReleaseKind::Explicit)
+        {
+            known = true;
+            never_written = r.never_written && !r.draining;
+        }
+        if let Some(Entry::Draining((idx, generation))) = core.registry.get(tid)
+            && let Some(never) = core.discard_draining(idx, generation)
+        {
+            known = true;
+            never_written = never;
+        }
+        Ok((known, never_written))
+    }
+
+    /// Waits until every event emitted, every release (including releases by
+    /// a last handle's drop) and every archive made before the call has been
+    /// handed to the driver with the configured durability (drained slots
+    /// are free by then). Waits at most `drain_timeout`.
+    ///
+    /// # Errors
+    /// The first `Storage` error the driver reported while this waited (a
+    /// failed batch is retried; its loss is counted in `EngineStats`);
+    /// `Storage` naming `flush` when `drain_timeout` passed first; `ShutDown`.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_running()?;
+        self.core().flush_async().await
+    }
+
+    /// [`flush`](Engine::flush), blocking the calling thread.
+    ///
+    /// # Errors
+    /// As [`flush`](Engine::flush).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.check_running()?;
+        self.core().flush_blocking()
     }
 
     /// Cancels a loaded trace: unfinished nodes become `cancelled` (one
@@ -639,39 +770,45 @@ impl Engine {
     /// # Errors
     /// `InvalidId`, `NotLoaded`, `ShutDown`.
     pub fn mark_cancelled(&self, id: &str, reason: impl Display) -> Result<()> {
-        self.load(id)?.mark_cancelled(reason)
+        self.check_running()?;
+        let tid = TraceId::parse(id)?;
+        let reason = reason.to_string();
+        self.with_loaded(&tid, |st| {
+            st.mark_cancelled(&reason);
+            Ok(())
+        })
     }
 
-    /// Engine-wide counters.
+    /// Engine-wide counters. Takes no slot lock: pool gauges are read live
+    /// (`free + in_use + draining == capacity`), per-trace counters are
+    /// published by the workers and are exact after [`flush`](Engine::flush).
     pub fn stats(&self) -> EngineStats {
         let core = self.core();
-        for idx in core.pool.indices() {
-            let slot = core.pool.get(idx);
-            let mut st = lock(&slot.state);
-            core.collect_stats(&mut st);
-        }
+        let g = core.pool.gauges();
         let c = &core.counters;
-        let capacity = core.pool.capacity();
-        let in_use = core.pool.in_use();
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         EngineStats {
-            capacity,
-            in_use,
-            free: capacity.saturating_sub(in_use),
-            peak_in_use: core.pool.peak(),
-            grown: core.pool.grown(),
+            capacity: g.capacity,
+            in_use: g.in_use,
+            free: g.free,
+            draining: g.draining,
+            peak_in_use: g.peak,
+            grown: g.grown,
             workers: core.config.workers,
-            live_tasks: lock(&self.inner.workers)
-                .as_ref()
-                .map_or(0, |w| w.live_tasks()),
-            events_emitted: c.events_emitted.load(Ordering::Relaxed),
-            events_persisted: c.events_persisted.load(Ordering::Relaxed),
-            events_dropped: c.events_dropped.load(Ordering::Relaxed),
+            live_tasks: core.alive_workers.load(Ordering::Acquire),
+            events_emitted: r(&c.events_emitted),
+            events_persisted: r(&c.events_persisted),
+            events_dropped: r(&c.events_dropped),
+            events_discarded: r(&c.events_discarded),
             subscribers: c.subscribers.load(Ordering::Relaxed),
-            history_evicted: c.history_evicted.load(Ordering::Relaxed),
-            events_lagged: c.events_lagged.load(Ordering::Relaxed),
-            logs_dropped: c.logs_dropped.load(Ordering::Relaxed),
-            persist_errors: c.persist_errors.load(Ordering::Relaxed),
-            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            history_evicted: r(&c.history_evicted),
+            events_lagged: r(&c.events_lagged),
+            logs_dropped: r(&c.logs_dropped),
+            logs_evicted: r(&c.logs_evicted),
+            persist_errors: r(&c.persist_errors),
+            bytes_written: r(&c.bytes_written),
+            auto_released: r(&c.auto_released),
+            idle_released: r(&c.idle_released),
         }
     }
 
@@ -680,19 +817,46 @@ impl Engine {
         self.core().driver.name()
     }
 
-    /// Shuts the engine down: releases every loaded trace (flushing its writes
-    /// and ending its subscriptions), stops the workers and waits for them to
-    /// exit, then flushes the driver. Later calls on the engine or its handles
-    /// give `ShutDown`. Idempotent; also run when the last handle is dropped.
+    /// Shuts the engine down: releases every loaded trace (handles left get
+    /// `ShutDown`, subscriptions end after what was emitted), waits (at most
+    /// `drain_timeout`) until the driver has everything, stops the workers
+    /// and the ticker, and flushes the driver. Later calls on the engine or
+    /// its handles give `ShutDown`. Idempotent; also run when the last
+    /// handle of the engine (including trace handles) is dropped.
     ///
     /// # Errors
     /// The first `Storage` error met while flushing.
     pub fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown()
+        self.inner.shutdown_blocking()
+    }
+
+    /// [`shutdown`](Engine::shutdown) for async code: waits for the driver
+    /// without blocking the thread.
+    ///
+    /// # Errors
+    /// As [`shutdown`](Engine::shutdown).
+    pub async fn shutdown_async(&self) -> Result<()> {
+        if !self.inner.begin_shutdown() {
+            return Ok(());
+        }
+        let flushed = self.core().flush_async().await;
+        let inner = self.inner.clone();
+        let finished = run_blocking(move || inner.finish_shutdown()).await;
+        flushed.and(finished)
     }
 
     pub(crate) fn released_status(&self, idx: u32, generation: u64) -> Option<TraceStatus> {
         let v = self.core().pool.get(idx).released.load(Ordering::Acquire);
-        (v >> 8 == generation).then(|| TraceStatus::from_u8(v as u8))
+        (v >> 8 == generation).then(|| TraceStatus::from_u8((v & 0xff) as u8))
     }
+}
+
+fn check_stored(tid: &TraceId, stored: &StoredTrace) -> Result<()> {
+    if stored.info.id != tid.as_str() {
+        return Err(Error::corrupt(
+            format!("trace {}", tid.as_str()),
+            format!("stored trace info names trace {:?}", stored.info.id),
+        ));
+    }
+    Ok(())
 }

@@ -1,20 +1,32 @@
-//! The registry: trace id -> (slot index, generation) of loaded traces.
+//! The registry: trace id -> slot of loaded traces, and of released traces
+//! whose slots are still draining.
 //!
 //! Ids are stored inline (no allocation per entry) and are never slot
 //! indices: a slot index is an implementation detail that is reused, a trace
-//! id is the caller's name for a trace.
+//! id is the caller's name for a trace. A draining entry is not loaded (no
+//! handle can reach it); it is kept so that reads of that id can wait until
+//! storage has everything, and so that the id is not created again meanwhile.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::id::TraceId;
 
-/// Where a loaded trace lives.
+/// Where a trace lives: slot index and generation.
 pub(crate) type SlotRef = (u32, u64);
+
+/// What the registry knows about an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Loaded in this slot.
+    Loaded(SlotRef),
+    /// Released; its slot is handing its last writes to the driver.
+    Draining(SlotRef),
+}
 
 #[derive(Debug)]
 pub(crate) struct Registry {
-    map: RwLock<HashMap<TraceId, SlotRef>>,
+    map: RwLock<HashMap<TraceId, Entry>>,
 }
 
 impl Registry {
@@ -24,50 +36,85 @@ impl Registry {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TraceId, SlotRef>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TraceId, Entry>> {
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TraceId, SlotRef>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TraceId, Entry>> {
         self.map.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn get(&self, id: &TraceId) -> Option<SlotRef> {
+    pub(crate) fn get(&self, id: &TraceId) -> Option<Entry> {
         self.read().get(id).copied()
     }
 
-    /// Inserts unless the id is present (atomic check-and-insert).
+    /// The slot of a loaded trace.
+    pub(crate) fn loaded(&self, id: &TraceId) -> Option<SlotRef> {
+        match self.get(id) {
+            Some(Entry::Loaded(at)) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Registers a loaded trace unless the id is present (atomic check-and-insert).
     pub(crate) fn insert_if_absent(&self, id: TraceId, at: SlotRef) -> bool {
         let mut m = self.write();
         if m.contains_key(&id) {
             return false;
         }
-        m.insert(id, at);
+        m.insert(id, Entry::Loaded(at));
         true
     }
 
-    pub(crate) fn remove(&self, id: &TraceId) -> Option<SlotRef> {
-        self.write().remove(id)
-    }
-
-    /// Removes the entry only if it still points at `at` (a handle's own trace).
-    pub(crate) fn remove_if(&self, id: &TraceId, at: SlotRef) -> bool {
+    /// The loaded trace at `at` was released: it is now draining, or gone.
+    pub(crate) fn released(&self, id: &TraceId, at: SlotRef, draining: bool) {
         let mut m = self.write();
-        if m.get(id) == Some(&at) {
-            m.remove(id);
-            true
-        } else {
-            false
+        if m.get(id) == Some(&Entry::Loaded(at)) {
+            if draining {
+                m.insert(*id, Entry::Draining(at));
+            } else {
+                m.remove(id);
+            }
         }
     }
 
-    pub(crate) fn ids_sorted(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.read().keys().map(|k| k.as_str().to_owned()).collect();
+    /// The draining trace at `at` has drained.
+    pub(crate) fn drained(&self, id: &TraceId, at: SlotRef) {
+        let mut m = self.write();
+        if m.get(id) == Some(&Entry::Draining(at)) {
+            m.remove(id);
+        }
+    }
+
+    /// Ids of the loaded traces, sorted.
+    pub(crate) fn loaded_ids_sorted(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Loaded(_)))
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect();
         v.sort_unstable();
         v
     }
 
-    pub(crate) fn entries(&self) -> Vec<(TraceId, SlotRef)> {
-        self.read().iter().map(|(k, v)| (*k, *v)).collect()
+    /// Ids of the draining traces.
+    pub(crate) fn draining_ids(&self) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Draining(_)))
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect()
+    }
+
+    /// Every loaded trace.
+    pub(crate) fn loaded_entries(&self) -> Vec<(TraceId, SlotRef)> {
+        self.read()
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Loaded(at) => Some((*k, *at)),
+                Entry::Draining(_) => None,
+            })
+            .collect()
     }
 }

@@ -1,24 +1,25 @@
-//! The workers: a fixed number of long-lived tasks, started once by `build`,
-//! that hand queued events to the driver in batches (group commit).
+//! The workers: a fixed number of long-lived threads, started once by
+//! `build`, that hand queued writes to the driver in batches (group commit),
+//! drain released slots, make archives and collect per-trace counters.
 //!
-//! Slot `i` belongs to worker `i % workers`. A trace that emits events puts
-//! its slot index on its worker's queue (once: the slot's `queued` flag keeps
-//! it from being queued twice). A worker wakes every `flush_interval`, or
-//! earlier when a slot's queue grows past [`WAKE_AT`], swaps each queued
-//! slot's pending events into its own buffer (no allocation: the two buffers
-//! trade places) and writes them with one driver call per trace.
+//! Slot `i` belongs to worker `i % workers`. A trace with something for its
+//! worker (events, documents, counters, an archive, a release) puts its slot
+//! index on that worker's queue once (the slot's `queued` flag keeps it from
+//! being queued twice). A worker wakes every `flush_interval`, or earlier
+//! when woken (a slot with many pending events, a flush, a release),
+//! processes every queued slot, then retries draining slots whose last batch
+//! failed (with backoff, up to `drain_timeout`), and reports the flush epoch
+//! it completed.
 //!
-//! The workers run on a small multi-thread tokio runtime owned by the engine
-//! (one thread per worker). Nothing here is spawned per trace or per
-//! subscription; `shutdown` stops the workers and waits for them to exit.
+//! Workers are plain threads: a driver call may block (it is I/O), and no
+//! timer or caller waits behind it. Nothing here is spawned per trace.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
-use super::Core;
+use super::core::{Core, Outcome};
 use crate::error::{Error, Result};
 use crate::pool::lock;
 use crate::trace::persist::WriteScratch;
@@ -26,114 +27,193 @@ use crate::trace::persist::WriteScratch;
 /// A slot with this many pending events wakes its worker at once.
 pub(crate) const WAKE_AT: usize = 1024;
 
-/// One worker's queue of slot indices with pending writes.
+/// First and longest pause before a draining slot's failed batch is retried.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    items: Vec<u32>,
+    woken: bool,
+}
+
+/// One worker's queue of slot indices with something to do.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerQueue {
-    items: Mutex<Vec<u32>>,
-    notify: Notify,
+    inner: Mutex<QueueInner>,
+    cv: Condvar,
 }
 
 impl WorkerQueue {
     pub(crate) fn push(&self, idx: u32) {
-        lock(&self.items).push(idx);
+        lock(&self.inner).items.push(idx);
     }
 
     pub(crate) fn wake(&self) {
-        self.notify.notify_one();
-    }
-}
-
-/// The runtime and the exit latch of the workers.
-#[derive(Debug)]
-pub(crate) struct Workers {
-    runtime: Option<tokio::runtime::Runtime>,
-    exited: Arc<(Mutex<usize>, Condvar)>,
-    count: usize,
-}
-
-impl Workers {
-    /// Starts `core.config.workers` worker tasks on a runtime of their own.
-    pub(crate) fn start(core: &Arc<Core>) -> Result<Workers> {
-        let count = core.config.workers;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(count)
-            .thread_name("tracepool-worker")
-            .enable_time()
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start the worker runtime: {e}")))?;
-        let exited = Arc::new((Mutex::new(0usize), Condvar::new()));
-        for w in 0..count {
-            let core = core.clone();
-            let exited = exited.clone();
-            runtime.spawn(async move {
-                worker_loop(&core, w).await;
-                let (m, cv) = &*exited;
-                *lock(m) += 1;
-                cv.notify_all();
-            });
-        }
-        Ok(Workers {
-            runtime: Some(runtime),
-            exited,
-            count,
-        })
+        lock(&self.inner).woken = true;
+        self.cv.notify_one();
     }
 
-    /// Tasks alive on the workers' runtime.
-    pub(crate) fn live_tasks(&self) -> usize {
-        self.runtime
-            .as_ref()
-            .map_or(0, |r| r.metrics().num_alive_tasks())
-    }
-
-    /// Waits (bounded) for every worker to exit, then stops the runtime.
-    /// The caller has set `core.stopping` and woken the queues.
-    pub(crate) fn join(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (m, cv) = &*self.exited;
-        let mut n = lock(m);
-        while *n < self.count {
+    /// Waits until woken or `until`, then moves the queued indices into `out`.
+    fn wait_and_take(&self, until: Instant, out: &mut Vec<u32>) {
+        let mut q = lock(&self.inner);
+        while !q.woken {
             let now = Instant::now();
-            if now >= deadline {
+            if now >= until {
                 break;
             }
-            n = cv
-                .wait_timeout(n, deadline - now)
+            q = self
+                .cv
+                .wait_timeout(q, until - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let all = *n >= self.count;
-        drop(n);
-        if let Some(rt) = self.runtime.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // Inside some runtime: blocking on the threads is not allowed here.
-                rt.shutdown_background();
-            } else {
-                rt.shutdown_timeout(Duration::from_secs(1));
-            }
-        }
-        all
+        q.woken = false;
+        std::mem::swap(&mut q.items, out);
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.inner).items.is_empty()
     }
 }
 
-async fn worker_loop(core: &Core, w: usize) {
+/// A draining slot whose last batch failed, waiting to be retried.
+#[derive(Debug)]
+struct Retry {
+    idx: u32,
+    generation: u64,
+    at: Instant,
+    pause: Duration,
+    /// The flush epoch its writes were queued at (holds flushes back).
+    epoch: u64,
+    /// When the drain gives up (the last attempt is made then).
+    deadline: Instant,
+}
+
+impl Retry {
+    /// Schedules the next attempt: the pause doubles, and the last attempt
+    /// is made at the deadline.
+    fn later(&mut self, now: Instant) {
+        self.pause = (self.pause * 2).min(RETRY_MAX);
+        self.at = (now + self.pause).min(self.deadline);
+    }
+}
+
+/// The worker threads.
+#[derive(Debug)]
+pub(crate) struct Workers {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `core.config.workers` worker threads.
+    pub(crate) fn start(core: &Arc<Core>) -> Result<Workers> {
+        let mut threads = Vec::with_capacity(core.config.workers);
+        for w in 0..core.config.workers {
+            let c = core.clone();
+            c.alive_workers.fetch_add(1, Ordering::AcqRel);
+            let spawned = std::thread::Builder::new()
+                .name("tracepool-worker".into())
+                .spawn(move || {
+                    worker_loop(&c, w);
+                    c.alive_workers.fetch_sub(1, Ordering::AcqRel);
+                    c.flush.retire(w);
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    core.alive_workers.fetch_sub(1, Ordering::AcqRel);
+                    core.stopping.store(true, Ordering::Release);
+                    for q in core.queues.iter() {
+                        q.wake();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(Error::Config(format!(
+                        "cannot start worker thread {w}: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(Workers { threads })
+    }
+
+    /// Waits for every worker to exit. The caller has set `core.stopping`
+    /// and woken the queues; workers finish what is queued first.
+    pub(crate) fn join(&mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_loop(core: &Core, w: usize) {
     let queue = &core.queues[w];
-    let mut batch: Vec<u32> = Vec::new();
+    let interval = core.config.flush_interval;
+    let mut items: Vec<u32> = Vec::new();
+    let mut retries: Vec<Retry> = Vec::new();
     let mut scratch = WriteScratch::default();
-    let mut tick = tokio::time::interval(core.config.flush_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_tick = Instant::now() + interval;
     loop {
         let stopping = core.stopping.load(Ordering::Acquire);
-        std::mem::swap(&mut *lock(&queue.items), &mut batch);
-        for idx in batch.drain(..) {
-            core.flush_slot(idx, &mut scratch);
+        let next_retry = retries.iter().map(|r| r.at).min();
+        let until = if stopping {
+            // Finish what is queued at once; keep the retry pauses.
+            next_retry.unwrap_or_else(Instant::now)
+        } else {
+            next_retry.map_or(next_tick, |r| r.min(next_tick))
+        };
+        queue.wait_and_take(until, &mut items);
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + interval;
         }
-        if stopping {
+        let epoch = core.flush.epoch();
+        let mut blocked = u64::MAX;
+        for idx in items.drain(..) {
+            match core.process(idx, None, &mut scratch) {
+                Outcome::Done => {}
+                Outcome::Failed { epoch } => blocked = blocked.min(epoch),
+                Outcome::Retry {
+                    generation,
+                    epoch,
+                    deadline,
+                } => retries.push(Retry {
+                    idx,
+                    generation,
+                    at: (now + RETRY_FIRST).min(deadline),
+                    pause: RETRY_FIRST,
+                    epoch,
+                    deadline,
+                }),
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < retries.len() {
+            if retries[i].at > now {
+                i += 1;
+                continue;
+            }
+            let r = &mut retries[i];
+            match core.process(r.idx, Some(r.generation), &mut scratch) {
+                Outcome::Retry { epoch, .. } => {
+                    r.later(now);
+                    r.epoch = r.epoch.min(epoch);
+                    i += 1;
+                }
+                _ => {
+                    retries.swap_remove(i);
+                }
+            }
+        }
+        for r in &retries {
+            blocked = blocked.min(r.epoch);
+        }
+        core.flush.complete(w, epoch.min(blocked));
+        if stopping && retries.is_empty() && queue.is_empty() {
             return;
-        }
-        tokio::select! {
-            _ = queue.notify.notified() => {}
-            _ = tick.tick() => {}
         }
     }
 }

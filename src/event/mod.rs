@@ -125,14 +125,14 @@ pub struct Event {
     /// Emission time, ms since the epoch (non-decreasing within a trace).
     pub timestamp: i64,
     pub(crate) bytes: Bytes,
-    pub(crate) data_range: (u32, u32),
+    pub(crate) data_range: (usize, usize),
 }
 
 impl Event {
     /// The payload (`data` of the wire envelope), decoded.
     pub fn data(&self) -> Value {
         let (a, b) = self.data_range;
-        serde_json::from_slice(&self.bytes[a as usize..b as usize]).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.bytes[a..b]).unwrap_or(Value::Null)
     }
 
     /// The wire format: the reference's snake_case envelope
@@ -223,7 +223,7 @@ pub(crate) struct StoredEvent {
     pub(crate) node: Option<crate::id::ShortId>,
     pub(crate) space: Option<crate::id::ShortId>,
     pub(crate) bytes: Bytes,
-    pub(crate) data_range: (u32, u32),
+    pub(crate) data_range: (usize, usize),
 }
 
 impl StoredEvent {

@@ -38,7 +38,7 @@ pub(crate) fn encode(
     space_id: &str,
     timestamp: i64,
     data: impl FnOnce(&mut JsonOut<'_>),
-) -> (Bytes, (u32, u32)) {
+) -> (Bytes, (usize, usize)) {
     if arena.capacity() - arena.len() < 1024 {
         arena.reserve(ARENA_CHUNK);
     }
@@ -59,7 +59,7 @@ pub(crate) fn encode(
     arena.put_slice(br#","seq":"#);
     put_int(arena, seq);
     arena.put_u8(b'}');
-    (arena.split().freeze(), (start as u32, end as u32))
+    (arena.split().freeze(), (start, end))
 }
 
 #[derive(Deserialize)]
@@ -91,7 +91,7 @@ pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
         Some(raw) => {
             let s = raw.get();
             let off = s.as_ptr() as usize - bytes.as_ptr() as usize;
-            (off as u32, (off + s.len()) as u32)
+            (off, off + s.len())
         }
         None => (0, 0),
     };
@@ -133,7 +133,7 @@ mod tests {
             text,
             r#"{"type":"node_start","trace_id":"t1","node_id":"abcdefghijkl","space_id":"","timestamp":42,"data":{"node":{"id":"x"}},"seq":7}"#
         );
-        assert_eq!(&text[r.0 as usize..r.1 as usize], r#"{"node":{"id":"x"}}"#);
+        assert_eq!(&text[r.0..r.1], r#"{"node":{"id":"x"}}"#);
         let ev = decode(b.clone(), "mem").unwrap();
         assert_eq!(ev.seq, 7);
         assert_eq!(ev.kind, EventKind::NodeStart);

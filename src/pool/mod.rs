@@ -1,31 +1,45 @@
-//! The slot pool: trace slots preallocated at build time, a lock-free free
-//! list of their indices, and the exhaustion policy.
+//! The slot pool: slots preallocated at build time, a lock-free free list of
+//! their indices, the lease of each checkout, the queue of callers waiting
+//! for a slot, and the exhaustion policy.
 //!
-//! A slot is checked out by `create`/`open` and checked back in by `release`
-//! after its state was reset in place. Slots live in chunks that never move:
-//! the first chunk holds the configured capacity; under [`Exhausted::Grow`]
-//! each new chunk doubles the total. A slot's address is therefore stable for
-//! the life of the engine, and handles refer to it by index plus generation.
+//! A slot is checked out by `create`/`open`, and checked back in once its
+//! occupant was released and reset. Between the two it is *in use*, and
+//! after a release that still has writes for the storage driver it is
+//! *draining* (not in use, not yet free); `free + in_use + draining` is the
+//! capacity at every moment ([`SlotPool::gauges`]).
 //!
-//! This module owns slot storage and checkout/checkin; what a slot contains
-//! ([`TraceState`]) and its reset belong to `crate::trace`.
+//! Slots live in chunks that never move: the first chunk holds the
+//! configured capacity; under [`Exhausted::Grow`] each new chunk doubles the
+//! total. A slot's address is stable for the life of the pool, so handles
+//! refer to it by index plus generation.
+//!
+//! This module is generic over what a slot holds: it owns storage, checkout
+//! and checkin, leases and waiting, not the trace state (that is
+//! `crate::trace`'s), and it never resets a slot itself.
 
 mod free_list;
+pub(crate) mod lease;
+mod waiters;
 
+use std::future::{Future, poll_fn};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::loom::AtomicU32;
-use crate::trace::state::{Limits, TraceState};
 use free_list::{FreeList, Links, NIL};
+pub(crate) use lease::{Dropped, Lease};
+use waiters::Waiters;
 
 /// What `create`/`open` do when every slot is in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exhausted {
     /// Wait up to this long for a slot to be released, then fail with
-    /// [`Error::PoolExhausted`].
+    /// [`Error::PoolExhausted`]. [`Engine::create`](crate::Engine::create)
+    /// blocks the calling thread while it waits;
+    /// [`Engine::create_async`](crate::Engine::create_async) does not.
     Wait(Duration),
     /// Fail at once with [`Error::PoolExhausted`].
     Error,
@@ -39,19 +53,20 @@ impl Default for Exhausted {
     }
 }
 
-/// One trace slot.
+/// One slot: what it holds, its free-list link and the lease of its checkout.
 #[derive(Debug)]
-pub(crate) struct Slot {
-    /// The trace held by this slot; one lock serialises every operation of a trace.
-    pub(crate) state: Mutex<TraceState>,
-    /// Serialises driver writes of this slot (worker batches and the final
-    /// flush in `release`) so batches reach the driver in seq order.
-    pub(crate) io: Mutex<()>,
-    /// Free-list link.
+pub(crate) struct Slot<T> {
+    value: T,
     next_free: AtomicU32,
-    /// `(generation << 8) | status` of the last trace released from this slot,
-    /// so a stale handle can still report the status its trace ended with.
-    pub(crate) released: AtomicU64,
+    /// Handles of the current checkout (see [`lease`]).
+    pub(crate) lease: Lease,
+}
+
+impl<T> std::ops::Deref for Slot<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
 }
 
 /// Locks a mutex, recovering from poisoning: a panic elsewhere must not make
@@ -61,49 +76,74 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const MAX_CHUNKS: usize = 24;
+const GAUGE_SHIFT: u32 = 32;
+const IN_USE_ONE: u64 = 1;
+const DRAINING_ONE: u64 = 1 << GAUGE_SHIFT;
 
-/// Preallocated slots plus the free list.
-#[derive(Debug)]
-pub(crate) struct SlotPool {
-    chunks: [OnceLock<Box<[Slot]>>; MAX_CHUNKS],
+/// A point-in-time view of the pool's occupancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gauges {
+    pub(crate) capacity: usize,
+    pub(crate) in_use: usize,
+    pub(crate) draining: usize,
+    pub(crate) free: usize,
+    pub(crate) peak: usize,
+    pub(crate) grown: usize,
+}
+
+/// Preallocated slots, the free list and the waiters.
+pub(crate) struct SlotPool<T> {
+    chunks: [OnceLock<Box<[Slot<T>]>>; MAX_CHUNKS],
     base: usize,
     chunk_count: AtomicUsize,
     capacity: AtomicUsize,
     free: FreeList,
-    in_use: AtomicUsize,
+    /// In-use slots (low 32 bits) and draining slots (high 32 bits), in one
+    /// word so that a slot moves from one to the other in one step.
+    gauges: AtomicU64,
     peak: AtomicUsize,
     grown: AtomicUsize,
     grow_lock: Mutex<()>,
-    waiters: AtomicUsize,
-    wait_lock: Mutex<()>,
-    wait_cv: Condvar,
+    waiters: Waiters,
     policy: Exhausted,
-    limits: Limits,
+    make: Box<dyn Fn() -> T + Send + Sync>,
 }
 
-impl Links for SlotPool {
+impl<T> std::fmt::Debug for SlotPool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotPool")
+            .field("gauges", &self.gauges())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Links for SlotPool<T> {
     fn link(&self, idx: u32) -> &AtomicU32 {
         &self.get(idx).next_free
     }
 }
 
-impl SlotPool {
-    pub(crate) fn new(capacity: usize, policy: Exhausted, limits: Limits) -> SlotPool {
+impl<T> SlotPool<T> {
+    /// A pool of `capacity` slots, each holding `make()`.
+    pub(crate) fn new(
+        capacity: usize,
+        policy: Exhausted,
+        make: impl Fn() -> T + Send + Sync + 'static,
+    ) -> SlotPool<T> {
         let pool = SlotPool {
             chunks: std::array::from_fn(|_| OnceLock::new()),
             base: capacity.max(1),
             chunk_count: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             free: FreeList::new(),
-            in_use: AtomicUsize::new(0),
+            gauges: AtomicU64::new(0),
             peak: AtomicUsize::new(0),
             grown: AtomicUsize::new(0),
             grow_lock: Mutex::new(()),
-            waiters: AtomicUsize::new(0),
-            wait_lock: Mutex::new(()),
-            wait_cv: Condvar::new(),
+            waiters: Waiters::default(),
             policy,
-            limits,
+            make: Box::new(make),
         };
         pool.add_chunk();
         pool
@@ -125,15 +165,14 @@ impl SlotPool {
             return false;
         }
         let (start, len) = self.chunk_bounds(k);
-        if start + len > NIL as usize {
+        if start + len >= NIL as usize {
             return false;
         }
-        let slots: Box<[Slot]> = (0..len)
+        let slots: Box<[Slot<T>]> = (0..len)
             .map(|_| Slot {
-                state: Mutex::new(TraceState::new(self.limits)),
-                io: Mutex::new(()),
+                value: (self.make)(),
                 next_free: AtomicU32::new(NIL),
-                released: AtomicU64::new(0),
+                lease: Lease::new(),
             })
             .collect();
         if self.chunks[k].set(slots).is_err() {
@@ -141,7 +180,8 @@ impl SlotPool {
         }
         self.chunk_count.store(k + 1, Ordering::Release);
         self.capacity.store(start + len, Ordering::Release);
-        // Push in reverse so that low indices are handed out first.
+        // Push in reverse so that low indices are handed out first. Indices
+        // are below NIL (checked above), so they fit in a u32.
         for i in (start..start + len).rev() {
             self.free.push(self, i as u32);
         }
@@ -149,7 +189,7 @@ impl SlotPool {
     }
 
     /// The slot at `idx`. Indices come only from this pool, so they are in range.
-    pub(crate) fn get(&self, idx: u32) -> &Slot {
+    pub(crate) fn get(&self, idx: u32) -> &Slot<T> {
         let i = idx as usize;
         let k = if i < self.base {
             0
@@ -163,98 +203,148 @@ impl SlotPool {
         &chunk[i - start]
     }
 
-    /// Iterates over every allocated slot index.
+    /// Every allocated slot index.
     pub(crate) fn indices(&self) -> std::ops::Range<u32> {
-        0..self.capacity.load(Ordering::Acquire) as u32
+        // The capacity never exceeds NIL (see `add_chunk`).
+        0..u32::try_from(self.capacity.load(Ordering::Acquire)).unwrap_or(NIL)
     }
 
-    fn took(&self) {
-        let n = self.in_use.fetch_add(1, Ordering::AcqRel) + 1;
-        self.peak.fetch_max(n, Ordering::AcqRel);
+    fn pop(&self) -> Option<u32> {
+        let i = self.free.pop(self)?;
+        let n = self.gauges.fetch_add(IN_USE_ONE, Ordering::AcqRel) + IN_USE_ONE;
+        self.peak
+            .fetch_max((n & (DRAINING_ONE - 1)) as usize, Ordering::AcqRel);
+        Some(i)
     }
 
-    /// Checks out a free slot, applying the exhaustion policy.
-    pub(crate) fn checkout(&self) -> Result<u32> {
-        if let Some(i) = self.free.pop(self) {
-            self.took();
-            return Ok(i);
+    /// Checks out a free slot without waiting: `Ok(None)` when the policy is
+    /// `Wait` and every slot is taken.
+    fn checkout_now(&self) -> Result<Option<u32>> {
+        if let Some(i) = self.pop() {
+            return Ok(Some(i));
         }
         match self.policy {
-            Exhausted::Error => Err(self.exhausted()),
-            Exhausted::Grow => loop {
-                {
-                    let _g = lock(&self.grow_lock);
-                    if let Some(i) = self.free.pop(self) {
-                        self.took();
-                        return Ok(i);
-                    }
-                    let before = self.capacity.load(Ordering::Acquire);
-                    if !self.add_chunk() {
-                        return Err(self.exhausted());
-                    }
-                    self.grown.fetch_add(
-                        self.capacity.load(Ordering::Acquire) - before,
-                        Ordering::AcqRel,
-                    );
-                }
-                if let Some(i) = self.free.pop(self) {
-                    self.took();
+            Exhausted::Error => Err(Error::PoolExhausted),
+            Exhausted::Grow => self.grow_and_pop().map(Some),
+            Exhausted::Wait(_) => Ok(None),
+        }
+    }
+
+    fn grow_and_pop(&self) -> Result<u32> {
+        loop {
+            {
+                let _g = lock(&self.grow_lock);
+                if let Some(i) = self.pop() {
                     return Ok(i);
                 }
-            },
-            Exhausted::Wait(timeout) => {
-                let deadline = Instant::now() + timeout;
-                let mut g = lock(&self.wait_lock);
-                self.waiters.fetch_add(1, Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
-                let result = loop {
-                    if let Some(i) = self.free.pop(self) {
-                        self.took();
-                        break Ok(i);
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break Err(self.exhausted());
-                    }
-                    g = self
-                        .wait_cv
-                        .wait_timeout(g, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                };
-                self.waiters.fetch_sub(1, Ordering::SeqCst);
-                result
+                let before = self.capacity.load(Ordering::Acquire);
+                if !self.add_chunk() {
+                    return Err(Error::PoolExhausted);
+                }
+                self.grown.fetch_add(
+                    self.capacity.load(Ordering::Acquire) - before,
+                    Ordering::AcqRel,
+                );
+            }
+            if let Some(i) = self.pop() {
+                return Ok(i);
             }
         }
     }
 
-    fn exhausted(&self) -> Error {
-        Error::PoolExhausted
-    }
-
-    /// Returns a reset slot to the free list and wakes one waiter.
-    pub(crate) fn checkin(&self, idx: u32) {
-        self.free.push(self, idx);
-        self.in_use.fetch_sub(1, Ordering::AcqRel);
-        // Pairs with the fence in `checkout`: either the waiter sees the
-        // pushed index or we see the waiter.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _g = lock(&self.wait_lock);
-            self.wait_cv.notify_one();
+    /// Checks out a free slot, applying the exhaustion policy; `Wait` blocks
+    /// the calling thread.
+    pub(crate) fn checkout(&self) -> Result<u32> {
+        if let Some(i) = self.checkout_now()? {
+            return Ok(i);
         }
+        let Exhausted::Wait(timeout) = self.policy else {
+            return Err(Error::PoolExhausted);
+        };
+        self.waiters
+            .wait_take(Instant::now() + timeout, || self.pop())
+            .ok_or(Error::PoolExhausted)
     }
 
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity.load(Ordering::Acquire)
+    /// Checks out a free slot, applying the exhaustion policy; `Wait` waits
+    /// without blocking the thread, until a slot is free or `sleep(timeout)`
+    /// completes. Cancel safe: a dropped future holds no slot and passes on
+    /// any wake-up it received.
+    pub(crate) async fn checkout_async<S: Future<Output = ()>>(
+        &self,
+        sleep: impl FnOnce(Duration) -> S,
+    ) -> Result<u32> {
+        if let Some(i) = self.checkout_now()? {
+            return Ok(i);
+        }
+        let Exhausted::Wait(timeout) = self.policy else {
+            return Err(Error::PoolExhausted);
+        };
+        let sleep = sleep(timeout);
+        let mut sleep = std::pin::pin!(sleep);
+        let mut place = self.waiters.place();
+        poll_fn(|cx| {
+            if let Poll::Ready(i) = self.waiters.poll_take(&mut place, cx, &mut || self.pop()) {
+                return Poll::Ready(Ok(i));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Error::PoolExhausted));
+            }
+            Poll::Pending
+        })
+        .await
     }
-    pub(crate) fn in_use(&self) -> usize {
-        self.in_use.load(Ordering::Acquire)
+
+    fn push_free(&self, idx: u32) {
+        self.free.push(self, idx);
+        self.waiters.notify_freed();
     }
-    pub(crate) fn peak(&self) -> usize {
-        self.peak.load(Ordering::Acquire)
+
+    /// Returns an in-use slot, already reset, to the free list.
+    pub(crate) fn checkin(&self, idx: u32) {
+        self.gauges.fetch_sub(IN_USE_ONE, Ordering::AcqRel);
+        self.push_free(idx);
     }
-    pub(crate) fn grown(&self) -> usize {
-        self.grown.load(Ordering::Acquire)
+
+    /// An in-use slot starts draining (released, still writing).
+    pub(crate) fn start_draining(&self) {
+        // in_use >= 1 here, so subtracting one from the low half never borrows.
+        self.gauges
+            .fetch_add(DRAINING_ONE - IN_USE_ONE, Ordering::AcqRel);
+    }
+
+    /// Returns a drained slot, already reset, to the free list.
+    pub(crate) fn checkin_drained(&self, idx: u32) {
+        self.gauges.fetch_sub(DRAINING_ONE, Ordering::AcqRel);
+        self.push_free(idx);
+    }
+
+    /// Whether a caller waits for a free slot.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.is_waiting()
+    }
+
+    /// Whether at most a quarter of the slots is free.
+    pub(crate) fn is_scarce(&self) -> bool {
+        let g = self.gauges();
+        g.free.saturating_mul(4) <= g.capacity
+    }
+
+    /// Occupancy now: `free + in_use + draining == capacity`.
+    pub(crate) fn gauges(&self) -> Gauges {
+        let g = self.gauges.load(Ordering::Acquire);
+        // Read after the gauges: the capacity only grows, so it is at least
+        // what it was when those slots were counted.
+        let capacity = self.capacity.load(Ordering::Acquire);
+        let in_use = (g & (DRAINING_ONE - 1)) as usize;
+        let draining = (g >> GAUGE_SHIFT) as usize;
+        Gauges {
+            capacity,
+            in_use,
+            draining,
+            free: capacity.saturating_sub(in_use + draining),
+            peak: self.peak.load(Ordering::Acquire),
+            grown: self.grown.load(Ordering::Acquire),
+        }
     }
 }

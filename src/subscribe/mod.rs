@@ -13,17 +13,21 @@
 //!
 //! # Lagging
 //!
-//! A subscriber whose cursor is more than `subscriber_buffer` events behind
-//! the newest event, or older than the retained history, receives one
-//! [`Delivery::Lagged`] with the number of events skipped and continues from
-//! the oldest event still within its bound. The writer never waits for readers.
+//! Let `h` be the newest seq when the subscription was made. Events up to
+//! `h` (the replay) are all delivered, except those already evicted from the
+//! retained history: a cursor older than the history gets one
+//! [`Delivery::Lagged`] for the evicted run first. Once the subscriber has
+//! passed `h`, whenever it is more than `subscriber_buffer` events behind the
+//! newest event it skips to `newest - subscriber_buffer + 1` with one
+//! `Lagged { missed }`. The writer never waits for readers.
 //!
 //! # Ending
 //!
 //! The stream ends (`None`) after the `complete` event is delivered. When the
-//! trace is released first, the events a subscriber has not read yet are
-//! moved into the subscription itself (its tail) before the slot is reset;
-//! the stream ends once the tail is drained. Dropping a subscription
+//! trace is released first, its retained history moves into one shared,
+//! read-only [`Frozen`] that every subscriber with unread events keeps a
+//! reference to (release costs one step per subscriber, no copy per event);
+//! each stream ends once it has read it. Dropping a subscription
 //! unsubscribes it. No task or thread exists per subscription.
 
 use std::collections::VecDeque;
@@ -36,6 +40,7 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 
 use crate::engine::Core;
+use crate::error::{Error, Result};
 use crate::event::{Delivery, EventKind, StoredEvent};
 use crate::id::TraceId;
 use crate::pool::lock;
@@ -47,17 +52,13 @@ pub(crate) struct SubShared {
     /// Seq of the next event to deliver. While attached it is only changed
     /// under the slot lock.
     next_seq: AtomicU64,
+    /// Newest seq when the subscription was made (`h` of the lag rule).
+    replay_end: u64,
     waker: AtomicWaker,
-    /// Set (under the slot lock) once the trace was released and the
-    /// remaining events were moved into `tail`.
+    /// Set (under the slot lock) once the trace was released and `frozen`
+    /// was filled in.
     detached: AtomicBool,
-    tail: Mutex<Tail>,
-}
-
-#[derive(Debug, Default)]
-struct Tail {
-    lagged: u64,
-    events: VecDeque<StoredEvent>,
+    frozen: Mutex<Option<Arc<Frozen>>>,
 }
 
 impl SubShared {
@@ -66,40 +67,85 @@ impl SubShared {
     }
 }
 
-/// Computes where a cursor at `next` may resume in `st`, given the bound:
-/// returns the new cursor and how many events are skipped.
-fn clamp_cursor(st: &TraceState, mut next: u64) -> (u64, u64) {
-    let oldest = st.oldest_seq();
-    let end = st.next_seq; // one past the newest
-    let mut missed = 0;
-    if next < oldest {
-        missed += oldest - next;
-        next = oldest;
-    }
-    let bound = st.limits.subscriber_buffer as u64;
-    if end > next && end - next > bound {
-        missed += end - next - bound;
-        next = end - bound;
-    }
-    (next, missed)
+/// The retained history of a released trace, shared read-only by its
+/// subscribers that had not read all of it.
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    events: VecDeque<StoredEvent>,
+    /// One past the newest seq.
+    end: u64,
+    bound: u64,
 }
 
-/// Detaches every subscriber of a trace that is being released: what each
-/// has not read yet (within its bound) moves into its tail, then it is woken.
-/// Runs under the slot lock, before the reset.
+/// A view of a history: the retained events and where they end.
+struct History<'a> {
+    events: &'a VecDeque<StoredEvent>,
+    end: u64,
+    bound: u64,
+}
+
+impl History<'_> {
+    fn oldest(&self) -> u64 {
+        self.events.front().map_or(self.end, |e| e.seq)
+    }
+
+    fn get(&self, seq: u64) -> Option<&StoredEvent> {
+        let oldest = self.oldest();
+        if seq < oldest {
+            return None;
+        }
+        usize::try_from(seq - oldest)
+            .ok()
+            .and_then(|i| self.events.get(i))
+    }
+
+    /// Where a cursor at `next` may resume under the lag rule: the new
+    /// cursor and how many events it skips.
+    fn clamp(&self, mut next: u64, replay_end: u64) -> (u64, u64) {
+        let oldest = self.oldest();
+        let mut missed = 0;
+        if next < oldest {
+            missed += oldest - next;
+            next = oldest;
+        }
+        if next > replay_end && self.end > next && self.end - next > self.bound {
+            missed += self.end - next - self.bound;
+            next = self.end - self.bound;
+        }
+        (next, missed)
+    }
+}
+
+fn live_history(st: &TraceState) -> History<'_> {
+    History {
+        events: &st.history,
+        end: st.next_seq,
+        bound: st.limits.subscriber_buffer as u64,
+    }
+}
+
+/// Detaches every subscriber of a trace that is being released. If any of
+/// them has unread events, the retained history moves (no copy) into one
+/// shared [`Frozen`] they all keep; each is then woken. Runs under the slot
+/// lock, before the slot drains or is reset.
 pub(crate) fn detach_all(st: &mut TraceState) {
     let subs = std::mem::take(&mut st.subs);
+    if subs.is_empty() {
+        st.subs = subs;
+        return;
+    }
+    let unread = subs
+        .iter()
+        .any(|s| s.next_seq.load(Ordering::Relaxed) < st.next_seq);
+    let frozen = unread.then(|| {
+        Arc::new(Frozen {
+            events: std::mem::take(&mut st.history),
+            end: st.next_seq,
+            bound: st.limits.subscriber_buffer as u64,
+        })
+    });
     for sub in &subs {
-        let (next, missed) = clamp_cursor(st, sub.next_seq.load(Ordering::Relaxed));
-        {
-            let mut tail = lock(&sub.tail);
-            tail.lagged = missed;
-            for seq in next..st.next_seq {
-                if let Some(ev) = st.event_at(seq) {
-                    tail.events.push_back(ev.clone());
-                }
-            }
-        }
+        *lock(&sub.frozen) = frozen.clone();
         sub.detached.store(true, Ordering::Release);
         sub.wake();
     }
@@ -109,13 +155,24 @@ pub(crate) fn detach_all(st: &mut TraceState) {
 }
 
 /// Registers a subscription starting at `start_seq` in `st` (under the slot lock).
-pub(crate) fn register(st: &mut TraceState, start_seq: u64) -> Arc<SubShared> {
+///
+/// # Errors
+/// `LimitExceeded` when the trace has `max_subscribers` subscriptions.
+pub(crate) fn register(st: &mut TraceState, start_seq: u64) -> Result<Arc<SubShared>> {
+    let limit = st.limits.max_subscribers;
+    if st.subs.len() >= limit {
+        return Err(Error::LimitExceeded {
+            what: "subscribers",
+            limit,
+        });
+    }
     let shared = Arc::new(SubShared {
         next_seq: AtomicU64::new(start_seq.max(1)),
+        replay_end: st.next_seq - 1,
         ..SubShared::default()
     });
     st.subs.push(shared.clone());
-    shared
+    Ok(shared)
 }
 
 enum Step {
@@ -164,6 +221,8 @@ pub struct Subscription {
     /// The event at the cursor, taken together with a `Lagged` report so that
     /// one gap gives exactly one `Lagged`, followed by an event.
     stash: Option<StoredEvent>,
+    /// The released trace's history, once detached.
+    frozen: Option<Arc<Frozen>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -195,6 +254,7 @@ impl Subscription {
             min_ts,
             ended: false,
             stash: None,
+            frozen: None,
         }
     }
 
@@ -274,69 +334,102 @@ impl Subscription {
             return self.deliver(&ev);
         }
         if self.shared.detached.load(Ordering::Acquire) {
-            return self.step_tail();
+            return self.step_frozen();
         }
         let slot = self.core.pool.get(self.idx);
         let st = lock(&slot.state);
-        if st.generation != self.generation || !st.live {
+        if !st.is_live(self.generation) {
             drop(st);
-            // Released: detach_all ran (under the lock we just took) before the reset.
+            // Released: detach_all ran (under the lock we just took) before
+            // the slot moved on.
             return if self.shared.detached.load(Ordering::Acquire) {
-                self.step_tail()
+                self.step_frozen()
             } else {
                 Step::End
             };
         }
-        let (mut next, missed) = clamp_cursor(&st, self.shared.next_seq.load(Ordering::Relaxed));
-        if missed > 0 {
-            // Take the first event after the gap now, under the same lock, so
-            // the writer cannot push it out of bounds before it is delivered.
-            while let Some(ev) = st.event_at(next) {
-                next += 1;
-                if ev.timestamp >= self.min_ts {
-                    self.stash = Some(ev.clone());
-                    break;
-                }
-            }
-            self.shared.next_seq.store(next, Ordering::Relaxed);
-            return self.lagged(missed);
-        }
-        while next < st.next_seq {
-            let Some(ev) = st.event_at(next) else { break };
-            next += 1;
-            if ev.timestamp < self.min_ts {
-                continue;
-            }
-            self.shared.next_seq.store(next, Ordering::Relaxed);
-            let ev = ev.clone();
-            drop(st);
-            return self.deliver(&ev);
-        }
-        self.shared.next_seq.store(next, Ordering::Relaxed);
-        if st.finished {
+        let next = next_from(
+            &self.shared,
+            self.min_ts,
+            &mut self.stash,
+            &live_history(&st),
+        );
+        let finished = st.finished;
+        drop(st);
+        match next {
+            Some(n) => self.step_for(n),
             // A finished trace emits nothing more, and `complete` is behind us.
-            Step::End
-        } else {
-            Step::Wait
+            None if finished => Step::End,
+            None => Step::Wait,
         }
     }
 
-    fn step_tail(&mut self) -> Step {
-        let mut tail = lock(&self.shared.tail);
-        if tail.lagged > 0 {
-            let m = std::mem::take(&mut tail.lagged);
-            drop(tail);
-            return self.lagged(m);
+    fn step_frozen(&mut self) -> Step {
+        if self.frozen.is_none() {
+            self.frozen = lock(&self.shared.frozen).take();
         }
-        while let Some(ev) = tail.events.pop_front() {
-            if ev.timestamp < self.min_ts {
-                continue;
-            }
-            drop(tail);
-            return self.deliver(&ev);
+        let Some(frozen) = &self.frozen else {
+            return Step::End;
+        };
+        let h = History {
+            events: &frozen.events,
+            end: frozen.end,
+            bound: frozen.bound,
+        };
+        match next_from(&self.shared, self.min_ts, &mut self.stash, &h) {
+            Some(n) => self.step_for(n),
+            None => Step::End,
         }
-        Step::End
     }
+
+    fn step_for(&mut self, n: Next) -> Step {
+        match n {
+            Next::Event(ev) => self.deliver(&ev),
+            Next::Lagged(missed) => self.lagged(missed),
+        }
+    }
+}
+
+/// What a subscription delivers next.
+enum Next {
+    Event(StoredEvent),
+    Lagged(u64),
+}
+
+/// The next delivery from `h` at the subscription's cursor (advancing it),
+/// or `None` when it has read everything there is. After a gap, the first
+/// event behind it goes into `stash`, taken together with the `Lagged`.
+fn next_from(
+    shared: &SubShared,
+    min_ts: i64,
+    stash: &mut Option<StoredEvent>,
+    h: &History<'_>,
+) -> Option<Next> {
+    let (mut next, missed) = h.clamp(shared.next_seq.load(Ordering::Relaxed), shared.replay_end);
+    if missed > 0 {
+        // Take the first event after the gap now, under the same lock, so
+        // the writer cannot push it out of bounds before it is delivered.
+        while let Some(ev) = h.get(next) {
+            next += 1;
+            if ev.timestamp >= min_ts {
+                *stash = Some(ev.clone());
+                break;
+            }
+        }
+        shared.next_seq.store(next, Ordering::Relaxed);
+        return Some(Next::Lagged(missed));
+    }
+    while next < h.end {
+        let Some(ev) = h.get(next) else { break };
+        next += 1;
+        if ev.timestamp < min_ts {
+            continue;
+        }
+        shared.next_seq.store(next, Ordering::Relaxed);
+        return Some(Next::Event(ev.clone()));
+    }
+    shared.next_seq.store(next, Ordering::Relaxed);
+    None
 }
 
 impl futures_core::Stream for Subscription {
@@ -358,7 +451,7 @@ impl Drop for Subscription {
         }
         let slot = self.core.pool.get(self.idx);
         let mut st = lock(&slot.state);
-        if st.generation == self.generation
+        if st.is_live(self.generation)
             && let Some(i) = st.subs.iter().position(|s| Arc::ptr_eq(s, &self.shared))
         {
             st.subs.swap_remove(i);

@@ -17,9 +17,17 @@ use crate::subscribe::{Subscription, register};
 /// A handle to a loaded trace. Cheap to clone; `Send + Sync`; usable from
 /// many threads at once (operations on one trace are serialised by its slot lock).
 ///
-/// After [`release`](Trace::release), every `Result` method returns
-/// [`Error::Released`], `bool` methods return `false` and chainable logs do
-/// nothing.
+/// # Lifecycle
+///
+/// Handles of one trace (every clone of it, and every [`Node`] of it) share
+/// a count. **Dropping the last handle releases the trace**, like
+/// [`release`](Trace::release) (counted in `EngineStats::auto_released`),
+/// unless it was created with `TraceOptions::keep_loaded(true)`: an early
+/// `return` or `?` cannot leak its pool slot. A
+/// [`Subscription`] is not a handle.
+///
+/// After a release, every `Result` method returns [`Error::Released`],
+/// `bool` methods return `false` and chainable logs do nothing.
 ///
 /// # Examples
 /// ```
@@ -39,7 +47,7 @@ use crate::subscribe::{Subscription, register};
 /// assert!(matches!(trace.root(), Err(tracepool::Error::Released)));
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[must_use = "dropping the last handle releases the trace"]
 pub struct Trace {
     engine: Engine,
     idx: u32,
@@ -57,7 +65,33 @@ impl std::fmt::Debug for Trace {
     }
 }
 
+impl Clone for Trace {
+    fn clone(&self) -> Trace {
+        // Counted while the trace is loaded; a clone of a released handle
+        // is just as stale as the original.
+        self.engine
+            .core()
+            .pool
+            .get(self.idx)
+            .lease
+            .acquire(self.generation);
+        Trace {
+            engine: self.engine.clone(),
+            idx: self.idx,
+            generation: self.generation,
+            id: self.id,
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        self.engine.core().drop_handle(self.idx, self.generation);
+    }
+}
+
 impl Trace {
+    /// Wraps a handle whose lease the caller already counted.
     pub(crate) fn new(engine: Engine, idx: u32, generation: u64, id: TraceId) -> Trace {
         Trace {
             engine,
@@ -72,7 +106,7 @@ impl Trace {
     }
 
     fn node_handle(&self, st: &TraceState, n: u32) -> Node {
-        Node::new(
+        Node::counted(
             self.engine.clone(),
             self.idx,
             self.generation,
@@ -248,18 +282,20 @@ impl Trace {
     /// nothing). Running nodes are left as they are. Afterwards the trace is
     /// finished: reads work, mutations return `TraceFinished`.
     ///
-    /// With `TraceOptions::auto_archive(true)`, the trace's writes are then
-    /// flushed and the driver archives it before this returns.
+    /// With `TraceOptions::auto_archive(true)`, the trace's worker archives
+    /// it after handing its last writes to the driver; this call does no I/O
+    /// (use [`Engine::flush`] to wait for the archive; a failure is counted
+    /// in `EngineStats::persist_errors` and reported by `flush`).
     ///
     /// # Errors
-    /// `Released`, `ShutDown`; `Storage` when archiving failed (the trace is
-    /// complete all the same).
+    /// `Released`, `ShutDown`.
     pub fn mark_complete(&self) -> Result<()> {
-        let archive = self.with(|st| Ok(st.mark_complete() && st.auto_archive))?;
-        if archive {
-            self.engine.core().archive_now(self.idx, self.generation)?;
-        }
-        Ok(())
+        self.with(|st| {
+            if st.mark_complete() && st.auto_archive && st.limits.persists {
+                st.archive_requested = true;
+            }
+            Ok(())
+        })
     }
 
     /// Cancels the trace: unfinished nodes become `cancelled` (one
@@ -374,10 +410,12 @@ impl Trace {
 
     // ---- events ----------------------------------------------------------
 
-    /// Subscribes to the whole retained history, then live events.
+    /// Subscribes to the whole retained history, then live events (see
+    /// [`Subscription`] for the lag rule). A subscription does not keep the
+    /// trace loaded.
     ///
     /// # Errors
-    /// `Released`, `ShutDown`.
+    /// `LimitExceeded` (`"subscribers"`) at `max_subscribers`; `Released`, `ShutDown`.
     pub fn subscribe(&self) -> Result<Subscription> {
         self.subscribe_from(Cursor::Seq(0))
     }
@@ -386,7 +424,7 @@ impl Trace {
     /// events alike (see [`Subscription`]).
     ///
     /// # Errors
-    /// `Released`, `ShutDown`.
+    /// `LimitExceeded` (`"subscribers"`) at `max_subscribers`; `Released`, `ShutDown`.
     pub fn subscribe_from(&self, cursor: Cursor) -> Result<Subscription> {
         let core = self.engine.core();
         let (shared, min_ts) = self.with(|st| {
@@ -403,7 +441,7 @@ impl Trace {
                     (start, ms)
                 }
             };
-            Ok((register(st, start), min_ts))
+            Ok((register(st, start)?, min_ts))
         })?;
         Ok(Subscription::new(
             core.clone(),
@@ -434,12 +472,12 @@ impl Trace {
         })
     }
 
-    /// Releases the trace, like [`Engine::release`].
+    /// Releases the trace, like [`Engine::release`]: at once, without I/O,
+    /// whatever other handles exist (they get `Released` afterwards).
     ///
     /// # Errors
-    /// `Released` if this handle's trace was already released.
+    /// `Released` if this handle's trace was already released; `ShutDown`.
     pub fn release(&self) -> Result<()> {
-        self.engine
-            .release_handle(&self.id, self.idx, self.generation)
+        self.engine.release_handle(self.idx, self.generation)
     }
 }

@@ -41,3 +41,37 @@ pub(crate) mod state;
 
 pub use handle::Trace;
 pub use node::Node;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+
+use state::{Limits, TraceState};
+
+/// What one pool slot holds: a trace's state and what the engine keeps next
+/// to it.
+#[derive(Debug)]
+pub(crate) struct TraceSlot {
+    /// The trace; one lock serialises every operation of a trace.
+    pub(crate) state: Mutex<TraceState>,
+    /// Serialises driver writes of this slot (a worker holds it from taking
+    /// a batch until the driver returned), so batches reach the driver in
+    /// seq order and a removal can wait for a write in flight.
+    pub(crate) io: Mutex<()>,
+    /// `(generation << 8) | status` of the last trace released from this slot,
+    /// so a stale handle can still report the status its trace ended with.
+    pub(crate) released: AtomicU64,
+    /// When the occupant was last obtained through `load`/`open` (ms since
+    /// the epoch), for idle reaping of traces that stay loaded without handles.
+    pub(crate) last_load: AtomicI64,
+}
+
+impl TraceSlot {
+    pub(crate) fn new(limits: Limits, pending_total: Arc<AtomicUsize>) -> TraceSlot {
+        TraceSlot {
+            state: Mutex::new(TraceState::new(limits, pending_total)),
+            io: Mutex::new(()),
+            released: AtomicU64::new(0),
+            last_load: AtomicI64::new(0),
+        }
+    }
+}

@@ -15,7 +15,9 @@ use crate::options::{NodeOptions, ParallelInput};
 /// A handle to a node. Cheap to clone; `Send + Sync`.
 ///
 /// Node-level operations never move the trace's cursor (the current nodes)
-/// and emit events like their trace-level counterparts.
+/// and emit events like their trace-level counterparts. A node handle keeps
+/// its trace loaded like a [`Trace`](crate::Trace) handle does: the trace is
+/// released when the last handle of either kind is dropped.
 ///
 /// # Examples
 /// ```
@@ -33,7 +35,6 @@ use crate::options::{NodeOptions, ParallelInput};
 /// assert_eq!(trace.current_nodes()?[0].id, root.id()); // cursor unchanged
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Node {
     engine: Engine,
     idx: u32,
@@ -52,8 +53,34 @@ impl std::fmt::Debug for Node {
     }
 }
 
+impl Clone for Node {
+    fn clone(&self) -> Node {
+        Node::counted(
+            self.engine.clone(),
+            self.idx,
+            self.generation,
+            self.node,
+            self.id,
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.engine.core().drop_handle(self.idx, self.generation);
+    }
+}
+
 impl Node {
-    pub(crate) fn new(engine: Engine, idx: u32, generation: u64, node: u32, id: ShortId) -> Node {
+    /// A new handle, counted in the trace's lease while the trace is loaded.
+    pub(crate) fn counted(
+        engine: Engine,
+        idx: u32,
+        generation: u64,
+        node: u32,
+        id: ShortId,
+    ) -> Node {
+        engine.core().pool.get(idx).lease.acquire(generation);
         Node {
             engine,
             idx,
@@ -68,7 +95,7 @@ impl Node {
     }
 
     fn handle(&self, st: &TraceState, n: u32) -> Node {
-        Node::new(
+        Node::counted(
             self.engine.clone(),
             self.idx,
             self.generation,
@@ -163,7 +190,11 @@ impl Node {
         self.with(|st| st.set_metadata(Target::Node(self.node), key, value))
     }
 
-    /// Sets the status (`node_updated`); a terminal status also sets `end_time`.
+    /// Sets the status. `Completed`, `Failed` and `Cancelled` finish the node
+    /// exactly like [`complete`](Node::complete) / [`fail`](Node::fail)
+    /// (one `node_complete` or `node_failed`, end time set); `Skipped` is
+    /// terminal too (`node_updated`, end time set); `Pending`/`Running` emit
+    /// `node_updated`.
     ///
     /// # Errors
     /// `NodeFinished` if the node is already terminal; `TraceFinished`,

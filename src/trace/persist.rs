@@ -3,8 +3,9 @@
 //! lines, encoded in the reference's formats), putting it back after a failed
 //! write, and rebuilding a trace from a [`StoredTrace`] on `open`.
 //!
-//! Everything here runs on a worker (or in `release`/`open`), under the slot
-//! lock, never on the caller's hot path.
+//! Everything here runs on a worker (or in `open`), under the slot lock,
+//! never on the caller's hot path — except [`TraceState::stash_oldest_log_line`],
+//! which encodes a log line that must leave memory before a worker took it.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -20,15 +21,76 @@ use crate::event::StoredEvent;
 use crate::id::{ShortId, TraceId};
 use crate::model::TraceStatus;
 
-/// Reusable buffers for one batch (owned by a worker, or by `release`).
+/// Reusable buffers for one batch (owned by a worker).
 #[derive(Debug, Default)]
 pub(crate) struct WriteScratch {
     pub(crate) events: VecDeque<StoredEvent>,
     pub(crate) buf: Vec<u8>,
     pub(crate) docs: Vec<DocBuf>,
     pub(crate) logs: Vec<DocBuf>,
-    /// `logs_flushed` before this batch took its log lines.
-    log_from: usize,
+}
+
+/// Log lines already encoded for the driver, waiting for the next batch: lines
+/// that left memory before a worker took them, and lines of a failed batch.
+#[derive(Debug, Default)]
+pub(crate) struct EncodedLines {
+    buf: Vec<u8>,
+    lines: Vec<DocBuf>,
+}
+
+impl EncodedLines {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.lines.clear();
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Appends every line to `w`'s log lines (in order) and empties itself.
+    fn drain_into(&mut self, w: &mut WriteScratch) {
+        let base = w.buf.len();
+        w.buf.extend_from_slice(&self.buf);
+        w.logs.extend(self.lines.iter().map(|d| DocBuf {
+            range: (d.range.0 + base, d.range.1 + base),
+            ..*d
+        }));
+        self.clear();
+    }
+
+    /// Puts the log lines of a failed batch in front of the lines held here
+    /// (they are older). Returns their bytes.
+    fn prepend(&mut self, w: &WriteScratch) -> usize {
+        if w.logs.is_empty() {
+            return 0;
+        }
+        let mut buf = Vec::with_capacity(self.buf.len() + w.buf.len());
+        let mut lines = Vec::with_capacity(self.lines.len() + w.logs.len());
+        for d in &w.logs {
+            let start = buf.len();
+            buf.extend_from_slice(&w.buf[d.range.0..d.range.1]);
+            lines.push(DocBuf {
+                range: (start, buf.len()),
+                ..*d
+            });
+        }
+        let added = buf.len();
+        for d in &self.lines {
+            let start = buf.len();
+            buf.extend_from_slice(&self.buf[d.range.0..d.range.1]);
+            lines.push(DocBuf {
+                range: (start, buf.len()),
+                ..*d
+            });
+        }
+        self.buf = buf;
+        self.lines = lines;
+        added
+    }
 }
 
 impl WriteScratch {
@@ -50,40 +112,62 @@ fn push_doc(w: &mut WriteScratch, kind: DocKind, id: ShortId, f: impl FnOnce(&mu
     w.docs.push(DocBuf {
         kind,
         id,
-        range: (start as u32, w.buf.len() as u32),
+        range: (start, w.buf.len()),
         n: 0,
     });
 }
 
 impl TraceState {
+    /// Encodes the log line at `logs[rel]` (its index in the whole log is
+    /// `logs_base + rel`) as one line of the node's log file.
+    fn encode_log_line(&self, rel: usize, buf: &mut Vec<u8>) -> DocBuf {
+        let l = &self.logs[rel];
+        let node = self.nodes[l.node as usize].id;
+        let line = LogLine {
+            timestamp: l.timestamp,
+            level: l.level,
+            message: Cow::Borrowed(self.log_msg(l)),
+            data: l.data.clone(),
+            node_id: Cow::Borrowed(node.as_str()),
+        };
+        let start = buf.len();
+        // Serializing these plain structs into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, &line);
+        DocBuf {
+            kind: DocKind::Node,
+            id: node,
+            range: (start, buf.len()),
+            n: (self.logs_base + rel) as u64,
+        }
+    }
+
+    /// The oldest in-memory log line is about to leave memory before it was
+    /// handed to the driver: keep it, encoded, for the next batch.
+    pub(crate) fn stash_oldest_log_line(&mut self) {
+        let mut lines = std::mem::take(&mut self.unflushed_lines);
+        let before = lines.buf.len();
+        let d = self.encode_log_line(0, &mut lines.buf);
+        lines.lines.push(d);
+        self.pending_bytes += lines.buf.len() - before;
+        self.unflushed_lines = lines;
+        self.account_pending();
+    }
+
     /// Moves everything queued for the driver into `w` (which must be empty).
     pub(crate) fn take_writes(&mut self, w: &mut WriteScratch) {
         std::mem::swap(&mut self.pending, &mut w.events);
+        self.pending_bytes = 0;
+        self.unpublish_pending();
         if !self.limits.documents {
             return;
         }
-        w.log_from = self.logs_flushed;
-        for li in self.logs_flushed..self.logs.len() {
-            let l = &self.logs[li];
-            let node = self.nodes[l.node as usize].id;
-            let line = LogLine {
-                timestamp: l.timestamp,
-                level: l.level,
-                message: Cow::Borrowed(&self.log_text[l.msg.0 as usize..l.msg.1 as usize]),
-                data: l.data.clone(),
-                node_id: Cow::Borrowed(node.as_str()),
-            };
-            let start = w.buf.len();
-            // Serializing these plain structs into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut w.buf, &line);
-            w.logs.push(DocBuf {
-                kind: DocKind::Node,
-                id: node,
-                range: (start as u32, w.buf.len() as u32),
-                n: li as u64,
-            });
+        self.unflushed_lines.drain_into(w);
+        let from = self.logs_flushed.max(self.logs_base) - self.logs_base;
+        for rel in from..self.logs.len() {
+            let d = self.encode_log_line(rel, &mut w.buf);
+            w.logs.push(d);
         }
-        self.logs_flushed = self.logs.len();
+        self.logs_flushed = self.logs_base + self.logs.len();
         let dirty = std::mem::take(&mut self.dirty_nodes);
         for &n in &dirty {
             let r = &mut self.nodes[n as usize];
@@ -177,7 +261,7 @@ impl TraceState {
             w.docs.push(DocBuf {
                 kind: DocKind::Info,
                 id: ShortId::EMPTY,
-                range: (start as u32, w.buf.len() as u32),
+                range: (start, w.buf.len()),
                 n: 0,
             });
         }
@@ -192,12 +276,15 @@ impl TraceState {
                 w.events.clear();
                 break;
             }
+            self.pending_bytes += ev.bytes.len();
             self.pending.push_front(ev);
         }
         if !self.limits.documents {
             return;
         }
-        self.logs_flushed = self.logs_flushed.min(w.log_from);
+        // The lines keep their encoding; newer lines are already queued
+        // behind them (or still in memory, after `logs_flushed`).
+        self.pending_bytes += self.unflushed_lines.prepend(w);
         for d in &w.docs {
             match d.kind {
                 DocKind::Info => self.info_dirty = true,
@@ -218,7 +305,7 @@ impl TraceState {
     pub(crate) fn restore(&mut self, id: TraceId, stored: StoredTrace) -> Result<()> {
         let r = self.restore_inner(id, stored);
         if r.is_err() {
-            self.pending.clear();
+            self.discard_writes();
             self.reset();
         }
         r
@@ -236,7 +323,7 @@ impl TraceState {
             ..
         } = stored;
         let loc = |what: &str| format!("trace {}: {what}", id.as_str());
-        self.live = true;
+        self.phase = super::state::Phase::Live;
         self.id = id;
         self.created_by = info.created_by;
         self.team_id = info.team_id;
@@ -250,7 +337,11 @@ impl TraceState {
         for n in &nodes {
             let sid = ShortId::parse(&n.id)
                 .ok_or_else(|| Error::corrupt(loc("nodes"), format!("bad node id {:?}", n.id)))?;
-            self.node_index.insert(sid, self.nodes.len() as u32);
+            let idx = u32::try_from(self.nodes.len())
+                .ok()
+                .filter(|&i| i < u32::MAX)
+                .ok_or_else(|| Error::corrupt(loc("nodes"), "too many nodes"))?;
+            self.node_index.insert(sid, idx);
             self.nodes.push(NodeRec {
                 id: sid,
                 parents: SmallVec::new(),
@@ -297,17 +388,24 @@ impl TraceState {
         }
         for l in logs {
             let node = find(self, &l.node_id)?;
-            let start = self.log_text.len() as u32;
+            let start = self.log_text.len();
             self.log_text.push_str(&l.message);
-            self.logs.push(LogRec {
+            // What the line's event payload takes, roughly: its text, its
+            // data as JSON and the keys around them.
+            let data_len = serde_json::to_vec(&l.data).map_or(0, |v| v.len());
+            let cost = l.message.len() + data_len + 96 + super::state::LOG_LINE_OVERHEAD;
+            self.log_bytes += cost;
+            self.logs.push_back(LogRec {
                 timestamp: l.timestamp,
                 level: l.level,
-                msg: (start, self.log_text.len() as u32),
+                msg: (start, self.log_text.len()),
                 data: l.data,
                 node,
+                cost,
             });
             last_ts = last_ts.max(l.timestamp);
         }
+        // Everything restored is in storage already.
         self.logs_flushed = self.logs.len();
         for sd in spaces {
             let sid = ShortId::parse(&sd.info.id).ok_or_else(|| {

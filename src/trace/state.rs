@@ -6,6 +6,11 @@
 //! for the driver and waking subscribers is one step (the single sequencer),
 //! so replay and live delivery can never disagree on order.
 //!
+//! Every per-trace collection is bounded (nodes, spaces, keys per space,
+//! subscribers: an operation that would cross the bound fails whole with
+//! `Error::LimitExceeded`; log text: the oldest lines leave memory; history
+//! and the write-behind queue: the oldest events leave them, counted).
+//!
 //! [`TraceState::reset`] clears everything in place for the slot's next
 //! occupant, keeping buffer capacity up to a cap so that one huge trace does
 //! not pin memory forever. This module does not know about the registry, the
@@ -14,6 +19,8 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use serde_json::{Map, Value};
@@ -28,21 +35,53 @@ use crate::model::{
 };
 use crate::options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
 use crate::subscribe::SubShared;
+use crate::trace::persist::EncodedLines;
 
 /// Per-slot bounds, from the builder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Events kept in memory per trace.
     pub(crate) history: usize,
-    /// Events a subscriber may fall behind before `Lagged`.
+    /// Events a subscriber may fall behind live events before `Lagged`.
     pub(crate) subscriber_buffer: usize,
     /// Events waiting for the driver before the oldest is dropped (and counted).
     pub(crate) pending: usize,
+    /// The driver keeps what it is given: events are queued for it.
+    pub(crate) persists: bool,
     /// The driver wants document snapshots and log lines (persistent drivers).
     pub(crate) documents: bool,
     /// The driver's name, written into `trace_info.json`.
     pub(crate) driver: &'static str,
+    /// Nodes per trace.
+    pub(crate) max_nodes: usize,
+    /// Log bytes kept in memory per trace.
+    pub(crate) max_log_bytes: usize,
+    /// Subscriptions per trace.
+    pub(crate) max_subscribers: usize,
+    /// Keys per space.
+    pub(crate) max_space_entries: usize,
+    /// Spaces per trace.
+    pub(crate) max_spaces: usize,
+    /// Queued event bytes, engine-wide.
+    pub(crate) pending_bytes: usize,
 }
+
+/// Where a slot's occupant is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// No trace: the slot is free (or being set up).
+    Free,
+    /// A loaded trace: handles operate on it.
+    Live,
+    /// Released, with writes still on their way to the driver; no handle
+    /// reaches it any more.
+    Draining,
+}
+
+/// A trace publishes its queued bytes to the engine-wide total in steps of
+/// this size (so emitting an event touches no shared counter); the
+/// engine-wide bound is checked at each step.
+const PENDING_STEP: usize = 64 * 1024;
 
 /// Dirty flags of a space (for document snapshots).
 pub(crate) const SPACE_META: u8 = 1;
@@ -57,6 +96,8 @@ const RETAIN_SPACES: usize = 64;
 const RETAIN_SPACE_KEYS: usize = 1024;
 const RETAIN_PENDING: usize = 4096;
 const RETAIN_ARENA: usize = 1024 * 1024;
+/// What one log line costs against `max_log_bytes` besides its encoded bytes.
+pub(crate) const LOG_LINE_OVERHEAD: usize = std::mem::size_of::<LogRec>();
 
 #[derive(Debug)]
 pub(crate) struct NodeRec {
@@ -84,10 +125,13 @@ pub(crate) struct NodeRec {
 pub(crate) struct LogRec {
     pub(crate) timestamp: i64,
     pub(crate) level: Level,
-    /// Byte range of the message in `TraceState::log_text`.
-    pub(crate) msg: (u32, u32),
+    /// Byte range of the message in the trace's log text (offsets from the
+    /// first byte ever logged; `TraceState::log_text` starts at `text_base`).
+    pub(crate) msg: (usize, usize),
     pub(crate) data: Value,
     pub(crate) node: u32,
+    /// What this line counts against `max_log_bytes`.
+    pub(crate) cost: usize,
 }
 
 #[derive(Debug)]
@@ -118,8 +162,7 @@ pub(crate) enum Target {
 pub(crate) struct TraceState {
     /// Bumped on every reset; handles carry the generation they were made for.
     pub(crate) generation: u64,
-    /// Whether the slot holds a trace.
-    pub(crate) live: bool,
+    pub(crate) phase: Phase,
     pub(crate) id: TraceId,
     pub(crate) created_by: Option<String>,
     pub(crate) team_id: Option<String>,
@@ -127,6 +170,8 @@ pub(crate) struct TraceState {
     pub(crate) metadata: Map<String, Value>,
     pub(crate) auto_archive: bool,
     pub(crate) archived: bool,
+    /// `mark_complete` asked for an archive that no worker made yet.
+    pub(crate) archive_requested: bool,
     pub(crate) status: TraceStatus,
     pub(crate) finished: bool,
     pub(crate) created_at: i64,
@@ -136,8 +181,15 @@ pub(crate) struct TraceState {
     pub(crate) node_index: HashMap<ShortId, u32>,
     pub(crate) root: Option<u32>,
     pub(crate) current: SmallVec<[u32; 4]>,
-    pub(crate) logs: Vec<LogRec>,
+    pub(crate) logs: VecDeque<LogRec>,
+    /// Log lines that left memory so far: the index (in the trace's whole
+    /// log) of `logs[0]`.
+    pub(crate) logs_base: usize,
+    /// What the lines in `logs` count against `max_log_bytes`.
+    pub(crate) log_bytes: usize,
     pub(crate) log_text: String,
+    /// Offset of `log_text[0]` in the trace's log text.
+    pub(crate) text_base: usize,
     pub(crate) spaces: Vec<SpaceRec>,
     /// Cleared key-value maps of earlier spaces, reused by `create_space`.
     spare_maps: Vec<Map<String, Value>>,
@@ -149,29 +201,52 @@ pub(crate) struct TraceState {
     arena: BytesMut,
     /// Events not yet handed to the driver (write-behind queue).
     pub(crate) pending: VecDeque<StoredEvent>,
+    /// Bytes of `pending` plus `unflushed_lines`.
+    pub(crate) pending_bytes: usize,
+    /// The part of `pending_bytes` added to `pending_total`.
+    pub(crate) pending_published: usize,
+    /// Queued bytes of every trace of the engine (shared by all slots).
+    pub(crate) pending_total: Arc<AtomicUsize>,
+    /// Log lines that left memory before they were handed to the driver,
+    /// already encoded (persistent drivers only).
+    pub(crate) unflushed_lines: EncodedLines,
     pub(crate) subs: Vec<Arc<SubShared>>,
     /// The slot index sits in its worker's queue. Owned by the worker
     /// protocol: survives resets so an index is never queued twice.
     pub(crate) queued: bool,
+    /// The flush epoch when the slot was last queued (see `engine::flush`).
+    pub(crate) queued_epoch: u64,
+    /// A worker is writing a batch taken from this slot.
+    pub(crate) in_flight: bool,
+    /// Created (not opened) by this engine, and no batch of it written yet:
+    /// the driver creates its storage exclusively.
+    pub(crate) new_trace: bool,
+    /// Storage refused the trace (its id exists there): its writes are
+    /// dropped and counted, never merged into the other trace.
+    pub(crate) write_refused: bool,
+    /// When a draining slot gives up on a failing driver.
+    pub(crate) drain_deadline: Option<Instant>,
     pub(crate) limits: Limits,
     // Document snapshots not yet handed to the driver (persistent drivers only).
     pub(crate) info_dirty: bool,
     pub(crate) dirty_nodes: Vec<u32>,
     pub(crate) dirty_spaces: Vec<(ShortId, u8)>,
-    /// Logs before this index were handed to the driver.
+    /// Log lines before this index (in the trace's whole log) were handed to
+    /// the driver (or sit encoded in `unflushed_lines`).
     pub(crate) logs_flushed: usize,
     // Counters since the last time the engine collected them.
     pub(crate) stat_emitted: u64,
     pub(crate) stat_evicted: u64,
     pub(crate) stat_pending_dropped: u64,
     pub(crate) stat_logs_dropped: u64,
+    pub(crate) stat_logs_evicted: u64,
 }
 
 impl TraceState {
-    pub(crate) fn new(limits: Limits) -> TraceState {
+    pub(crate) fn new(limits: Limits, pending_total: Arc<AtomicUsize>) -> TraceState {
         TraceState {
             generation: 1,
-            live: false,
+            phase: Phase::Free,
             id: TraceId::EMPTY,
             created_by: None,
             team_id: None,
@@ -179,6 +254,7 @@ impl TraceState {
             metadata: Map::new(),
             auto_archive: false,
             archived: false,
+            archive_requested: false,
             status: TraceStatus::Pending,
             finished: false,
             created_at: 0,
@@ -188,8 +264,11 @@ impl TraceState {
             node_index: HashMap::new(),
             root: None,
             current: SmallVec::new(),
-            logs: Vec::new(),
+            logs: VecDeque::new(),
+            logs_base: 0,
+            log_bytes: 0,
             log_text: String::new(),
+            text_base: 0,
             spaces: Vec::new(),
             spare_maps: Vec::new(),
             history: VecDeque::new(),
@@ -197,8 +276,17 @@ impl TraceState {
             evicted_max_ts: i64::MIN,
             arena: BytesMut::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
+            pending_published: 0,
+            pending_total,
+            unflushed_lines: EncodedLines::default(),
             subs: Vec::new(),
             queued: false,
+            queued_epoch: 0,
+            in_flight: false,
+            new_trace: false,
+            write_refused: false,
+            drain_deadline: None,
             limits,
             info_dirty: false,
             dirty_nodes: Vec::new(),
@@ -208,7 +296,13 @@ impl TraceState {
             stat_evicted: 0,
             stat_pending_dropped: 0,
             stat_logs_dropped: 0,
+            stat_logs_evicted: 0,
         }
+    }
+
+    /// Whether handles may operate on this state (a live trace of this generation).
+    pub(crate) fn is_live(&self, generation: u64) -> bool {
+        self.generation == generation && self.phase == Phase::Live
     }
 
     /// A timestamp for the current operation: the clock, but never earlier
@@ -220,10 +314,12 @@ impl TraceState {
     }
 
     /// Takes a fresh slot into use for a new trace and emits `init`.
+    /// `new_trace`: created here (storage must not have it), not opened.
     pub(crate) fn start(&mut self, id: TraceId, opts: TraceOptions, now: i64) {
         let ts = now.max(self.last_ts);
         self.last_ts = ts;
-        self.live = true;
+        self.phase = Phase::Live;
+        self.new_trace = true;
         self.id = id;
         self.created_by = opts.created_by;
         self.team_id = opts.team_id;
@@ -236,11 +332,63 @@ impl TraceState {
         self.emit(EventKind::Init, None, None, ts, &Payload::Init);
     }
 
+    /// Whether anything is left for the driver: queued events or lines,
+    /// dirty documents, or an archive to make.
+    pub(crate) fn has_writes(&self) -> bool {
+        !self.pending.is_empty()
+            || !self.unflushed_lines.is_empty()
+            || (self.limits.documents
+                && (self.info_dirty
+                    || !self.dirty_nodes.is_empty()
+                    || !self.dirty_spaces.is_empty()
+                    || self.logs_flushed < self.logs_base + self.logs.len()))
+            || (self.archive_requested && !self.archived)
+    }
+
+    /// Whether a worker should look at this slot: writes, or counters to collect.
+    pub(crate) fn wants_worker(&self) -> bool {
+        self.stat_emitted
+            | self.stat_evicted
+            | self.stat_pending_dropped
+            | self.stat_logs_dropped
+            | self.stat_logs_evicted
+            != 0
+            || self.has_writes()
+    }
+
+    /// Drops everything queued for the driver (events, lines, dirty
+    /// documents, an archive request). Returns the number of events dropped.
+    pub(crate) fn discard_writes(&mut self) -> u64 {
+        let n = self.pending.len() as u64;
+        self.pending.clear();
+        self.unflushed_lines.clear();
+        self.pending_bytes = 0;
+        self.unpublish_pending();
+        self.info_dirty = false;
+        for &n in &self.dirty_nodes {
+            self.nodes[n as usize].dirty = false;
+        }
+        self.dirty_nodes.clear();
+        self.dirty_spaces.clear();
+        self.logs_flushed = self.logs_base + self.logs.len();
+        self.archive_requested = false;
+        n
+    }
+
+    /// Takes what this slot published back out of the engine-wide total.
+    pub(crate) fn unpublish_pending(&mut self) {
+        if self.pending_published > 0 {
+            self.pending_total
+                .fetch_sub(self.pending_published, Ordering::Relaxed);
+            self.pending_published = 0;
+        }
+    }
+
     /// Clears the slot in place for its next occupant and bumps the generation.
     /// Pending writes must have been taken and subscribers detached before.
     pub(crate) fn reset(&mut self) {
         self.generation += 1;
-        self.live = false;
+        self.phase = Phase::Free;
         self.id = TraceId::EMPTY;
         self.created_by = None;
         self.team_id = None;
@@ -248,6 +396,7 @@ impl TraceState {
         self.metadata.clear();
         self.auto_archive = false;
         self.archived = false;
+        self.archive_requested = false;
         self.status = TraceStatus::Pending;
         self.finished = false;
         self.created_at = 0;
@@ -260,11 +409,17 @@ impl TraceState {
         }
         self.root = None;
         self.current.clear();
-        clear_capped(&mut self.logs, RETAIN_LOGS);
+        self.logs.clear();
+        if self.logs.capacity() > RETAIN_LOGS {
+            self.logs.shrink_to(RETAIN_LOGS);
+        }
+        self.logs_base = 0;
+        self.log_bytes = 0;
         self.log_text.clear();
         if self.log_text.capacity() > RETAIN_LOG_TEXT {
             self.log_text.shrink_to(RETAIN_LOG_TEXT);
         }
+        self.text_base = 0;
         for sp in self.spaces.drain(..) {
             let mut data = sp.data;
             if self.spare_maps.len() < RETAIN_SPACES && data.len() <= RETAIN_SPACE_KEYS {
@@ -295,7 +450,14 @@ impl TraceState {
         if self.pending.capacity() > RETAIN_PENDING {
             self.pending.shrink_to(RETAIN_PENDING);
         }
+        self.pending_bytes = 0;
+        self.unpublish_pending();
+        self.unflushed_lines.clear();
         self.subs.clear();
+        self.in_flight = false;
+        self.new_trace = false;
+        self.write_refused = false;
+        self.drain_deadline = None;
         self.info_dirty = false;
         clear_capped(&mut self.dirty_nodes, RETAIN_NODES);
         clear_capped(&mut self.dirty_spaces, RETAIN_SPACES);
@@ -370,13 +532,20 @@ impl TraceState {
             self.evicted_max_ts = old.timestamp;
             self.stat_evicted += 1;
         }
-        if self.pending.len() >= self.limits.pending {
-            // The driver is not keeping up and the bound is reached: drop the
-            // oldest queued write and count it (never silent, never unbounded).
-            self.pending.pop_front();
-            self.stat_pending_dropped += 1;
+        if self.limits.persists {
+            if self.pending.len() >= self.limits.pending
+                && let Some(old) = self.pending.pop_front()
+            {
+                // The driver is not keeping up and the bound is reached: drop
+                // the oldest queued write and count it (never silent, never
+                // unbounded).
+                self.pending_bytes -= old.bytes.len();
+                self.stat_pending_dropped += 1;
+            }
+            self.pending_bytes += ev.bytes.len();
+            self.pending.push_back(ev.clone());
+            self.account_pending();
         }
-        self.pending.push_back(ev.clone());
         self.history.push_back(ev);
         self.stat_emitted += 1;
         self.updated_at = ts;
@@ -385,11 +554,54 @@ impl TraceState {
         }
     }
 
+    /// Publishes this trace's queued bytes to the engine-wide total once they
+    /// grew by a step, and enforces the engine-wide bound: over it, this
+    /// trace's oldest queued events are dropped (counted).
+    pub(crate) fn account_pending(&mut self) {
+        if self.pending_bytes < self.pending_published + PENDING_STEP {
+            return;
+        }
+        let add = self.pending_bytes - self.pending_published;
+        let total = self.pending_total.fetch_add(add, Ordering::Relaxed) + add;
+        self.pending_published = self.pending_bytes;
+        if total <= self.limits.pending_bytes {
+            return;
+        }
+        let mut over = total - self.limits.pending_bytes;
+        let mut freed = 0;
+        while over > 0 {
+            let Some(old) = self.pending.pop_front() else {
+                break;
+            };
+            let n = old.bytes.len();
+            freed += n;
+            over = over.saturating_sub(n);
+            self.stat_pending_dropped += 1;
+        }
+        let freed = freed.min(self.pending_published);
+        self.pending_bytes -= freed;
+        self.pending_published -= freed;
+        self.pending_total.fetch_sub(freed, Ordering::Relaxed);
+    }
+
     // ---- checks -------------------------------------------------------------
 
     fn check_open(&self) -> Result<()> {
         if self.finished {
             Err(Error::TraceFinished)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Fails unless `more` nodes fit under `max_nodes`.
+    fn check_nodes(&self, more: usize) -> Result<()> {
+        let limit = self.limits.max_nodes;
+        if self.nodes.len().saturating_add(more) > limit {
+            Err(Error::LimitExceeded {
+                what: "nodes",
+                limit,
+            })
         } else {
             Ok(())
         }
@@ -415,8 +627,9 @@ impl TraceState {
 
     // ---- nodes --------------------------------------------------------------
 
+    /// Adds a node; the caller checked `check_nodes` (so the index fits).
     fn new_node(&mut self, parents: &[u32], input: Value, opts: NodeOptions, ts: i64) -> u32 {
-        let idx = self.nodes.len() as u32;
+        let idx = arena_index(self.nodes.len());
         let id = loop {
             // One hash per new node: insert, and retry on the (astronomically
             // rare) collision.
@@ -507,6 +720,7 @@ impl TraceState {
     /// `Trace::add`: a node after the current nodes (or the root).
     pub(crate) fn add(&mut self, input: Value, opts: NodeOptions) -> Result<u32> {
         self.check_open()?;
+        self.check_nodes(1)?;
         let ts = self.tick();
         let idx = if self.root.is_none() {
             let idx = self.new_node(&[], input, opts, ts);
@@ -535,6 +749,7 @@ impl TraceState {
         opts: NodeOptions,
     ) -> Result<u32> {
         self.check_open()?;
+        self.check_nodes(1)?;
         let ts = self.tick();
         let idx = self.new_node(&[parent], input, opts, ts);
         self.emit_node_start(idx, ts);
@@ -553,6 +768,8 @@ impl TraceState {
         if inputs.is_empty() {
             return Err(Error::EmptyParallel);
         }
+        // All branches or none.
+        self.check_nodes(inputs.len())?;
         let parents: SmallVec<[u32; 4]> = match under {
             Some(n) => SmallVec::from_slice(&[n]),
             None => {
@@ -566,8 +783,8 @@ impl TraceState {
         if under.is_none() && inputs.iter().any(|i| i.options.auto_completes()) {
             self.auto_complete_current(ts);
         }
-        let first = self.nodes.len() as u32;
-        let count = inputs.len() as u32;
+        let first = arena_index(self.nodes.len());
+        let count = arena_index(inputs.len());
         for pi in inputs {
             self.new_node(&parents, pi.input, pi.options, ts);
         }
@@ -592,6 +809,7 @@ impl TraceState {
         if parents.is_empty() {
             return Err(Error::EmptyJoin);
         }
+        self.check_nodes(1)?;
         let mut uniq: SmallVec<[u32; 4]> = SmallVec::new();
         for &p in parents {
             if !uniq.contains(&p) {
@@ -647,19 +865,27 @@ impl TraceState {
         Ok(())
     }
 
+    /// Sets a node's status. `Completed`, `Failed` and `Cancelled` finish the
+    /// node like `complete`/`fail` do (one `node_complete`/`node_failed`, end
+    /// time set); `Skipped` is terminal too (`node_updated`, end time set);
+    /// `Pending`/`Running` emit `node_updated`.
     pub(crate) fn set_status(&mut self, n: u32, status: NodeStatus) -> Result<()> {
         self.check_open()?;
-        let node = &mut self.nodes[n as usize];
-        if node.status.is_terminal() {
-            return Err(Error::NodeFinished);
-        }
+        self.ensure_unfinished(n)?;
         let ts = self.tick();
-        let node = &mut self.nodes[n as usize];
-        node.status = status;
-        if status.is_terminal() {
-            node.end_time = ts;
+        match status {
+            NodeStatus::Completed | NodeStatus::Failed | NodeStatus::Cancelled => {
+                self.finish_node(n, status, "", ts);
+            }
+            _ => {
+                let node = &mut self.nodes[n as usize];
+                node.status = status;
+                if status.is_terminal() {
+                    node.end_time = ts;
+                }
+                self.updated(n, ts);
+            }
         }
-        self.updated(n, ts);
         Ok(())
     }
 
@@ -712,17 +938,18 @@ impl TraceState {
     // ---- logs ---------------------------------------------------------------
 
     fn push_log(&mut self, n: u32, level: Level, prefix: &str, msg: &str, data: Value, ts: i64) {
-        let start = self.log_text.len() as u32;
+        let start = self.text_base + self.log_text.len();
         self.log_text.push_str(prefix);
         self.log_text.push_str(msg);
-        let end = self.log_text.len() as u32;
-        let li = self.logs.len() as u32;
-        self.logs.push(LogRec {
+        let end = self.text_base + self.log_text.len();
+        let li = self.logs.len();
+        self.logs.push_back(LogRec {
             timestamp: ts,
             level,
             msg: (start, end),
             data,
             node: n,
+            cost: 0,
         });
         let id = self.nodes[n as usize].id;
         self.emit(
@@ -732,6 +959,47 @@ impl TraceState {
             ts,
             &Payload::LogAdded(li),
         );
+        // The line costs what its event's payload takes, plus its record.
+        let cost = self
+            .history
+            .back()
+            .map_or(0, |e| e.data_range.1 - e.data_range.0)
+            + LOG_LINE_OVERHEAD;
+        if let Some(l) = self.logs.back_mut() {
+            l.cost = cost;
+        }
+        self.log_bytes += cost;
+        self.evict_logs();
+    }
+
+    /// Lets the oldest log lines leave memory until the rest fits in
+    /// `max_log_bytes` (they stay in storage: a line not yet handed to the
+    /// driver is encoded for it first).
+    fn evict_logs(&mut self) {
+        while self.log_bytes > self.limits.max_log_bytes && !self.logs.is_empty() {
+            if self.limits.documents && self.logs_base >= self.logs_flushed {
+                self.stash_oldest_log_line();
+                self.logs_flushed = self.logs_base + 1;
+            }
+            let Some(l) = self.logs.pop_front() else {
+                break;
+            };
+            self.log_bytes -= l.cost;
+            self.logs_base += 1;
+            self.stat_logs_evicted += 1;
+            // Give the text of evicted lines back once it is most of the buffer.
+            let live_from = self.logs.front().map_or(l.msg.1, |f| f.msg.0);
+            let dead = live_from - self.text_base;
+            if dead >= 4096 && dead * 2 >= self.log_text.len() {
+                self.log_text.drain(..dead);
+                self.text_base = live_from;
+            }
+        }
+    }
+
+    /// The text of a log line.
+    pub(crate) fn log_msg(&self, l: &LogRec) -> &str {
+        &self.log_text[l.msg.0 - self.text_base..l.msg.1 - self.text_base]
     }
 
     /// Chainable logging: never fails; a log with nowhere to go is counted.
@@ -810,6 +1078,12 @@ impl TraceState {
 
     pub(crate) fn create_space(&mut self, opts: SpaceOptions) -> Result<SpaceInfo> {
         self.check_open()?;
+        if self.spaces.len() >= self.limits.max_spaces {
+            return Err(Error::LimitExceeded {
+                what: "spaces",
+                limit: self.limits.max_spaces,
+            });
+        }
         let ts = self.tick();
         let id = loop {
             let id = ShortId::generate();
@@ -829,7 +1103,7 @@ impl TraceState {
             updated_at: ts,
             data: self.spare_maps.pop().unwrap_or_default(),
         });
-        let si = self.spaces.len() as u32 - 1;
+        let si = self.spaces.len() - 1;
         self.touch_space(id, SPACE_META);
         self.emit(
             EventKind::SpaceCreated,
@@ -838,7 +1112,7 @@ impl TraceState {
             ts,
             &Payload::SpaceCreated(si),
         );
-        Ok(space_info(&self.spaces[si as usize]))
+        Ok(space_info(&self.spaces[si]))
     }
 
     pub(crate) fn delete_space(&mut self, space: &str) -> Result<()> {
@@ -860,6 +1134,16 @@ impl TraceState {
     pub(crate) fn set_space_value(&mut self, space: &str, key: &str, value: Value) -> Result<()> {
         self.check_open()?;
         let si = self.find_space(space)?;
+        let limit = self.limits.max_space_entries;
+        {
+            let data = &self.spaces[si].data;
+            if data.len() >= limit && !data.contains_key(key) {
+                return Err(Error::LimitExceeded {
+                    what: "space_entries",
+                    limit,
+                });
+            }
+        }
         let ts = self.tick();
         let sp = &mut self.spaces[si];
         let existed = sp.data.insert(key.to_owned(), value).is_some();
@@ -871,7 +1155,7 @@ impl TraceState {
         } else {
             EventKind::MemoryAdd
         };
-        self.emit(kind, None, Some(id), ts, &Payload::Memory(si as u32, key));
+        self.emit(kind, None, Some(id), ts, &Payload::Memory(si, key));
         Ok(())
     }
 
@@ -1009,21 +1293,22 @@ impl TraceState {
         out
     }
 
-    pub(crate) fn log_entry(&self, li: usize) -> LogEntry {
-        let l = &self.logs[li];
+    fn log_entry(&self, l: &LogRec) -> LogEntry {
         LogEntry {
             timestamp: l.timestamp,
             level: l.level,
-            message: self.log_text[l.msg.0 as usize..l.msg.1 as usize].to_owned(),
+            message: self.log_msg(l).to_owned(),
             data: l.data.clone(),
             node_id: self.nodes[l.node as usize].id.as_str().to_owned(),
         }
     }
 
+    /// The log lines still in memory, in write order; `Some(n)`: of node `n`.
     pub(crate) fn logs(&self, node: Option<u32>) -> Vec<LogEntry> {
-        (0..self.logs.len())
-            .filter(|&i| node.is_none_or(|n| self.logs[i].node == n))
-            .map(|i| self.log_entry(i))
+        self.logs
+            .iter()
+            .filter(|l| node.is_none_or(|n| l.node == n))
+            .map(|l| self.log_entry(l))
             .collect()
     }
 
@@ -1042,11 +1327,6 @@ impl TraceState {
         }
     }
 
-    /// Seq of the oldest event still in history (`next_seq` when empty).
-    pub(crate) fn oldest_seq(&self) -> u64 {
-        self.history.front().map_or(self.next_seq, |e| e.seq)
-    }
-
     /// The first retained seq with `timestamp >= ms`.
     pub(crate) fn seq_at_time(&self, ms: i64) -> u64 {
         self.history
@@ -1055,29 +1335,29 @@ impl TraceState {
             .map_or(self.next_seq, |e| e.seq)
     }
 
-    /// The event with `seq`, if retained.
-    pub(crate) fn event_at(&self, seq: u64) -> Option<&StoredEvent> {
-        let oldest = self.oldest_seq();
-        if seq < oldest {
-            return None;
-        }
-        self.history.get((seq - oldest) as usize)
-    }
-
     /// Counters gathered since the last call, reset to zero.
-    pub(crate) fn take_stats(&mut self) -> [u64; 4] {
+    pub(crate) fn take_stats(&mut self) -> [u64; 5] {
         let s = [
             self.stat_emitted,
             self.stat_evicted,
             self.stat_pending_dropped,
             self.stat_logs_dropped,
+            self.stat_logs_evicted,
         ];
         self.stat_emitted = 0;
         self.stat_evicted = 0;
         self.stat_pending_dropped = 0;
         self.stat_logs_dropped = 0;
+        self.stat_logs_evicted = 0;
         s
     }
+}
+
+/// A node index as stored in the arena (`u32`). Node counts are bounded by
+/// `max_nodes`, which the builder keeps below `u32::MAX`, and by `open`
+/// (which rejects a stored trace with more nodes than that).
+fn arena_index(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn clear_capped<T>(v: &mut Vec<T>, cap: usize) {
@@ -1113,12 +1393,13 @@ pub(crate) enum Payload<'a> {
     NodeComplete(u32),
     NodeFailed(u32, &'a str),
     NodeUpdated(u32),
-    LogAdded(u32),
+    /// The log line at this index of `logs` (in memory when emitted).
+    LogAdded(usize),
     /// memory_add / memory_update: space index and key.
-    Memory(u32, &'a str),
+    Memory(usize, &'a str),
     /// memory_delete: a key, or all keys (`None`).
     MemoryDelete(ShortId, Option<&'a str>),
-    SpaceCreated(u32),
+    SpaceCreated(usize),
     SpaceDeleted(ShortId),
     Complete(TraceStatus, i64),
 }
@@ -1211,17 +1492,16 @@ impl TraceState {
             }
             Payload::LogAdded(li) => {
                 // The reference's TraceLog has no JSON tags: Go field names.
-                let l = &self.logs[li as usize];
+                let l = &self.logs[li];
                 out.key("Timestamp").int(l.timestamp);
                 out.key("Level").str(l.level.as_str());
-                out.key("Message")
-                    .str(&self.log_text[l.msg.0 as usize..l.msg.1 as usize]);
+                out.key("Message").str(self.log_msg(l));
                 out.key("Data").value(&l.data);
                 out.key("NodeID")
                     .str(self.nodes[l.node as usize].id.as_str());
             }
             Payload::Memory(si, key) => {
-                let sp = &self.spaces[si as usize];
+                let sp = &self.spaces[si];
                 out.key("type").str(sp.id.as_str());
                 out.key("item").begin_obj();
                 out.key("id").str(key);
@@ -1243,7 +1523,7 @@ impl TraceState {
             }
             Payload::SpaceCreated(si) => {
                 // The payload is the space itself (the reference's TraceSpace).
-                let sp = &self.spaces[si as usize];
+                let sp = &self.spaces[si];
                 out.key("id").str(sp.id.as_str());
                 out.key("label").str(&sp.label);
                 out.key("type").str(&sp.space_type);
@@ -1275,13 +1555,23 @@ mod tests {
     use serde_json::json;
 
     fn state() -> TraceState {
-        let mut st = TraceState::new(Limits {
-            history: 100,
-            subscriber_buffer: 10,
-            pending: 100,
-            documents: false,
-            driver: "memory",
-        });
+        let mut st = TraceState::new(
+            Limits {
+                history: 100,
+                subscriber_buffer: 10,
+                pending: 100,
+                persists: false,
+                documents: false,
+                driver: "memory",
+                max_nodes: 100,
+                max_log_bytes: 1 << 20,
+                max_subscribers: 10,
+                max_space_entries: 10,
+                max_spaces: 10,
+                pending_bytes: 1 << 20,
+            },
+            Arc::default(),
+        );
         st.start(TraceId::parse("t-1").unwrap(), TraceOptions::new(), 1_000);
         st
     }
@@ -1312,7 +1602,7 @@ mod tests {
         let (rid, nid) = (st.nodes[root as usize].id, r.id);
         let ev = st.history.back().unwrap();
         assert_eq!(ev.kind, EventKind::NodeUpdated);
-        let data = &ev.bytes[ev.data_range.0 as usize..ev.data_range.1 as usize];
+        let data = &ev.bytes[ev.data_range.0..ev.data_range.1];
         let want = json!({"node": {
             "id": nid.as_str(),
             "parent_ids": [rid.as_str()],
@@ -1341,9 +1631,7 @@ mod tests {
             .unwrap();
         assert_eq!(count, 1);
         let ev = st.history.back().unwrap();
-        let v: Value =
-            serde_json::from_slice(&ev.bytes[ev.data_range.0 as usize..ev.data_range.1 as usize])
-                .unwrap();
+        let v: Value = serde_json::from_slice(&ev.bytes[ev.data_range.0..ev.data_range.1]).unwrap();
         assert_eq!(v["nodes"][0]["id"], st.nodes[first as usize].id.as_str());
         assert_eq!(v["nodes"][0]["parent_ids"], json!([rid.as_str()]));
         assert_eq!(v["nodes"][0]["input"], 1);

@@ -140,3 +140,38 @@ pub(crate) fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send 
     rx.recv_timeout(std::time::Duration::from_secs(secs))
         .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
 }
+
+/// A driver that keeps nothing but counts what it is handed (events per
+/// trace id), so tests can check that every event reached "storage".
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CountingDriver {
+    pub(crate) events: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tracepool::Driver for CountingDriver {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn write(&self, batch: &tracepool::WriteBatch<'_>) -> tracepool::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.events.fetch_add(batch.len() as u64, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+        Ok(())
+    }
+}
+
+/// A small engine on a [`CountingDriver`].
+pub(crate) fn counting_engine(capacity: usize, workers: usize) -> (Engine, CountingDriver) {
+    let d = CountingDriver::default();
+    let e = Engine::builder()
+        .capacity(capacity)
+        .workers(workers)
+        // Released slots drain on the workers: wait for one rather than fail.
+        .on_exhausted(Exhausted::Wait(std::time::Duration::from_secs(5)))
+        .driver(d.clone())
+        .build()
+        .expect("build engine");
+    (e, d)
+}

@@ -1,0 +1,529 @@
+//! The engine's shared core: the pool of trace slots, the registry, the
+//! workers' queues, the driver, the counters, and the life of a slot from
+//! checkout to release, drain and checkin.
+//!
+//! ```text
+//!  checkout ──> Live ──release──> (writes left?) ──no──> reset ──> free
+//!   (create,     │ handles          │yes
+//!    open)       │ operate          v
+//!                │             Draining ──worker wrote the last batch──> reset ──> free
+//!                │                  │  (a failing driver: retried with backoff
+//!                │                  │   up to drain_timeout, then dropped, counted)
+//!                │                  └──remove: pending writes discarded──> reset ──> free
+//! ```
+//!
+//! `release` (explicit, on the last handle's drop, on idle, at shutdown)
+//! never does I/O: it detaches the subscribers, and either resets the slot
+//! at once or marks it draining and leaves the rest to the slot's worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::builder::Config;
+use super::flush::{FlushState, Signal};
+use super::registry::Registry;
+use super::ticker::TickerShared;
+use super::workers::{WAKE_AT, WorkerQueue};
+use crate::driver::{Driver, WriteBatch};
+use crate::error::{Error, Result};
+use crate::id::{TraceId, TraceIdGen, now_ms};
+use crate::model::Level;
+use crate::pool::{Dropped, SlotPool, lock};
+use crate::subscribe::detach_all;
+use crate::trace::TraceSlot;
+use crate::trace::persist::WriteScratch;
+use crate::trace::state::{Phase, Target, TraceState};
+
+/// Engine-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) events_emitted: AtomicU64,
+    pub(crate) events_persisted: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
+    pub(crate) events_discarded: AtomicU64,
+    pub(crate) history_evicted: AtomicU64,
+    pub(crate) events_lagged: AtomicU64,
+    pub(crate) logs_dropped: AtomicU64,
+    pub(crate) logs_evicted: AtomicU64,
+    pub(crate) persist_errors: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) subscribers: AtomicUsize,
+    pub(crate) auto_released: AtomicU64,
+    pub(crate) idle_released: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Why a trace is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReleaseKind {
+    /// `release`/`remove`.
+    Explicit,
+    /// Its last handle was dropped.
+    Auto,
+    /// It stayed loaded without handles and was idle for `idle_timeout`.
+    Idle,
+    /// The engine shut down.
+    Shutdown,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Released {
+    /// The slot is draining (writes left for the driver).
+    pub(crate) draining: bool,
+    /// Nothing of this trace ever reached the driver.
+    pub(crate) never_written: bool,
+}
+
+/// What a worker's visit of a slot came to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    /// Nothing left to do for now.
+    Done,
+    /// A live trace's batch failed; it is queued again for the next pass.
+    Failed {
+        /// The flush epoch its writes were queued at.
+        epoch: u64,
+    },
+    /// A draining slot's batch failed; retry after a pause.
+    Retry {
+        generation: u64,
+        /// The flush epoch its writes were queued at.
+        epoch: u64,
+        /// When the drain gives up.
+        deadline: Instant,
+    },
+}
+
+/// The state shared by the engine handle, the workers, trace handles and
+/// subscriptions.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) pool: SlotPool<TraceSlot>,
+    pub(crate) registry: Registry,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    pub(crate) queues: Box<[WorkerQueue]>,
+    pub(crate) flush: FlushState,
+    /// Woken whenever a draining slot finished.
+    pub(crate) drains: Signal,
+    pub(crate) ticker: Arc<TickerShared>,
+    pub(crate) ids: TraceIdGen,
+    /// Set by `shutdown`: every later call fails with `ShutDown`.
+    pub(crate) shut: AtomicBool,
+    /// Tells the workers to finish what is queued and exit.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) alive_workers: AtomicUsize,
+}
+
+impl Core {
+    pub(crate) fn queue_of(&self, idx: u32) -> &WorkerQueue {
+        &self.queues[idx as usize % self.queues.len()]
+    }
+
+    /// Runs `f` on the state of the live trace at `(idx, generation)` under
+    /// its slot lock. A stale generation gives `Released`; afterwards, the
+    /// slot is queued for its worker if it has something for it.
+    pub(crate) fn with_state<R>(
+        &self,
+        idx: u32,
+        generation: u64,
+        f: impl FnOnce(&mut TraceState) -> Result<R>,
+    ) -> Result<R> {
+        if self.shut.load(Ordering::Relaxed) {
+            return Err(Error::ShutDown);
+        }
+        let slot = self.pool.get(idx);
+        let mut st = lock(&slot.state);
+        if !st.is_live(generation) {
+            return Err(Error::Released);
+        }
+        let r = f(&mut st);
+        self.enqueue(idx, &mut st);
+        r
+    }
+
+    /// Chainable logging: never fails; a log that cannot be written (stale
+    /// handle, shut-down engine, no current node, finished trace) is counted.
+    pub(crate) fn log_chained(
+        &self,
+        idx: u32,
+        generation: u64,
+        target: Target,
+        level: Level,
+        msg: &str,
+        data: serde_json::Value,
+    ) {
+        let r = self.with_state(idx, generation, |st| {
+            st.log(target, level, msg, data);
+            Ok(())
+        });
+        if r.is_err() {
+            self.counters.logs_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts the slot on its worker's queue (once) if it has something for it.
+    pub(crate) fn enqueue(&self, idx: u32, st: &mut TraceState) {
+        if st.queued {
+            if st.pending.len() == WAKE_AT {
+                self.queue_of(idx).wake();
+            }
+            return;
+        }
+        if !st.wants_worker() {
+            return;
+        }
+        st.queued = true;
+        st.queued_epoch = self.flush.epoch();
+        self.queue_of(idx).push(idx);
+    }
+
+    /// Queues a slot again after a failed batch, keeping the older epoch.
+    fn requeue(&self, idx: u32, st: &mut TraceState, epoch: u64) {
+        if st.queued {
+            st.queued_epoch = st.queued_epoch.min(epoch);
+        } else {
+            st.queued = true;
+            st.queued_epoch = epoch;
+            self.queue_of(idx).push(idx);
+        }
+    }
+
+    /// Moves a slot's counters into the engine-wide ones.
+    pub(crate) fn collect_stats(&self, st: &mut TraceState) {
+        let [emitted, evicted, dropped, logs_dropped, logs_evicted] = st.take_stats();
+        let c = &self.counters;
+        add(&c.events_emitted, emitted);
+        add(&c.history_evicted, evicted);
+        add(&c.events_dropped, dropped);
+        add(&c.logs_dropped, logs_dropped);
+        add(&c.logs_evicted, logs_evicted);
+    }
+
+    /// Hands one batch of trace `id` to the driver and counts the outcome.
+    fn write_batch(&self, id: &TraceId, w: &mut WriteScratch, new_trace: bool) -> Result<()> {
+        let events = w.events.make_contiguous();
+        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, new_trace);
+        let n = batch.len() as u64;
+        let bytes = batch.byte_len() as u64;
+        let r = self.driver.write(&batch);
+        match &r {
+            Ok(()) => {
+                add(&self.counters.events_persisted, n);
+                add(&self.counters.bytes_written, bytes);
+            }
+            Err(Error::AlreadyExists) => {
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
+                self.flush.record_error(&Error::Storage {
+                    location: format!("trace {}", id.as_str()),
+                    message: "storage already holds a trace with this id: this trace's writes \
+                              are dropped (never merged into the other trace)"
+                        .into(),
+                    source: None,
+                });
+            }
+            Err(e) => {
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
+                self.flush.record_error(e);
+            }
+        }
+        r
+    }
+
+    /// A worker's visit of slot `idx` (`expect`: only if it still holds
+    /// that generation): collects counters, hands queued writes to the
+    /// driver, makes a requested archive, and finishes a drain.
+    pub(crate) fn process(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Outcome {
+        let slot = self.pool.get(idx);
+        let _io = lock(&slot.io);
+        let mut st = lock(&slot.state);
+        if expect.is_some_and(|g| g != st.generation) {
+            return Outcome::Done;
+        }
+        if expect.is_none() {
+            st.queued = false;
+        }
+        self.collect_stats(&mut st);
+        if st.phase == Phase::Free {
+            return Outcome::Done;
+        }
+        let generation = st.generation;
+        let epoch = st.queued_epoch;
+        if st.write_refused {
+            // Storage has another trace of this id: nothing more may reach it.
+            let n = st.discard_writes();
+            add(&self.counters.events_dropped, n);
+        } else {
+            st.take_writes(w);
+        }
+        let archive = st.archive_requested && !st.archived;
+        let wrote = !w.is_empty();
+        if !wrote && !archive {
+            if st.phase == Phase::Draining {
+                self.finish_drain(idx, &mut st);
+            }
+            return Outcome::Done;
+        }
+        let new_trace = st.new_trace;
+        let id = st.id;
+        st.in_flight = true;
+        drop(st);
+
+        let result = if wrote {
+            self.write_batch(&id, w, new_trace)
+        } else {
+            Ok(())
+        };
+        let archived = result.is_ok() && archive && {
+            match self.driver.archive(id.as_str()) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
+                    self.flush.record_error(&e);
+                    false
+                }
+            }
+        };
+
+        // The slot cannot have been reset meanwhile: a release or removal
+        // waits for `in_flight` (release marks the slot draining, removal
+        // takes the io lock).
+        let mut st = lock(&slot.state);
+        st.in_flight = false;
+        if result.is_ok() && archive {
+            // Made or failed, an archive is attempted once.
+            st.archive_requested = false;
+            st.archived |= archived;
+        }
+        let outcome = match result {
+            Ok(()) => {
+                if wrote {
+                    st.new_trace = false;
+                }
+                Outcome::Done
+            }
+            Err(Error::AlreadyExists) if new_trace => {
+                st.write_refused = true;
+                let n = w.events.len() as u64 + st.discard_writes();
+                add(&self.counters.events_dropped, n);
+                Outcome::Done
+            }
+            Err(_) => {
+                st.restore_writes(w);
+                match st.phase {
+                    Phase::Live => {
+                        self.requeue(idx, &mut st, epoch);
+                        Outcome::Failed { epoch }
+                    }
+                    Phase::Draining if st.drain_deadline.is_some_and(|d| Instant::now() >= d) => {
+                        // A failing driver cannot keep a slot forever.
+                        let n = st.discard_writes();
+                        add(&self.counters.events_dropped, n);
+                        Outcome::Done
+                    }
+                    Phase::Draining => Outcome::Retry {
+                        generation,
+                        epoch,
+                        deadline: st.drain_deadline.unwrap_or_else(Instant::now),
+                    },
+                    Phase::Free => Outcome::Done,
+                }
+            }
+        };
+        w.clear();
+        if st.phase == Phase::Draining && matches!(outcome, Outcome::Done) {
+            if st.has_writes() {
+                self.requeue(idx, &mut st, epoch);
+            } else {
+                self.finish_drain(idx, &mut st);
+            }
+        }
+        outcome
+    }
+
+    /// A draining slot handed everything over: reset it and make it free.
+    /// Called under the slot's io and state locks.
+    fn finish_drain(&self, idx: u32, st: &mut TraceState) {
+        let at = (idx, st.generation);
+        let id = st.id;
+        self.collect_stats(st);
+        st.reset();
+        self.registry.drained(&id, at);
+        self.pool.checkin_drained(idx);
+        self.drains.wake_all();
+    }
+
+    /// Releases the live trace at `(idx, generation)`, whose lease the caller
+    /// ended: detaches its subscribers (each gets every event emitted before
+    /// this, then its stream ends), unregisters it, and resets the slot at
+    /// once or leaves it draining for its worker. No I/O.
+    ///
+    /// # Errors
+    /// `Released` if that trace is not live (already released).
+    pub(crate) fn release_slot(
+        &self,
+        idx: u32,
+        generation: u64,
+        kind: ReleaseKind,
+    ) -> Result<Released> {
+        let slot = self.pool.get(idx);
+        let mut st = lock(&slot.state);
+        if !st.is_live(generation) {
+            return Err(Error::Released);
+        }
+        detach_all(&mut st);
+        slot.released.store(
+            (generation << 8) | u64::from(st.status.to_u8()),
+            Ordering::Release,
+        );
+        match kind {
+            ReleaseKind::Auto => add(&self.counters.auto_released, 1),
+            ReleaseKind::Idle => add(&self.counters.idle_released, 1),
+            ReleaseKind::Explicit | ReleaseKind::Shutdown => {}
+        }
+        let id = st.id;
+        let at = (idx, generation);
+        let never_written = st.new_trace;
+        let draining = st.has_writes() || st.in_flight;
+        if draining {
+            st.phase = Phase::Draining;
+            st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+            self.registry.released(&id, at, true);
+            self.pool.start_draining();
+            let q = self.queue_of(idx);
+            if !st.queued {
+                st.queued = true;
+                st.queued_epoch = self.flush.epoch();
+                q.push(idx);
+            }
+            if self.pool.has_waiters() || self.pool.is_scarce() {
+                // Somebody waits for a slot, or few are free: drain now, not
+                // at the next tick.
+                q.wake();
+            }
+        } else {
+            self.collect_stats(&mut st);
+            self.registry.released(&id, at, false);
+            st.reset();
+            drop(st);
+            self.pool.checkin(idx);
+        }
+        Ok(Released {
+            draining,
+            never_written,
+        })
+    }
+
+    /// A handle of `(idx, generation)` was dropped: the last one releases
+    /// the trace (unless it stays loaded without handles).
+    pub(crate) fn drop_handle(&self, idx: u32, generation: u64) {
+        if self.pool.get(idx).lease.drop_handle(generation) == Dropped::Last {
+            let _ = self.release_slot(idx, generation, ReleaseKind::Auto);
+        }
+    }
+
+    /// `remove` of a draining trace: its pending writes are discarded (no
+    /// file work) and the slot is freed. `Some(never_written)` if this call
+    /// did it; `None` if the slot had drained meanwhile.
+    pub(crate) fn discard_draining(&self, idx: u32, generation: u64) -> Option<bool> {
+        let slot = self.pool.get(idx);
+        // Waits for a batch in flight, so nothing of it lands after this.
+        let _io = lock(&slot.io);
+        let mut st = lock(&slot.state);
+        if st.generation != generation || st.phase != Phase::Draining {
+            return None;
+        }
+        let never_written = st.new_trace;
+        let n = st.discard_writes();
+        add(&self.counters.events_discarded, n);
+        self.finish_drain(idx, &mut st);
+        Some(never_written)
+    }
+
+    /// Releases traces that stay loaded without handles and saw no activity
+    /// (an event, or a handle obtained through `load`/`open`) for
+    /// `idle_timeout`. Runs on the ticker; takes a slot lock only for
+    /// candidates.
+    pub(crate) fn reap_idle(&self) {
+        let Some(timeout) = self.config.idle_timeout else {
+            return;
+        };
+        if self.shut.load(Ordering::Relaxed) {
+            return;
+        }
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        for idx in self.pool.indices() {
+            let slot = self.pool.get(idx);
+            if !slot.lease.keeper_without_handles() {
+                continue;
+            }
+            let generation = {
+                let st = lock(&slot.state);
+                if st.phase != Phase::Live {
+                    continue;
+                }
+                let last = st.updated_at.max(slot.last_load.load(Ordering::Relaxed));
+                if now.saturating_sub(last) < timeout_ms {
+                    continue;
+                }
+                st.generation
+            };
+            if slot.lease.close_if_unused(generation) {
+                let _ = self.release_slot(idx, generation, ReleaseKind::Idle);
+            }
+        }
+    }
+
+    /// Waits (blocking, at most `drain_timeout`) until everything emitted,
+    /// released or archived before the call is handed to the driver.
+    pub(crate) fn flush_blocking(&self) -> Result<()> {
+        let mark = self.flush.error_mark();
+        let target = self.flush.request();
+        for q in self.queues.iter() {
+            q.wake();
+        }
+        let deadline = Instant::now() + self.config.drain_timeout;
+        let done = self.flush.signal.wait_blocking(deadline, || {
+            self.flush.reached(target) || self.flush.error_mark() > mark
+        });
+        self.flush_result(mark, done)
+    }
+
+    /// [`flush_blocking`](Core::flush_blocking) without blocking the thread.
+    pub(crate) async fn flush_async(&self) -> Result<()> {
+        let mark = self.flush.error_mark();
+        let target = self.flush.request();
+        for q in self.queues.iter() {
+            q.wake();
+        }
+        let timeout = self.ticker.sleep(self.config.drain_timeout);
+        let done = self
+            .flush
+            .signal
+            .wait(timeout, || {
+                self.flush.reached(target) || self.flush.error_mark() > mark
+            })
+            .await;
+        self.flush_result(mark, done)
+    }
+
+    fn flush_result(&self, mark: u64, done: bool) -> Result<()> {
+        if let Some(e) = self.flush.error_since(mark) {
+            return Err(e);
+        }
+        if done {
+            Ok(())
+        } else {
+            Err(super::flush::timed_out("flush", self.config.drain_timeout))
+        }
+    }
+}
