@@ -1,7 +1,7 @@
 //! Trace id validation: `^[0-9A-Za-z_-]{1,64}$`, enforced by every
 //! engine entry point that takes an id.
 
-use tracepool::{Engine, Error, TraceOptions};
+use tracepool::{Engine, Error, NodeOptions, TraceOptions};
 
 fn bad_ids() -> Vec<String> {
     vec![
@@ -108,4 +108,102 @@ fn generated_ids_have_the_reference_shape() {
         seen.insert(id);
     }
     assert!(seen.len() >= 99);
+}
+
+/// Counts the storage lookups `create` makes, and refuses a new trace's
+/// first batch for ids in `taken` (as a driver does when storage already
+/// has the id: another engine, an earlier run).
+#[derive(Debug, Default, Clone)]
+struct Lookups {
+    exists: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    taken: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<(String, bool, usize)>>>,
+}
+
+impl tracepool::Driver for Lookups {
+    fn name(&self) -> &'static str {
+        "lookups"
+    }
+    fn write(&self, batch: &tracepool::WriteBatch<'_>) -> tracepool::Result<()> {
+        if batch.is_new_trace() && self.taken.lock().unwrap().contains(batch.trace_id) {
+            return Err(Error::AlreadyExists);
+        }
+        self.written.lock().unwrap().push((
+            batch.trace_id.to_owned(),
+            batch.is_new_trace(),
+            batch.len(),
+        ));
+        Ok(())
+    }
+    fn exists(&self, id: &str) -> tracepool::Result<bool> {
+        self.exists
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.taken.lock().unwrap().contains(id))
+    }
+    fn remove(&self, id: &str) -> tracepool::Result<bool> {
+        Ok(self.taken.lock().unwrap().remove(id))
+    }
+}
+
+fn lookups_engine(d: &Lookups) -> Engine {
+    Engine::builder()
+        .capacity(8)
+        .workers(1)
+        .driver(d.clone())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn generated_ids_need_no_storage_lookup_and_are_unique_per_engine() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let d = Lookups::default();
+    let engine = lookups_engine(&d);
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..2_000 {
+        let t = engine.create(TraceOptions::new()).unwrap();
+        assert_eq!(t.id().len(), 20);
+        assert!(ids.insert(t.id().to_owned()), "duplicate {}", t.id());
+    }
+    assert_eq!(d.exists.load(SeqCst), 0, "no lookup for generated ids");
+    // A caller-given id costs exactly one lookup.
+    let _t = engine.create(TraceOptions::new().id("given-1")).unwrap();
+    assert_eq!(d.exists.load(SeqCst), 1);
+    // The first batch of a created trace is marked new; later ones are not.
+    engine.flush_blocking().unwrap();
+    let written = d.written.lock().unwrap();
+    let given: Vec<_> = written.iter().filter(|w| w.0 == "given-1").collect();
+    assert!(given[0].1, "first batch is new");
+}
+
+#[test]
+fn an_id_storage_already_has_is_refused_never_merged() {
+    let d = Lookups::default();
+    let engine = lookups_engine(&d);
+    // Simulate a clash with a trace of another engine, which storage holds.
+    let t = engine.create(TraceOptions::new()).unwrap();
+    let id = t.id().to_owned();
+    d.taken.lock().unwrap().insert(id.clone());
+    t.add("x", NodeOptions::new()).unwrap();
+    let err = engine.flush_blocking().unwrap_err();
+    assert!(err.to_string().contains(&id), "{err}");
+    // Later writes of this trace are dropped too, and counted.
+    t.add("y", NodeOptions::new()).unwrap();
+    engine.flush_blocking().unwrap();
+    drop(t);
+    engine.flush_blocking().unwrap();
+    let st = engine.stats();
+    assert_eq!(st.persist_errors, 1, "{st:?}");
+    assert_eq!(st.events_dropped, st.events_emitted, "{st:?}");
+    assert!(d.written.lock().unwrap().iter().all(|w| w.0 != id));
+    // Removing it does not touch the other trace in storage.
+    let t = engine.create(TraceOptions::new()).unwrap();
+    let id2 = t.id().to_owned();
+    d.taken.lock().unwrap().insert(id2.clone());
+    engine.flush_blocking().unwrap_err();
+    engine.remove(&id2).unwrap();
+    assert!(
+        d.taken.lock().unwrap().contains(&id2),
+        "the other trace stays"
+    );
 }
