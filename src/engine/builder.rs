@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) max_log_bytes: usize,
     pub(crate) max_subscribers: usize,
     pub(crate) max_space_entries: usize,
+    pub(crate) max_trace_space_entries: usize,
     pub(crate) max_spaces: usize,
     pub(crate) pending_bytes_limit: usize,
 }
@@ -38,10 +39,11 @@ pub(crate) mod defaults {
     pub(crate) const HISTORY: usize = 4096;
     pub(crate) const SUBSCRIBER_BUFFER: usize = 1024;
     pub(crate) const WRITE_QUEUE: usize = 65_536;
-    pub(crate) const MAX_NODES: usize = 10_000;
+    pub(crate) const MAX_NODES: usize = 4096;
     pub(crate) const MAX_LOG_BYTES: usize = 1 << 20;
     pub(crate) const MAX_SUBSCRIBERS: usize = 1024;
-    pub(crate) const MAX_SPACE_ENTRIES: usize = 10_000;
+    pub(crate) const MAX_SPACE_ENTRIES: usize = 4096;
+    pub(crate) const MAX_TRACE_SPACE_ENTRIES: usize = 16_384;
     pub(crate) const MAX_SPACES: usize = 1024;
     pub(crate) const PENDING_BYTES: usize = 256 << 20;
     pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -105,6 +107,7 @@ impl Default for EngineBuilder {
                 max_log_bytes: defaults::MAX_LOG_BYTES,
                 max_subscribers: defaults::MAX_SUBSCRIBERS,
                 max_space_entries: defaults::MAX_SPACE_ENTRIES,
+                max_trace_space_entries: defaults::MAX_TRACE_SPACE_ENTRIES,
                 max_spaces: defaults::MAX_SPACES,
                 pending_bytes_limit: defaults::PENDING_BYTES,
             },
@@ -166,7 +169,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Nodes per trace (default 10,000). An operation that would go beyond
+    /// Nodes per trace (default 4,096). An operation that would go beyond
     /// fails whole with `Error::LimitExceeded { what: "nodes", .. }` (a
     /// `parallel` that does not fit adds no branch).
     pub fn max_nodes(mut self, n: usize) -> Self {
@@ -191,11 +194,20 @@ impl EngineBuilder {
         self
     }
 
-    /// Keys per space (default 10,000); a new key beyond it gives
+    /// Keys per space (default 4,096); a new key beyond it gives
     /// `Error::LimitExceeded { what: "space_entries", .. }` (overwriting an
     /// existing key always works).
     pub fn max_space_entries(mut self, n: usize) -> Self {
         self.config.max_space_entries = n;
+        self
+    }
+
+    /// Keys in all spaces of one trace together (default 16,384): with
+    /// `max_spaces` spaces of `max_space_entries` keys each, a trace could
+    /// otherwise hold millions. Beyond it, a new key gives
+    /// `Error::LimitExceeded { what: "space_entries", .. }`.
+    pub fn max_trace_space_entries(mut self, n: usize) -> Self {
+        self.config.max_trace_space_entries = n;
         self
     }
 
@@ -287,6 +299,7 @@ impl EngineBuilder {
             ("max_nodes", c.max_nodes),
             ("max_subscribers", c.max_subscribers),
             ("max_space_entries", c.max_space_entries),
+            ("max_trace_space_entries", c.max_trace_space_entries),
             ("max_spaces", c.max_spaces),
             ("pending_bytes_limit", c.pending_bytes_limit),
         ] {

@@ -189,6 +189,7 @@ impl Engine {
             max_log_bytes: config.max_log_bytes,
             max_subscribers: config.max_subscribers,
             max_space_entries: config.max_space_entries,
+            max_trace_space_entries: config.max_trace_space_entries,
             max_spaces: config.max_spaces,
             pending_bytes: config.pending_bytes_limit,
         };

@@ -408,6 +408,7 @@ impl TraceState {
         // Everything restored is in storage already.
         self.logs_flushed = self.logs.len();
         for sd in spaces {
+            self.space_entries += sd.data.len();
             let sid = ShortId::parse(&sd.info.id).ok_or_else(|| {
                 Error::corrupt(loc("spaces"), format!("bad space id {:?}", sd.info.id))
             })?;

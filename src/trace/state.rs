@@ -60,6 +60,8 @@ pub(crate) struct Limits {
     pub(crate) max_subscribers: usize,
     /// Keys per space.
     pub(crate) max_space_entries: usize,
+    /// Keys in all spaces of a trace together.
+    pub(crate) max_trace_space_entries: usize,
     /// Spaces per trace.
     pub(crate) max_spaces: usize,
     /// Queued event bytes, engine-wide.
@@ -191,6 +193,8 @@ pub(crate) struct TraceState {
     /// Offset of `log_text[0]` in the trace's log text.
     pub(crate) text_base: usize,
     pub(crate) spaces: Vec<SpaceRec>,
+    /// Keys in all spaces together.
+    pub(crate) space_entries: usize,
     /// Cleared key-value maps of earlier spaces, reused by `create_space`.
     spare_maps: Vec<Map<String, Value>>,
     pub(crate) history: VecDeque<StoredEvent>,
@@ -270,6 +274,7 @@ impl TraceState {
             log_text: String::new(),
             text_base: 0,
             spaces: Vec::new(),
+            space_entries: 0,
             spare_maps: Vec::new(),
             history: VecDeque::new(),
             next_seq: 1,
@@ -430,6 +435,7 @@ impl TraceState {
         if self.spaces.capacity() > RETAIN_SPACES {
             self.spaces.shrink_to(RETAIN_SPACES);
         }
+        self.space_entries = 0;
         self.history.clear();
         if self.history.capacity() > self.limits.history + 1 {
             self.history.shrink_to(self.limits.history + 1);
@@ -1120,13 +1126,20 @@ impl TraceState {
         let si = self.find_space(space)?;
         let ts = self.tick();
         let rec = self.spaces.remove(si);
-        self.touch_space(rec.id, SPACE_DELETED);
+        self.space_entries -= rec.data.len();
+        let id = rec.id;
+        let mut data = rec.data;
+        if self.spare_maps.len() < RETAIN_SPACES && data.len() <= RETAIN_SPACE_KEYS {
+            data.clear();
+            self.spare_maps.push(data);
+        }
+        self.touch_space(id, SPACE_DELETED);
         self.emit(
             EventKind::SpaceDeleted,
             None,
-            Some(rec.id),
+            Some(id),
             ts,
-            &Payload::SpaceDeleted(rec.id),
+            &Payload::SpaceDeleted(id),
         );
         Ok(())
     }
@@ -1134,10 +1147,20 @@ impl TraceState {
     pub(crate) fn set_space_value(&mut self, space: &str, key: &str, value: Value) -> Result<()> {
         self.check_open()?;
         let si = self.find_space(space)?;
-        let limit = self.limits.max_space_entries;
-        {
-            let data = &self.spaces[si].data;
-            if data.len() >= limit && !data.contains_key(key) {
+        let data = &self.spaces[si].data;
+        if !data.contains_key(key) {
+            let (per_space, per_trace) = (
+                self.limits.max_space_entries,
+                self.limits.max_trace_space_entries,
+            );
+            let limit = if data.len() >= per_space {
+                Some(per_space)
+            } else if self.space_entries >= per_trace {
+                Some(per_trace)
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
                 return Err(Error::LimitExceeded {
                     what: "space_entries",
                     limit,
@@ -1147,6 +1170,10 @@ impl TraceState {
         let ts = self.tick();
         let sp = &mut self.spaces[si];
         let existed = sp.data.insert(key.to_owned(), value).is_some();
+        if !existed {
+            self.space_entries += 1;
+        }
+        let sp = &mut self.spaces[si];
         sp.updated_at = ts;
         let id = sp.id;
         self.touch_space(id, SPACE_META | SPACE_DATA);
@@ -1175,7 +1202,10 @@ impl TraceState {
         let si = self.find_space(space)?;
         let ts = self.tick();
         let sp = &mut self.spaces[si];
-        sp.data.shift_remove(key);
+        if sp.data.shift_remove(key).is_some() {
+            self.space_entries -= 1;
+        }
+        let sp = &mut self.spaces[si];
         sp.updated_at = ts;
         let id = sp.id;
         self.touch_space(id, SPACE_META | SPACE_DATA);
@@ -1194,6 +1224,7 @@ impl TraceState {
         let si = self.find_space(space)?;
         let ts = self.tick();
         let sp = &mut self.spaces[si];
+        self.space_entries -= sp.data.len();
         sp.data.clear();
         sp.updated_at = ts;
         let id = sp.id;
@@ -1567,6 +1598,7 @@ mod tests {
                 max_log_bytes: 1 << 20,
                 max_subscribers: 10,
                 max_space_entries: 10,
+                max_trace_space_entries: 100,
                 max_spaces: 10,
                 pending_bytes: 1 << 20,
             },
