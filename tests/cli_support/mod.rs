@@ -85,6 +85,14 @@ pub(crate) struct Running {
     pub(crate) err_lines: Vec<String>,
 }
 
+/// Why no line came.
+fn ended(e: mpsc::RecvTimeoutError, timeout: Duration) -> String {
+    match e {
+        mpsc::RecvTimeoutError::Timeout => format!("none within {timeout:?}"),
+        mpsc::RecvTimeoutError::Disconnected => "tracepool closed the stream".into(),
+    }
+}
+
 fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -130,8 +138,9 @@ impl Running {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no such stdout line within {timeout:?}; stdout so far:\n{}\nstderr:\n{}",
+                Err(e) => panic!(
+                    "no such stdout line ({}); stdout so far:\n{}\nstderr:\n{}",
+                    ended(e, timeout),
                     self.out_lines.join("\n"),
                     self.drain_stderr()
                 ),
@@ -151,8 +160,9 @@ impl Running {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no such stderr line within {timeout:?}; stderr so far:\n{}",
+                Err(e) => panic!(
+                    "no such stderr line ({}); stderr so far:\n{}",
+                    ended(e, timeout),
                     self.err_lines.join("\n")
                 ),
             }
