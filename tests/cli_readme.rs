@@ -39,7 +39,7 @@ fn text_files(dir: &Path, out: &mut Vec<PathBuf>) {
             ]
             .iter()
             .any(|x| name.ends_with(x))
-                || dir.ends_with(".ci");
+                || dir.file_name().is_some_and(|d| d == ".ci");
             if text {
                 out.push(path);
             }
@@ -204,11 +204,11 @@ fn dependencies(toml: &str) -> (BTreeSet<String>, BTreeSet<String>) {
             continue;
         };
         let name = name.trim().replace('-', "_");
-        if name == "tokio" {
-            if let Some(f) = value.split("features").nth(1) {
-                for feat in f.split('"').skip(1).step_by(2) {
-                    tokio.insert(feat.to_owned());
-                }
+        if name == "tokio"
+            && let Some(f) = value.split("features").nth(1)
+        {
+            for feat in f.split('"').skip(1).step_by(2) {
+                tokio.insert(feat.to_owned());
             }
         }
         crates.insert(name);
