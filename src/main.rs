@@ -585,7 +585,12 @@ fn serve(o: ServeOptions) -> Result<ExitCode, Failure> {
                 break;
             }
             Err(e) => {
-                first_error.get_or_insert(format!("cannot listen on {} ({a}): {e}", o.addr));
+                let resolved = if o.addr == a.to_string() {
+                    String::new()
+                } else {
+                    format!(" ({a})")
+                };
+                first_error.get_or_insert(format!("cannot listen on {}{resolved}: {e}", o.addr));
             }
         }
     }
@@ -599,10 +604,9 @@ fn serve(o: ServeOptions) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot start the engine: {e}")))?;
     match tracepool::http::serve_blocking(engine, addr, o.demo) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        // `serve_blocking` reports a failed bind as a configuration error.
-        Err(tracepool::Error::Config(msg)) if msg.starts_with("cannot listen") => {
-            Err(Failure::Runtime(msg))
-        }
+        // `serve_blocking` reports what goes wrong around the server (a
+        // failed bind: "cannot listen on ADDR: ...") as `Config`: say it as
+        // it is, without "invalid configuration".
         Err(tracepool::Error::Config(msg)) => Err(Failure::Runtime(msg)),
         Err(e) => Err(Failure::Runtime(e.to_string())),
     }
@@ -1503,6 +1507,12 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
         running_stats.peak_in_use,
         running_stats.in_use,
         running_stats.grown
+    );
+    out!(
+        "  engine counters   history evicted {}, events lagged {}, logs dropped {} (the logging scenario logs once before its root)",
+        after.history_evicted,
+        after.events_lagged,
+        after.logs_dropped
     );
     out!(
         "  live tasks        before {}, after {} (workers {})",
