@@ -3,151 +3,961 @@
 //! * `tracepool` (or `tracepool run`): the main job — the reference's five
 //!   benchmark scenarios over many traces, each with a live subscriber that
 //!   checks it saw every event in order; prints progress and a summary.
-//! * `tracepool serve [--addr 127.0.0.1:7070] [--demo]`: the HTTP live view
-//!   (feature `http`).
+//! * `tracepool serve`: the HTTP live view (feature `http`).
+//!
+//! `tracepool --help`, `tracepool run --help` and `tracepool serve --help`
+//! describe the flags. Exit status: 0 success, 1 a failed check or a runtime
+//! failure (storage, listening), 2 a usage error, 130 interrupted.
+//!
+//! Nothing here panics on bad input or a failing disk: flags are checked
+//! before anything is allocated, every error of the engine is counted and
+//! reported in the summary, and a closed stdout or stderr only silences the
+//! output.
 
+use std::cell::Cell;
+use std::fmt;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use tracepool::{Delivery, Engine, EventKind, Subscription};
+use tracepool::{
+    Cursor, Delivery, Driver, Durability, Engine, EventKind, LocalDriver, MemoryDriver,
+    StoreDriver, StoredTrace, Subscription, TraceInfo, TraceOptions, TraceStatus, WriteBatch,
+};
 
 #[path = "../benches/support/scenarios.rs"]
 #[allow(unreachable_pub)]
 mod scenarios;
 
-use scenarios::{Scenario, ScenarioEngine, ThreadPool};
+use scenarios::{Lvl, Scenario, ScenarioEngine, ThreadPool};
 
-const USAGE: &str = "\
+// ---- output -------------------------------------------------------------------
+
+/// Set once a write to stdout failed (a closed pipe: `tracepool | head -1`):
+/// later output is dropped instead of panicking like `println!` does.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// The same for stderr.
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+/// One line on stdout; a closed stdout silences the rest of the output.
+macro_rules! out {
+    ($($arg:tt)*) => { write_line(false, format_args!($($arg)*)) };
+}
+
+/// One line on stderr; a closed stderr silences the rest of it.
+macro_rules! err {
+    ($($arg:tt)*) => { write_line(true, format_args!($($arg)*)) };
+}
+
+fn write_line(to_stderr: bool, args: fmt::Arguments<'_>) {
+    let gone = if to_stderr {
+        &STDERR_GONE
+    } else {
+        &STDOUT_GONE
+    };
+    if gone.load(Ordering::Relaxed) {
+        return;
+    }
+    let written = if to_stderr {
+        let mut e = std::io::stderr().lock();
+        e.write_fmt(args).and_then(|()| e.write_all(b"\n"))
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_fmt(args)
+            .and_then(|()| o.write_all(b"\n"))
+            .and_then(|()| o.flush())
+    };
+    if written.is_err() {
+        gone.store(true, Ordering::Relaxed);
+    }
+}
+
+// ---- usage --------------------------------------------------------------------
+
+/// Where the default driver keeps traces unless `--dir` says otherwise.
+const DEFAULT_DIR: &str = "./traces";
+/// Largest `--capacity` (slots are preallocated at start).
+const MAX_CAPACITY: u64 = 4_194_304;
+/// Memory preallocated per slot, rounded up (measured: about 740 bytes per
+/// slot, registry included, for an engine of a million slots).
+const SLOT_BYTES: u64 = 1024;
+/// Largest `--workers`.
+const MAX_WORKERS: u64 = 256;
+/// Metadata key and value that mark the traces the main job keeps.
+const KEPT_BY: (&str, &str) = ("kept_by", "tracepool run");
+/// Exit status of an interrupted run (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+fn usage() -> String {
+    format!(
+        "\
+tracepool {version}: pooled execution traces. This command runs the main job or the live view.
+
+usage: tracepool [run] [OPTIONS]    the main job (the default command)
+       tracepool serve [OPTIONS]    the HTTP live view and web viewer
+       tracepool run --help         the main job's options
+       tracepool serve --help       the live view's options
+       tracepool --version
+
+Exit status: 0 success, 1 a failed check or a runtime failure, 2 a usage error,
+130 interrupted.",
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn driver_usage() -> String {
+    format!(
+        "\
+Storage (at most one driver flag; default: the local-disk driver under {DEFAULT_DIR}):
+  --memory          in-memory driver: nothing is written
+  --local DIR       local-disk driver under DIR
+  --store PATH      embedded key-value store driver in the directory PATH
+  --redis URL       Redis driver (not in this build yet)
+  --dir DIR         where the default driver keeps its traces (instead of {DEFAULT_DIR});
+                    not combined with a driver flag"
+    )
+}
+
+fn run_usage() -> String {
+    format!(
+        "\
 usage: tracepool [run] [--traces N] [--concurrency N] [--capacity N] [--workers N]
-                       [--memory | --dir DIR] [--keep-every N]
-       tracepool serve [--addr HOST:PORT] [--demo]
+                       [--keep-every N] [--memory | --local DIR | --store PATH | --dir DIR]
 
-run     the main job: the five reference scenarios over N traces (default 20000),
-        each with a live subscriber that checks every event arrives in order.
-        Runs on the default driver (local disk under ./traces; --dir DIR elsewhere,
-        --memory for the in-memory driver). Like the reference's benchmark, each
-        trace is removed after release, except every Nth (--keep-every, default
-        1000), which stays on disk; the next run opens one of those and checks it.
-serve   the HTTP live view and web viewer (default address 127.0.0.1:7070);
-        --demo keeps generating traces to watch";
+The main job: the reference's five benchmark scenarios (sequential, parallel,
+space, logging, complex) in turn over N traces, each followed by a live
+subscriber that checks it sees every event of its trace, in order. Progress
+goes to stderr once a second, the summary to stdout.
+
+Like the reference's benchmark, each trace is removed after release, except
+every Nth (--keep-every), which stays in storage with the metadata
+{key} = \"{value}\". A run first reopens the newest whole trace an earlier run
+kept and checks it; traces it did not keep, and partial or running ones, are
+reported and skipped.
+
+Ctrl-C starts no new trace, cancels the running ones, flushes storage, prints
+the summary and exits with status 130 (a second Ctrl-C exits at once).
+
+  --traces N        traces to run (default 20000)
+  --concurrency N   threads running traces (default: one per core); lowered,
+                    with a note, to --traces and to --capacity
+  --capacity N      trace slots, preallocated at start (default 1024; at most
+                    {MAX_CAPACITY}, and at most half the memory)
+  --workers N       the engine's worker tasks (default: one per core; at most {MAX_WORKERS})
+  --keep-every N    keep every Nth trace in storage (default 1000)
+{drivers}
+
+Exit status: 0 every check passed, 1 a check failed or storage failed, 2 a
+usage error, 130 interrupted.",
+        key = KEPT_BY.0,
+        value = KEPT_BY.1,
+        drivers = driver_usage()
+    )
+}
+
+fn serve_usage() -> String {
+    format!(
+        "\
+usage: tracepool serve [--addr HOST:PORT] [--demo] [--memory | --local DIR | --store PATH | --dir DIR]
+
+The HTTP live view until Ctrl-C: JSON endpoints, a server-sent event stream
+per trace and the web viewer, over the traces of the chosen storage (by
+default the main job's: the local-disk driver under {DEFAULT_DIR}).
+
+  --addr HOST:PORT  where to listen (default 127.0.0.1:7070); a host name is
+                    resolved (IPv4 first), port 0 picks a free port
+  --demo            keep generating demo traces to watch. They live in an
+                    in-memory driver of their own, apart from any stored
+                    trace: nothing is written and nothing is left on exit,
+                    so --demo takes no storage flag
+{drivers}
+
+Exit status: 0 stopped by Ctrl-C, 1 cannot listen or a storage failure, 2 a
+usage error.",
+        drivers = driver_usage()
+    )
+}
+
+// ---- errors and exit status ---------------------------------------------------
+
+/// Why the command stopped early.
+#[derive(Debug)]
+enum Failure {
+    /// Bad arguments: exit status 2.
+    Usage(String),
+    /// The environment failed (storage, listening, threads): exit status 1.
+    Runtime(String),
+}
+
+fn usage_err<T>(msg: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure::Usage(msg.into()))
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = match args.first().map(String::as_str) {
-        Some("run") => ("run", &args[1..]),
-        Some("serve") => ("serve", &args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let result = match parse(&args) {
+        Ok(Command::Text(text)) => {
+            out!("{text}");
+            Ok(ExitCode::SUCCESS)
         }
-        _ => ("run", &args[..]),
-    };
-    let result = match cmd {
-        "serve" => serve(rest),
-        _ => RunOptions::parse(rest).and_then(run),
+        Ok(Command::Run(o)) => run(o),
+        Ok(Command::Serve(o)) => serve(o),
+        Err(e) => Err(e),
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("tracepool: {e}");
+        Err(Failure::Usage(msg)) => {
+            err!("tracepool: {msg}\n(see `tracepool --help`)");
             ExitCode::from(2)
         }
-    }
-}
-
-fn value_of<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
-    *i += 1;
-    args.get(*i)
-        .map(String::as_str)
-        .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-}
-
-fn number(s: &str, flag: &str) -> Result<usize, String> {
-    s.replace('_', "")
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{flag}: expected a positive number, got {s:?}"))
-}
-
-#[cfg(feature = "http")]
-fn serve(args: &[String]) -> Result<ExitCode, String> {
-    let mut addr: std::net::SocketAddr = "127.0.0.1:7070".parse().expect("valid default");
-    let mut demo = false;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--addr" => {
-                let v = value_of(args, &mut i, "--addr")?;
-                addr = v.parse().map_err(|e| format!("--addr {v:?}: {e}"))?;
-            }
-            "--demo" => demo = true,
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        Err(Failure::Runtime(msg)) => {
+            err!("tracepool: {msg}");
+            ExitCode::FAILURE
         }
-        i += 1;
     }
-    let engine = Engine::builder().build().map_err(|e| e.to_string())?;
-    tracepool::http::serve_blocking(engine, addr, demo).map_err(|e| e.to_string())?;
-    Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(not(feature = "http"))]
-fn serve(_args: &[String]) -> Result<ExitCode, String> {
-    Err("this build has no HTTP support (enable the `http` feature)".into())
+// ---- flags ----------------------------------------------------------------------
+
+enum Command {
+    /// Help or version text to print.
+    Text(String),
+    Run(RunOptions),
+    Serve(ServeOptions),
 }
 
+fn parse(args: &[String]) -> Result<Command, Failure> {
+    let wants_help = |rest: &[String]| rest.iter().any(|a| a == "--help" || a == "-h");
+    match args.first().map(String::as_str) {
+        Some("--version" | "-V") => Ok(Command::Text(format!(
+            "tracepool {}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        Some("--help" | "-h") => Ok(Command::Text(usage())),
+        Some("help") => match args.get(1).map(String::as_str) {
+            None => Ok(Command::Text(usage())),
+            Some("run") => Ok(Command::Text(run_usage())),
+            Some("serve") => Ok(Command::Text(serve_usage())),
+            Some(other) => usage_err(format!("help: unknown command {other:?}")),
+        },
+        Some("serve") if wants_help(&args[1..]) => Ok(Command::Text(serve_usage())),
+        Some("serve") => ServeOptions::parse(&args[1..]).map(Command::Serve),
+        Some("run") if wants_help(&args[1..]) => Ok(Command::Text(run_usage())),
+        Some("run") => RunOptions::parse(&args[1..]).map(Command::Run),
+        _ if wants_help(args) => Ok(Command::Text(run_usage())),
+        _ => RunOptions::parse(args).map(Command::Run),
+    }
+}
+
+/// The value after `args[*i]`, moving `i` onto it.
+fn value_of<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, Failure> {
+    *i += 1;
+    match args.get(*i) {
+        Some(v) => Ok(v),
+        None => usage_err(format!("{flag} needs a value")),
+    }
+}
+
+/// A whole number that fits in a u64 (`_` separators allowed), at least 1.
+fn number(flag: &str, s: &str) -> Result<u64, Failure> {
+    let n = s
+        .replace('_', "")
+        .parse::<u64>()
+        .map_err(|_| Failure::Usage(format!("{flag}: expected a whole number, got {s:?}")))?;
+    if n == 0 {
+        return usage_err(format!("{flag} must be at least 1"));
+    }
+    Ok(n)
+}
+
+/// `n` as a usize (every u64 on 64-bit targets).
+fn size(flag: &str, n: u64) -> Result<usize, Failure> {
+    usize::try_from(n).map_err(|_| Failure::Usage(format!("{flag} {n} is too large here")))
+}
+
+/// Where traces go: the storage driver and its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DriverSpec {
+    Memory,
+    Local(PathBuf),
+    Store(PathBuf),
+}
+
+impl DriverSpec {
+    /// The default driver of `run` and `serve`: chosen here and only here.
+    fn default_at(dir: Option<PathBuf>) -> DriverSpec {
+        DriverSpec::Local(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
+    }
+
+    /// For the header line: the driver and where it keeps traces.
+    fn describe(&self) -> String {
+        match self {
+            DriverSpec::Memory => "memory".into(),
+            DriverSpec::Local(p) => format!("local ({})", p.display()),
+            DriverSpec::Store(p) => format!("store ({})", p.display()),
+        }
+    }
+
+    /// Opens the driver.
+    fn open(&self) -> Result<Box<dyn Driver>, Failure> {
+        let opened: tracepool::Result<Box<dyn Driver>> = match self {
+            DriverSpec::Memory => Ok(Box::new(MemoryDriver::new())),
+            DriverSpec::Local(p) => {
+                LocalDriver::new(p, Durability::default()).map(|d| Box::new(d) as _)
+            }
+            DriverSpec::Store(p) => {
+                StoreDriver::open(p, Durability::default()).map(|d| Box::new(d) as _)
+            }
+        };
+        opened
+            .map_err(|e| Failure::Runtime(format!("cannot open storage {}: {e}", self.describe())))
+    }
+}
+
+/// The storage flags shared by `run` and `serve`.
+#[derive(Debug, Default)]
+struct DriverFlags {
+    /// An explicit driver flag and what it chose.
+    chosen: Option<(&'static str, DriverSpec)>,
+    /// `--dir`: the default driver's location.
+    dir: Option<PathBuf>,
+}
+
+impl DriverFlags {
+    /// Takes the storage flag at `args[*i]`; `Ok(false)` when it is none.
+    fn take(&mut self, args: &[String], i: &mut usize) -> Result<bool, Failure> {
+        let flag: &'static str = match args[*i].as_str() {
+            "--memory" => "--memory",
+            "--local" => "--local",
+            "--store" => "--store",
+            "--redis" => "--redis",
+            "--dir" => "--dir",
+            _ => return Ok(false),
+        };
+        let path = |i: &mut usize| -> Result<PathBuf, Failure> {
+            let v = value_of(args, i, flag)?;
+            if v.is_empty() {
+                return usage_err(format!("{flag}: the path is empty"));
+            }
+            Ok(PathBuf::from(v))
+        };
+        let spec = match flag {
+            "--dir" => {
+                if self.dir.is_some() {
+                    return usage_err("--dir is given twice");
+                }
+                self.dir = Some(path(i)?);
+                return self.check();
+            }
+            "--memory" => DriverSpec::Memory,
+            "--local" => DriverSpec::Local(path(i)?),
+            "--store" => DriverSpec::Store(path(i)?),
+            _ => {
+                let url = value_of(args, i, flag)?;
+                return usage_err(format!(
+                    "--redis {url:?}: this build has no Redis driver yet \
+                     (use --local DIR, --store PATH or --memory)"
+                ));
+            }
+        };
+        if let Some((first, _)) = &self.chosen {
+            return usage_err(if *first == flag {
+                format!("{flag} is given twice")
+            } else {
+                format!("{first} and {flag} cannot be used together: choose one driver")
+            });
+        }
+        self.chosen = Some((flag, spec));
+        self.check().map(|_| true)
+    }
+
+    fn check(&self) -> Result<bool, Failure> {
+        match (&self.chosen, &self.dir) {
+            (Some((flag, _)), Some(_)) => usage_err(format!(
+                "--dir and {flag} cannot be used together: --dir sets where the default \
+                 driver keeps traces (choose a driver and its location with --local DIR \
+                 or --store PATH)"
+            )),
+            _ => Ok(true),
+        }
+    }
+
+    fn resolve(self) -> DriverSpec {
+        match self.chosen {
+            Some((_, spec)) => spec,
+            None => DriverSpec::default_at(self.dir),
+        }
+    }
+}
+
+/// What `tracepool run` was asked to do.
+#[derive(Debug)]
 struct RunOptions {
     traces: usize,
     concurrency: usize,
     capacity: usize,
     workers: Option<usize>,
-    memory: bool,
-    dir: Option<String>,
     keep_every: usize,
+    driver: DriverSpec,
+    /// Adjustments made to the flags, printed before the run.
+    notes: Vec<String>,
 }
 
 impl RunOptions {
-    fn parse(args: &[String]) -> Result<RunOptions, String> {
+    fn parse(args: &[String]) -> Result<RunOptions, Failure> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut o = RunOptions {
-            traces: 20_000,
-            concurrency: cores,
-            capacity: 1024,
-            workers: None,
-            memory: false,
-            dir: None,
-            keep_every: 1000,
-        };
+        let (mut traces, mut concurrency, mut capacity) = (20_000u64, None, 1024u64);
+        let (mut workers, mut keep_every) = (None, 1000u64);
+        let mut drivers = DriverFlags::default();
         let mut i = 0;
         while i < args.len() {
             let flag = args[i].as_str();
             match flag {
-                "--traces" => o.traces = number(value_of(args, &mut i, flag)?, flag)?,
-                "--concurrency" => o.concurrency = number(value_of(args, &mut i, flag)?, flag)?,
-                "--capacity" => o.capacity = number(value_of(args, &mut i, flag)?, flag)?,
-                "--workers" => o.workers = Some(number(value_of(args, &mut i, flag)?, flag)?),
-                "--memory" => o.memory = true,
-                "--dir" => o.dir = Some(value_of(args, &mut i, flag)?.to_owned()),
-                "--keep-every" => o.keep_every = number(value_of(args, &mut i, flag)?, flag)?,
-                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+                "--traces" => traces = number(flag, value_of(args, &mut i, flag)?)?,
+                "--concurrency" => concurrency = Some(number(flag, value_of(args, &mut i, flag)?)?),
+                "--capacity" => capacity = number(flag, value_of(args, &mut i, flag)?)?,
+                "--workers" => workers = Some(number(flag, value_of(args, &mut i, flag)?)?),
+                "--keep-every" => keep_every = number(flag, value_of(args, &mut i, flag)?)?,
+                _ if drivers.take(args, &mut i)? => {}
+                other => return usage_err(format!("unknown argument {other:?}")),
             }
             i += 1;
         }
-        Ok(o)
+        if capacity > MAX_CAPACITY {
+            return usage_err(format!(
+                "--capacity {capacity} is more than {MAX_CAPACITY} slots"
+            ));
+        }
+        check_memory(capacity, physical_memory())?;
+        if let Some(w) = workers
+            && w > MAX_WORKERS
+        {
+            return usage_err(format!("--workers {w} is more than {MAX_WORKERS}"));
+        }
+        let mut notes = Vec::new();
+        let mut concurrency = concurrency.unwrap_or(cores as u64);
+        if concurrency > traces {
+            notes.push(format!(
+                "--concurrency {concurrency} is more than --traces {traces}: using {traces}"
+            ));
+            concurrency = traces;
+        }
+        if concurrency > capacity {
+            notes.push(format!(
+                "--concurrency {concurrency} is more than --capacity {capacity} (one slot per \
+                 running trace): using {capacity}"
+            ));
+            concurrency = capacity;
+        }
+        Ok(RunOptions {
+            traces: size("--traces", traces)?,
+            concurrency: size("--concurrency", concurrency)?,
+            capacity: size("--capacity", capacity)?,
+            workers: workers.map(|w| size("--workers", w)).transpose()?,
+            keep_every: size("--keep-every", keep_every)?,
+            driver: drivers.resolve(),
+            notes,
+        })
     }
 }
 
+/// Refuses a capacity whose preallocation would take more than half of
+/// `memory` bytes (when the memory size is known).
+fn check_memory(capacity: u64, memory: Option<u64>) -> Result<(), Failure> {
+    let need = capacity.saturating_mul(SLOT_BYTES);
+    match memory {
+        Some(mem) if need > mem / 2 => usage_err(format!(
+            "--capacity {capacity} preallocates about {} MiB, more than half of the {} MiB \
+             of memory here",
+            need >> 20,
+            mem >> 20
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Memory available to this process: the machine's (`/proc/meminfo`), or the
+/// cgroup limit when it is lower. `None` where neither can be read.
+fn physical_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let kb = s.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+    });
+    let total = total.map(|kb| kb.saturating_mul(1024));
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
+/// What `tracepool serve` was asked to do.
+#[derive(Debug)]
+struct ServeOptions {
+    /// `--addr` as given.
+    addr: String,
+    /// Its resolved addresses, IPv4 first.
+    addrs: Vec<SocketAddr>,
+    demo: bool,
+    driver: DriverSpec,
+}
+
+impl ServeOptions {
+    fn parse(args: &[String]) -> Result<ServeOptions, Failure> {
+        let mut addr = "127.0.0.1:7070".to_owned();
+        let mut demo = false;
+        let mut drivers = DriverFlags::default();
+        let mut i = 0;
+        while i < args.len() {
+            let flag = args[i].as_str();
+            match flag {
+                "--addr" => addr = value_of(args, &mut i, flag)?.to_owned(),
+                "--demo" => demo = true,
+                _ if drivers.take(args, &mut i)? => {}
+                other => return usage_err(format!("unknown argument {other:?}")),
+            }
+            i += 1;
+        }
+        let driver = match (demo, &drivers.chosen, &drivers.dir) {
+            (true, Some((flag, _)), _) if *flag != "--memory" => {
+                return usage_err(format!(
+                    "--demo and {flag} cannot be used together: demo traces live in an \
+                     in-memory driver of their own"
+                ));
+            }
+            (true, _, Some(_)) => {
+                return usage_err(
+                    "--demo and --dir cannot be used together: demo traces live in an \
+                     in-memory driver of their own",
+                );
+            }
+            (true, _, _) => DriverSpec::Memory,
+            (false, _, _) => drivers.resolve(),
+        };
+        let addrs = resolve(&addr)?;
+        Ok(ServeOptions {
+            addr,
+            addrs,
+            demo,
+            driver,
+        })
+    }
+}
+
+/// Resolves `HOST:PORT` (a host name or an IP address), IPv4 addresses first.
+fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Failure> {
+    let mut addrs: Vec<SocketAddr> = match addr.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            return usage_err(format!(
+                "--addr {addr:?}: expected HOST:PORT (like 127.0.0.1:7070 or localhost:7070): {e}"
+            ));
+        }
+    };
+    if addrs.is_empty() {
+        return usage_err(format!("--addr {addr:?}: the host has no address"));
+    }
+    addrs.sort_by_key(SocketAddr::is_ipv6);
+    Ok(addrs)
+}
+
+// ---- serve ------------------------------------------------------------------------
+
+#[cfg(feature = "http")]
+fn serve(o: ServeOptions) -> Result<ExitCode, Failure> {
+    // The first resolved address that can be bound (`localhost` may name
+    // an IPv6 address this machine cannot listen on).
+    let mut first_error = None;
+    let mut chosen = None;
+    for a in &o.addrs {
+        match std::net::TcpListener::bind(a) {
+            Ok(_) => {
+                chosen = Some(*a);
+                break;
+            }
+            Err(e) => {
+                let resolved = if o.addr == a.to_string() {
+                    String::new()
+                } else {
+                    format!(" ({a})")
+                };
+                first_error.get_or_insert(format!("cannot listen on {}{resolved}: {e}", o.addr));
+            }
+        }
+    }
+    let Some(addr) = chosen else {
+        return Err(Failure::Runtime(first_error.unwrap_or_default()));
+    };
+    let driver = TimedDriver::new(o.driver.open()?);
+    let engine = Engine::builder()
+        .driver(driver)
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the engine: {e}")))?;
+    match tracepool::http::serve_blocking(engine, addr, o.demo) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `serve_blocking` reports what goes wrong around the server (a
+        // failed bind: "cannot listen on ADDR: ...") as `Config`: say it as
+        // it is, without "invalid configuration".
+        Err(tracepool::Error::Config(msg)) => Err(Failure::Runtime(msg)),
+        Err(e) => Err(Failure::Runtime(e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "http"))]
+fn serve(_o: ServeOptions) -> Result<ExitCode, Failure> {
+    Err(Failure::Runtime(
+        "this build has no HTTP support (build with the `http` feature)".into(),
+    ))
+}
+
+// ---- storage timing -------------------------------------------------------------
+
+thread_local! {
+    /// Set on the threads that run traces, so driver calls made there (the
+    /// last write of `release`, `remove`) are told apart from the workers'.
+    static TRACE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Summed wall time of driver calls.
+#[derive(Debug, Default)]
+struct DriverTime {
+    calls: AtomicU64,
+    total_ns: AtomicU64,
+    /// The part spent on the trace threads.
+    trace_threads_ns: AtomicU64,
+}
+
+/// A driver that times every call of the driver it wraps. Every method of
+/// [`Driver`] is forwarded (a method added to the trait must be added here).
+#[derive(Debug)]
+struct TimedDriver {
+    inner: Box<dyn Driver>,
+    time: Arc<DriverTime>,
+}
+
+impl TimedDriver {
+    fn new(inner: Box<dyn Driver>) -> TimedDriver {
+        TimedDriver {
+            inner,
+            time: Arc::default(),
+        }
+    }
+
+    fn timed<T>(&self, call: impl FnOnce(&dyn Driver) -> T) -> T {
+        let start = Instant::now();
+        let r = call(&*self.inner);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.time.calls.fetch_add(1, Ordering::Relaxed);
+        self.time.total_ns.fetch_add(ns, Ordering::Relaxed);
+        if TRACE_THREAD.get() {
+            self.time.trace_threads_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Driver for TimedDriver {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn write(&self, batch: &WriteBatch<'_>) -> tracepool::Result<()> {
+        self.timed(|d| d.write(batch))
+    }
+    fn wants_documents(&self) -> bool {
+        self.inner.wants_documents()
+    }
+    fn persists(&self) -> bool {
+        self.inner.persists()
+    }
+    fn load(&self, id: &str) -> tracepool::Result<Option<StoredTrace>> {
+        self.timed(|d| d.load(id))
+    }
+    fn archive(&self, id: &str) -> tracepool::Result<()> {
+        self.timed(|d| d.archive(id))
+    }
+    fn exists(&self, id: &str) -> tracepool::Result<bool> {
+        self.timed(|d| d.exists(id))
+    }
+    fn info(&self, id: &str) -> tracepool::Result<Option<TraceInfo>> {
+        self.timed(|d| d.info(id))
+    }
+    fn remove(&self, id: &str) -> tracepool::Result<bool> {
+        self.timed(|d| d.remove(id))
+    }
+    fn list(&self) -> tracepool::Result<Vec<String>> {
+        self.timed(|d| d.list())
+    }
+    fn flush(&self) -> tracepool::Result<()> {
+        self.timed(|d| d.flush())
+    }
+}
+
+// ---- error counting ---------------------------------------------------------------
+
+/// The calls whose errors the main job counts.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Create,
+    Subscribe,
+    Step,
+    Finish,
+    Release,
+    Remove,
+    Flush,
+}
+
+impl Op {
+    const ALL: [Op; 7] = [
+        Op::Create,
+        Op::Subscribe,
+        Op::Step,
+        Op::Finish,
+        Op::Release,
+        Op::Remove,
+        Op::Flush,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Subscribe => "subscribe",
+            Op::Step => "scenario steps",
+            Op::Finish => "mark complete/cancelled",
+            Op::Release => "release",
+            Op::Remove => "remove",
+            Op::Flush => "flush",
+        }
+    }
+}
+
+/// Errors returned by the engine during the run, per call; never fatal.
+#[derive(Debug, Default)]
+struct Errors {
+    storage: [AtomicU64; 7],
+    other: [AtomicU64; 7],
+    first: Mutex<Option<String>>,
+}
+
+impl Errors {
+    fn record(&self, op: Op, e: &tracepool::Error) {
+        let storage = matches!(
+            e,
+            tracepool::Error::Storage { .. } | tracepool::Error::Corrupt { .. }
+        );
+        let counters = if storage { &self.storage } else { &self.other };
+        counters[op as usize].fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(format!("{}: {e}", op.name()));
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.storage
+            .iter()
+            .chain(&self.other)
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// `storage 12 (release 10, remove 2)`.
+    fn describe(counters: &[AtomicU64; 7], label: &str) -> String {
+        let parts: Vec<String> = Op::ALL
+            .iter()
+            .filter_map(|op| {
+                let n = counters[*op as usize].load(Ordering::Relaxed);
+                (n > 0).then(|| format!("{} {n}", op.name()))
+            })
+            .collect();
+        let n: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        if parts.is_empty() {
+            format!("{label} 0")
+        } else {
+            format!("{label} {n} ({})", parts.join(", "))
+        }
+    }
+
+    fn summary(&self) -> String {
+        if self.total() == 0 {
+            return "none".into();
+        }
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        format!(
+            "{}, {}; first: {}",
+            Errors::describe(&self.storage, "storage"),
+            Errors::describe(&self.other, "other"),
+            first.as_deref().unwrap_or("")
+        )
+    }
+}
+
+// ---- the main job: scenario steps that never panic ----------------------------------
+
+/// The engine as the scenarios drive it in the main job: every error is
+/// counted instead of ending the run. A failed call yields `None`, and the
+/// scenario's later steps on it do nothing.
+#[derive(Debug, Clone)]
+struct Job {
+    engine: Engine,
+    errors: Arc<Errors>,
+}
+
+impl Job {
+    fn ok<T>(&self, r: tracepool::Result<T>) -> Option<T> {
+        r.map_err(|e| self.errors.record(Op::Step, &e)).ok()
+    }
+}
+
+impl ScenarioEngine for Job {
+    type Trace = Option<tracepool::Trace>;
+    type Node = Option<tracepool::Node>;
+
+    fn create(&self) -> Self::Trace {
+        self.engine
+            .create(TraceOptions::new())
+            .map_err(|e| self.errors.record(Op::Create, &e))
+            .ok()
+    }
+    fn add(&self, t: &Self::Trace, input: serde_json::Value, label: &'static str) -> Self::Node {
+        let t = t.as_ref()?;
+        self.ok(t.add(input, tracepool::NodeOptions::new().label(label)))
+    }
+    fn complete(&self, t: &Self::Trace, output: serde_json::Value) {
+        if let Some(t) = t {
+            self.ok(t.complete(Some(output)));
+        }
+    }
+    fn parallel(&self, t: &Self::Trace, labels: &[&'static str]) -> Vec<Self::Node> {
+        let Some(t) = t else { return Vec::new() };
+        let inputs = labels
+            .iter()
+            .map(|l| {
+                tracepool::ParallelInput::new(
+                    serde_json::Value::Null,
+                    tracepool::NodeOptions::new().label(*l),
+                )
+            })
+            .collect();
+        self.ok(t.parallel(inputs))
+            .map(|nodes| nodes.into_iter().map(Some).collect())
+            .unwrap_or_default()
+    }
+    fn log(&self, t: &Self::Trace, level: Lvl, msg: &'static str) {
+        if let Some(t) = t {
+            match level {
+                Lvl::Debug => t.debug(msg),
+                Lvl::Info => t.info(msg),
+                Lvl::Warn => t.warn(msg),
+            };
+        }
+    }
+    fn node_complete(&self, n: &Self::Node, output: serde_json::Value) {
+        if let Some(n) = n {
+            self.ok(n.complete(Some(output)));
+        }
+    }
+    fn node_info(&self, n: &Self::Node, msg: &'static str) {
+        if let Some(n) = n {
+            n.info(msg);
+        }
+    }
+    fn create_space(&self, t: &Self::Trace, label: &'static str) -> String {
+        t.as_ref()
+            .and_then(|t| self.ok(t.create_space(tracepool::SpaceOptions::new().label(label))))
+            .map(|s| s.id)
+            .unwrap_or_default()
+    }
+    fn set_space_value(
+        &self,
+        t: &Self::Trace,
+        space: &str,
+        key: &'static str,
+        v: serde_json::Value,
+    ) {
+        if let Some(t) = t
+            && !space.is_empty()
+        {
+            self.ok(t.set_space_value(space, key, v));
+        }
+    }
+    fn get_space_value(
+        &self,
+        t: &Self::Trace,
+        space: &str,
+        key: &'static str,
+    ) -> Option<serde_json::Value> {
+        self.ok(t.as_ref()?.get_space_value(space, key)).flatten()
+    }
+    fn mark_complete(&self, t: &Self::Trace) {
+        if let Some(t) = t
+            && let Err(e) = t.mark_complete()
+        {
+            self.errors.record(Op::Finish, &e);
+        }
+    }
+    fn release(&self, t: Self::Trace) {
+        if let Some(t) = t
+            && let Err(e) = t.release()
+        {
+            self.errors.record(Op::Release, &e);
+        }
+    }
+}
+
+// ---- the main job: live checks ----------------------------------------------------
+
 /// What the live subscribers found.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Checks {
     delivered: AtomicU64,
     order_violations: AtomicU64,
     lagged: AtomicU64,
     missing_complete: AtomicU64,
-    outstanding: AtomicUsize,
     checked: AtomicU64,
+    /// Subscriptions still being read.
+    outstanding: Mutex<usize>,
+    all_done: Condvar,
+}
+
+impl Checks {
+    fn started(&self) {
+        *self.outstanding.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn finished(&self) {
+        let mut n = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.all_done.notify_all();
+        }
+    }
+
+    /// Waits until every subscription ended, or `deadline`; returns how many
+    /// had not.
+    fn wait(&self, deadline: Instant) -> usize {
+        let mut n = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = self
+                .all_done
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *n
+    }
 }
 
 /// Follows one trace's events: seqs must be 1, 2, 3, ... and the stream must
@@ -177,187 +987,523 @@ async fn check(mut sub: Subscription, checks: Arc<Checks>) {
     }
     checks.delivered.fetch_add(delivered, Ordering::Relaxed);
     checks.checked.fetch_add(1, Ordering::Relaxed);
-    checks.outstanding.fetch_sub(1, Ordering::AcqRel);
+    checks.finished();
 }
 
-/// Opens a trace kept by an earlier run and checks it is whole: nodes, a
-/// gap-free event history ending with `complete`.
-fn reopen_previous(engine: &Engine, id: &str) -> Result<(), String> {
-    let t = engine
-        .open(id)
-        .map_err(|e| format!("cannot open trace {id} from a previous run: {e}"))?;
-    let nodes = t.all_nodes().map_err(|e| e.to_string())?;
-    let events = t
-        .events(tracepool::Cursor::Seq(0))
-        .map_err(|e| e.to_string())?;
-    let gap_free = events
+// ---- the main job: reopening a kept trace -------------------------------------------
+
+/// Whether a stored trace is whole: nodes, seqs 1..=N without a gap, the
+/// last event `complete`, a finished status. `Err` says what is missing.
+fn whole(nodes: usize, events: &[tracepool::Event], status: TraceStatus) -> Result<(), String> {
+    if nodes == 0 {
+        return Err("no nodes".into());
+    }
+    if let Some((i, e)) = events
         .iter()
         .enumerate()
-        .all(|(i, e)| e.seq == i as u64 + 1);
-    let complete = events.last().is_some_and(|e| e.kind == EventKind::Complete);
-    println!(
-        "reopened trace {id} from a previous run: {} nodes, {} events (seq 1..{}, {}), status {}",
-        nodes.len(),
-        events.len(),
-        events.len(),
-        if gap_free && complete {
-            "gap-free, ends with complete"
+        .find(|(i, e)| e.seq != *i as u64 + 1)
+    {
+        return Err(format!("seq {} where {} was due", e.seq, i + 1));
+    }
+    if events.last().is_none_or(|e| e.kind != EventKind::Complete) {
+        return Err("the events do not end with complete".into());
+    }
+    if !matches!(status, TraceStatus::Completed | TraceStatus::Cancelled) {
+        return Err(format!("status {}", status.as_str()));
+    }
+    Ok(())
+}
+
+/// A loaded trace's node count, events and status.
+fn read_loaded(
+    t: &tracepool::Trace,
+) -> tracepool::Result<(usize, Vec<tracepool::Event>, TraceStatus)> {
+    Ok((t.all_nodes()?.len(), t.events(Cursor::Seq(0))?, t.status()))
+}
+
+/// Reopens the newest whole trace an earlier run kept and checks that the
+/// engine rebuilds what storage holds. Other traces in the same storage —
+/// not kept by the main job, partial, running or unreadable — are reported
+/// and skipped. `Err` only when a whole kept trace does not reopen as stored.
+fn reopen_previous(engine: &Engine) -> Result<(), String> {
+    let ids = match engine.list_stored() {
+        Ok(ids) => ids,
+        Err(e) => {
+            out!("reopen check: skipped, cannot list the stored traces: {e}");
+            return Ok(());
+        }
+    };
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut foreign = 0usize;
+    let mut candidates: Vec<(i64, String)> = Vec::new();
+    for id in ids {
+        match engine.info(&id) {
+            Ok(info)
+                if info.metadata.get(KEPT_BY.0).and_then(|v| v.as_str()) != Some(KEPT_BY.1) =>
+            {
+                foreign += 1;
+            }
+            Ok(info) if matches!(info.status, TraceStatus::Pending | TraceStatus::Running) => {
+                skipped.push((
+                    id,
+                    format!(
+                        "still {} (running elsewhere, or cut short)",
+                        info.status.as_str()
+                    ),
+                ));
+            }
+            Ok(info) => candidates.push((info.created_at, id)),
+            Err(e) => skipped.push((id, format!("unreadable: {e}"))),
+        }
+    }
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    let mut chosen = None;
+    for (_, id) in candidates {
+        match engine.read_stored(&id) {
+            Ok(stored) => match whole(stored.nodes.len(), &stored.events, stored.info.status) {
+                Ok(()) => {
+                    chosen = Some((id, stored));
+                    break;
+                }
+                Err(why) => skipped.push((id, format!("partial: {why}"))),
+            },
+            Err(e) => skipped.push((id, format!("unreadable: {e}"))),
+        }
+    }
+    if foreign > 0 {
+        out!("reopen check: skipped {foreign} stored traces the main job did not keep");
+    }
+    for (id, why) in skipped.iter().take(5) {
+        out!("reopen check: skipped trace {id}: {why}");
+    }
+    if skipped.len() > 5 {
+        out!(
+            "reopen check: skipped {} more partial or running traces",
+            skipped.len() - 5
+        );
+    }
+    let Some((id, stored)) = chosen else {
+        out!("reopen check: no whole trace kept by an earlier run");
+        return Ok(());
+    };
+    let t = engine
+        .open(&id)
+        .map_err(|e| format!("cannot reopen trace {id} from a previous run: {e}"))?;
+    let reopened = read_loaded(&t);
+    let released = t.release();
+    let (nodes, events, status) =
+        reopened.map_err(|e| format!("cannot read reopened trace {id}: {e}"))?;
+    released.map_err(|e| format!("cannot release reopened trace {id}: {e}"))?;
+    let verdict = whole(nodes, &events, status).and_then(|()| {
+        if nodes == stored.nodes.len()
+            && events.len() == stored.events.len()
+            && status == stored.info.status
+        {
+            Ok(())
         } else {
-            "NOT WHOLE"
+            Err(format!(
+                "storage holds {} nodes, {} events, status {}",
+                stored.nodes.len(),
+                stored.events.len(),
+                stored.info.status.as_str()
+            ))
+        }
+    });
+    out!(
+        "reopened trace {id} from a previous run: {nodes} nodes, {} events (seq 1..{}, {}), status {}",
+        events.len(),
+        events.len(),
+        match &verdict {
+            Ok(()) => "gap-free, ends with complete".to_owned(),
+            Err(why) => format!("NOT WHOLE: {why}"),
         },
-        t.status().as_str()
+        status.as_str()
     );
-    t.release().map_err(|e| e.to_string())?;
-    if gap_free && complete && !nodes.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("trace {id} from a previous run is not whole"))
+    verdict.map_err(|why| format!("trace {id} kept by a previous run does not reopen whole: {why}"))
+}
+
+// ---- the main job ---------------------------------------------------------------
+
+/// Messages to the main thread while the job runs.
+enum Msg {
+    /// A trace thread ended.
+    ThreadDone,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Sends [`Msg::ThreadDone`] when dropped, also if the thread unwinds.
+struct DoneSignal(mpsc::Sender<Msg>);
+
+impl Drop for DoneSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::ThreadDone);
     }
 }
 
-fn run(o: RunOptions) -> Result<ExitCode, String> {
-    let mut builder = Engine::builder().capacity(o.capacity);
+/// What one trace thread did.
+struct ThreadReport {
+    /// Time spent running traces (create to remove).
+    busy: Duration,
+    /// When it finished its last trace.
+    end: Instant,
+}
+
+/// Shared by the trace threads.
+struct Shared {
+    job: Job,
+    checks: Arc<Checks>,
+    branches: ThreadPool,
+    subscribers: tokio::runtime::Handle,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    kept: AtomicUsize,
+    cancelled: AtomicUsize,
+    stop: Arc<AtomicBool>,
+    traces: usize,
+    keep_every: usize,
+}
+
+impl Shared {
+    /// Runs traces until there are none left or the job is stopped.
+    fn trace_thread(&self) -> ThreadReport {
+        TRACE_THREAD.set(true);
+        let mut busy = Duration::ZERO;
+        let mut end = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.traces {
+                break;
+            }
+            let start = Instant::now();
+            self.one_trace(i);
+            end = Instant::now();
+            busy += end - start;
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+        ThreadReport { busy, end }
+    }
+
+    /// One trace: create, subscribe a checker, run scenario `i mod 5`, mark
+    /// it complete (cancelled once the job is stopped), release, and remove
+    /// it unless it is one to keep.
+    fn one_trace(&self, i: usize) {
+        let (engine, errors) = (&self.job.engine, &self.job.errors);
+        let keep = i.is_multiple_of(self.keep_every);
+        let mut opts = TraceOptions::new();
+        if keep {
+            opts = opts.metadata(KEPT_BY.0, KEPT_BY.1);
+        }
+        let trace = match engine.create(opts) {
+            Ok(t) => t,
+            Err(e) => return errors.record(Op::Create, &e),
+        };
+        match trace.subscribe() {
+            Ok(sub) => {
+                self.checks.started();
+                self.subscribers.spawn(check(sub, self.checks.clone()));
+            }
+            Err(e) => errors.record(Op::Subscribe, &e),
+        }
+        let handle = Some(trace.clone());
+        scenarios::run(&self.job, &handle, Scenario::ALL[i % 5], &self.branches);
+        drop(handle);
+        let finished = if self.stop.load(Ordering::Acquire) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            trace.mark_cancelled("interrupted (Ctrl-C)")
+        } else {
+            trace.mark_complete()
+        };
+        if let Err(e) = finished {
+            errors.record(Op::Finish, &e);
+        }
+        // `release` returns at once; its last batch is written by a worker,
+        // so storage errors come out of `flush_blocking()` and
+        // `EngineStats::persist_errors`, which the summary counts.
+        let released = trace.release();
+        if let Err(e) = &released {
+            errors.record(Op::Release, e);
+        }
+        if keep && released.is_ok() {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Not kept: removed at once (its queued writes are discarded,
+            // no file work). A kept trace whose release failed is removed
+            // too.
+            match engine.remove(trace.id()) {
+                // NotFound: the driver keeps nothing (in-memory).
+                Ok(()) | Err(tracepool::Error::NotFound) => {}
+                Err(e) => errors.record(Op::Remove, &e),
+            }
+        }
+        // The handle lives until here: released explicitly above.
+        drop(trace);
+    }
+}
+
+/// Starts watching for Ctrl-C on `rt`: the first sets `stop` and tells the
+/// main thread, the second exits at once.
+///
+/// Needs the `http` feature (it brings tokio's signal support); without
+/// it, Ctrl-C ends the process the default way and the next run's reopen
+/// check skips the traces it cut short.
+#[cfg(feature = "http")]
+fn watch_interrupt(
+    rt: &tokio::runtime::Runtime,
+    stop: Arc<AtomicBool>,
+    tx: mpsc::Sender<Msg>,
+) -> Result<(), Failure> {
+    let _guard = rt.enter();
+    let on_second = || {
+        err!("tracepool: interrupted again: exiting without waiting for the running traces");
+        std::process::exit(i32::from(INTERRUPTED));
+    };
+    #[cfg(unix)]
+    {
+        // Registered here, before the job starts (`ctrl_c()` would register
+        // only when first polled).
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sig = signal(SignalKind::interrupt())
+            .map_err(|e| Failure::Runtime(format!("cannot watch for Ctrl-C: {e}")))?;
+        rt.spawn(async move {
+            sig.recv().await;
+            stop.store(true, Ordering::Release);
+            let _ = tx.send(Msg::Interrupted);
+            sig.recv().await;
+            on_second();
+        });
+    }
+    #[cfg(not(unix))]
+    rt.spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.store(true, Ordering::Release);
+        let _ = tx.send(Msg::Interrupted);
+        let _ = tokio::signal::ctrl_c().await;
+        on_second();
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "http"))]
+fn watch_interrupt(
+    _rt: &tokio::runtime::Runtime,
+    _stop: Arc<AtomicBool>,
+    _tx: mpsc::Sender<Msg>,
+) -> Result<(), Failure> {
+    Ok(())
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn run(o: RunOptions) -> Result<ExitCode, Failure> {
+    for note in &o.notes {
+        err!("tracepool: note: {note}");
+    }
+    let driver = TimedDriver::new(o.driver.open()?);
+    let driver_time = driver.time.clone();
+    let mut builder = Engine::builder().capacity(o.capacity).driver(driver);
     if let Some(w) = o.workers {
         builder = builder.workers(w);
     }
-    if o.memory {
-        builder = builder.memory();
-    } else if let Some(dir) = &o.dir {
-        builder = builder.local(dir);
-    }
-    let engine = builder.build().map_err(|e| e.to_string())?;
-    let previous = engine.list_stored().map_err(|e| e.to_string())?;
+    let engine = builder
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the engine: {e}")))?;
+    let memory = engine.driver_name() == "memory";
+
+    // The application's side: a small runtime for the subscriber checks
+    // (and Ctrl-C), and a few threads that complete parallel branches.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("subscriber")
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the subscriber runtime: {e}")))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    watch_interrupt(&rt, stop.clone(), tx.clone())?;
+
     let before = engine.stats();
-    println!(
+    out!(
         "tracepool main job: {} traces over {} scenarios, concurrency {}, driver {}, {} slots, {} workers",
         o.traces,
         Scenario::ALL.len(),
         o.concurrency,
-        engine.driver_name(),
+        o.driver.describe(),
         before.capacity,
         before.workers
     );
-    if let Some(id) = previous.last() {
-        reopen_previous(&engine, id)?;
-    }
-    // The application's side: a small runtime for the subscriber checks and
-    // a few threads that complete parallel branches.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("subscriber")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let branches = Arc::new(ThreadPool::new(2));
+    let reopen = reopen_previous(&engine);
+
+    let errors = Arc::new(Errors::default());
     let checks = Arc::new(Checks::default());
-    let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        job: Job {
+            engine: engine.clone(),
+            errors: errors.clone(),
+        },
+        checks: checks.clone(),
+        branches: ThreadPool::new(2),
+        subscribers: rt.handle().clone(),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        kept: AtomicUsize::new(0),
+        cancelled: AtomicUsize::new(0),
+        stop: stop.clone(),
+        traces: o.traces,
+        keep_every: o.keep_every,
+    });
+
     let started = Instant::now();
-
-    let workers: Vec<_> = (0..o.concurrency)
-        .map(|_| {
-            let (engine, branches, checks, next, done) = (
-                engine.clone(),
-                branches.clone(),
-                checks.clone(),
-                next.clone(),
-                done.clone(),
-            );
-            let handle = rt.handle().clone();
-            let total = o.traces;
-            let keep_every = o.keep_every;
-            std::thread::spawn(move || -> Result<(), String> {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return Ok(());
-                    }
-                    let trace = ScenarioEngine::create(&engine);
-                    let sub = trace.subscribe().map_err(|e| e.to_string())?;
-                    checks.outstanding.fetch_add(1, Ordering::AcqRel);
-                    handle.spawn(check(sub, checks.clone()));
-                    scenarios::run(&engine, &trace, Scenario::ALL[i % 5], &*branches);
-                    ScenarioEngine::mark_complete(&engine, &trace);
-                    let id = trace.id().to_owned();
-                    ScenarioEngine::release(&engine, trace);
-                    if i % keep_every != 0 {
-                        // NotFound: the driver keeps nothing (in-memory).
-                        match engine.remove(&id) {
-                            Ok(()) | Err(tracepool::Error::NotFound) => {}
-                            Err(e) => return Err(e.to_string()),
-                        }
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-
-    // Progress, once a second.
-    let mut last = (Instant::now(), 0usize);
-    while done.load(Ordering::Relaxed) < o.traces && !workers.iter().all(|w| w.is_finished()) {
-        std::thread::sleep(Duration::from_millis(100));
-        if last.0.elapsed() >= Duration::from_secs(1) {
-            let n = done.load(Ordering::Relaxed);
-            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
-            eprintln!(
-                "  [{:>5.1}s] {:>9} / {} traces  {:>9.0} traces/s  {} slots in use",
-                started.elapsed().as_secs_f64(),
-                n,
-                o.traces,
-                rate,
-                engine.stats().in_use
-            );
-            last = (Instant::now(), n);
+    let mut threads = Vec::with_capacity(o.concurrency);
+    for k in 0..o.concurrency {
+        let (shared, tx) = (shared.clone(), tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("trace-{k}"))
+            .spawn(move || {
+                let _done = DoneSignal(tx);
+                shared.trace_thread()
+            });
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                err!("tracepool: note: could start only {k} trace threads: {e}");
+                break;
+            }
         }
     }
-    for w in workers {
-        w.join()
-            .map_err(|_| "a trace thread panicked".to_string())??;
+    drop(tx);
+    if threads.is_empty() {
+        stop.store(true, Ordering::Release);
+        return Err(Failure::Runtime("cannot start a trace thread".into()));
     }
-    let elapsed = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while checks.outstanding.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+
+    // Progress once a second, until every trace thread is done.
+    let mut running = threads.len();
+    let mut last = (started, 0usize);
+    let mut tick = started + Duration::from_secs(1);
+    while running > 0 {
+        match rx.recv_timeout(tick.saturating_duration_since(Instant::now())) {
+            Ok(Msg::ThreadDone) => running -= 1,
+            Ok(Msg::Interrupted) => err!(
+                "tracepool: interrupted: starting no new trace, cancelling the running ones \
+                 (Ctrl-C again exits at once)"
+            ),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let n = shared.done.load(Ordering::Relaxed);
+                let now = Instant::now();
+                err!(
+                    "  [{:>5.1}s] {:>9} / {} traces  {:>9.0} traces/s  {} slots in use",
+                    (now - started).as_secs_f64(),
+                    n,
+                    o.traces,
+                    (n - last.1) as f64 / (now - last.0).as_secs_f64(),
+                    engine.stats().in_use
+                );
+                last = (now, n);
+                tick += Duration::from_secs(1);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
     }
-    let unfinished = checks.outstanding.load(Ordering::Acquire);
-    // Everything released is handed to the driver (drained slots are free).
-    let flushed = engine.flush_blocking();
+    let mut busy = Duration::ZERO;
+    let mut end = started;
+    let mut panicked = 0;
+    for h in threads {
+        match h.join() {
+            Ok(r) => {
+                busy += r.busy;
+                end = end.max(r.end);
+            }
+            Err(_) => panicked += 1,
+        }
+    }
+    let elapsed = end - started;
+    let unfinished = checks.wait(Instant::now() + Duration::from_secs(30));
+    let interrupted = stop.load(Ordering::Acquire);
+    let running_stats = engine.stats();
+
+    // Wait for the last batch of every released trace (drained slots are
+    // free afterwards); the first storage error comes back here.
+    if let Err(e) = engine.flush_blocking() {
+        errors.record(Op::Flush, &e);
+    }
     let after = engine.stats();
-    let traces = done.load(Ordering::Relaxed);
-    let secs = elapsed.as_secs_f64();
+
+    let traces = shared.done.load(Ordering::Relaxed);
+    let secs_run = elapsed.as_secs_f64();
     let delivered = checks.delivered.load(Ordering::Relaxed);
     let violations = checks.order_violations.load(Ordering::Relaxed);
     let lagged = checks.lagged.load(Ordering::Relaxed);
     let missing = checks.missing_complete.load(Ordering::Relaxed);
-    println!("summary:");
-    println!(
-        "  traces            {traces} in {secs:.2} s = {:.0} traces/s",
-        traces as f64 / secs
+    let kept = shared.kept.load(Ordering::Relaxed);
+    out!("summary:");
+    out!(
+        "  traces            {traces} in {secs_run:.3} s = {:.0} traces/s",
+        traces as f64 / secs_run.max(1e-9)
     );
-    println!(
-        "  events            {} emitted = {:.0} events/s; {} persisted by the driver, {} discarded (removed before written)",
+    if interrupted {
+        out!(
+            "  interrupted       by Ctrl-C after {traces} of {} traces; {} running traces cancelled",
+            o.traces,
+            shared.cancelled.load(Ordering::Relaxed)
+        );
+    }
+    out!(
+        "  events            {} emitted = {:.0} events/s; {} persisted by the driver, {} discarded (traces removed before they were written)",
         after.events_emitted,
-        after.events_emitted as f64 / secs,
+        after.events_emitted as f64 / secs_run.max(1e-9),
         after.events_persisted,
         after.events_discarded
     );
-    println!(
-        "  storage           {} events persisted, {} bytes written ({:.1} MB/s), {} persist errors; {} traces kept in storage",
-        after.events_persisted,
-        after.bytes_written,
-        after.bytes_written as f64 / secs / 1e6,
-        after.persist_errors,
-        engine.list_stored().map(|v| v.len()).unwrap_or(0)
+    if memory {
+        out!(
+            "  storage           memory driver: nothing is handed to it, nothing written; {} persist errors",
+            after.persist_errors
+        );
+    } else {
+        out!(
+            "  storage           {} events persisted, {} bytes written ({:.1} MB/s), {} persist errors; {kept} traces kept in storage by this run",
+            after.events_persisted,
+            after.bytes_written,
+            after.bytes_written as f64 / secs_run.max(1e-9) / 1e6,
+            after.persist_errors
+        );
+    }
+    let (storage_ns, storage_trace_ns) = (
+        driver_time.total_ns.load(Ordering::Relaxed),
+        driver_time.trace_threads_ns.load(Ordering::Relaxed),
     );
-    println!(
+    let busy_ns = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+    out!(
+        "  engine time       {:.3} s: the trace threads' {:.3} s running traces, less the driver calls made on them",
+        secs(busy_ns.saturating_sub(storage_trace_ns)),
+        secs(busy_ns)
+    );
+    out!(
+        "  storage time      {:.3} s: summed wall time of {} driver calls ({:.3} s on the trace threads, {:.3} s on the engine's workers and at start and end)",
+        secs(storage_ns),
+        driver_time.calls.load(Ordering::Relaxed),
+        secs(storage_trace_ns),
+        secs(storage_ns.saturating_sub(storage_trace_ns))
+    );
+    out!(
         "  delivered         {delivered} events to {} live subscribers",
         checks.checked.load(Ordering::Relaxed)
     );
-    println!(
+    out!(
         "  order violations  {violations}   lagged {lagged}   dropped {}   missing complete {missing}   unfinished subscribers {unfinished}",
         after.events_dropped
     );
-    println!(
+    out!("  errors            {}", errors.summary());
+    if panicked > 0 {
+        out!("  trace threads     {panicked} panicked");
+    }
+    out!(
         "  slots             capacity {}, peak in use {}, in use now {}, draining {}, grown {}; auto-released {}",
         after.capacity,
         after.peak_in_use,
@@ -366,29 +1512,81 @@ fn run(o: RunOptions) -> Result<ExitCode, String> {
         after.grown,
         after.auto_released
     );
-    if let Err(e) = &flushed {
-        println!("  flush             {e}");
-    }
-    println!(
-        "  live tasks        before {}, after {} (workers {})",
-        before.live_tasks, after.live_tasks, after.workers
+    out!(
+        "  engine counters   history evicted {}, events lagged {}, logs dropped {} (the logging scenario logs once before its root)",
+        after.history_evicted,
+        after.events_lagged,
+        after.logs_dropped
     );
-    let persists = engine.driver_name() != "memory";
+    out!(
+        "  live tasks        before {}, after {} (workers {})",
+        before.live_tasks,
+        running_stats.live_tasks,
+        running_stats.workers
+    );
+    if let Err(why) = &reopen {
+        out!("  reopen check      FAILED: {why}");
+    }
     let ok = violations == 0
-        && flushed.is_ok()
         && after.events_dropped == 0
         && after.persist_errors == 0
         && after.draining == 0
-        && (!persists || after.events_persisted + after.events_discarded == after.events_emitted)
+        && after.in_use == 0
+        && (memory || after.events_persisted + after.events_discarded == after.events_emitted)
         && missing == 0
         && unfinished == 0
-        && delivered == after.events_emitted;
-    engine.shutdown().map_err(|e| e.to_string())?;
-    if ok {
-        println!("  result            ok: every subscriber saw every event of its trace, in order");
+        && delivered == after.events_emitted
+        && errors.total() == 0
+        && panicked == 0
+        && reopen.is_ok();
+    if interrupted {
+        out!(
+            "  result            interrupted{}",
+            if ok {
+                "; the checks of what ran passed"
+            } else {
+                "; FAILED checks"
+            }
+        );
+        Ok(ExitCode::from(INTERRUPTED))
+    } else if ok {
+        out!("  result            ok: every subscriber saw every event of its trace, in order");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("  result            FAILED");
+        out!("  result            FAILED");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn capacity_is_refused_above_half_the_memory() {
+        assert!(check_memory(1024, Some(1 << 30)).is_ok());
+        // 1 GiB of memory: half is 512 MiB = 524,288 slots of 1 KiB.
+        assert!(check_memory(524_288, Some(1 << 30)).is_ok());
+        assert!(matches!(
+            check_memory(524_289, Some(1 << 30)),
+            Err(Failure::Usage(m)) if m.contains("more than half")
+        ));
+        assert!(check_memory(MAX_CAPACITY, None).is_ok());
+    }
+
+    #[test]
+    fn the_default_driver_is_chosen_in_one_place() {
+        let o = RunOptions::parse(&args("--traces 5")).ok().unwrap();
+        assert_eq!(o.driver, DriverSpec::default_at(None));
+        let o = RunOptions::parse(&args("--dir elsewhere")).ok().unwrap();
+        assert_eq!(o.driver, DriverSpec::default_at(Some("elsewhere".into())));
+        let s = ServeOptions::parse(&args("--dir elsewhere --addr 127.0.0.1:1"))
+            .ok()
+            .unwrap();
+        assert_eq!(s.driver, DriverSpec::default_at(Some("elsewhere".into())));
     }
 }

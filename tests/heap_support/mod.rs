@@ -180,7 +180,7 @@ pub(crate) fn main(s: Scenario, max_blocks_per_cycle: f64) {
         n, total.retained_bytes, total.retained_blocks
     );
     println!(
-        "  DESIGN.md goal: <= 2 allocations per lifecycle; engine share here: {engine_blocks:.3}"
+        "  goal (docs/PERFORMANCE.md, performance goals): <= 2 allocations per simple lifecycle; engine share here: {engine_blocks:.3}"
     );
 
     let mut passed = 0;
