@@ -79,6 +79,8 @@ fn write_line(to_stderr: bool, args: fmt::Arguments<'_>) {
 // ---- usage --------------------------------------------------------------------
 
 /// Where the default driver keeps traces unless `--dir` says otherwise.
+/// How long the main job retries a released trace's last batch on a failing disk.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DIR: &str = "./traces";
 /// Largest `--capacity` (slots are preallocated at start).
 const MAX_CAPACITY: u64 = 4_194_304;
@@ -1306,7 +1308,12 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
     }
     let driver = TimedDriver::new(o.driver.open()?);
     let driver_time = driver.time.clone();
-    let mut builder = Engine::builder().capacity(o.capacity).driver(driver);
+    // A failing disk: give up on a released trace's last batch after 5 s
+    // (counted and reported) rather than the library's 30 s default.
+    let mut builder = Engine::builder()
+        .capacity(o.capacity)
+        .drain_timeout(DRAIN_TIMEOUT)
+        .driver(driver);
     if let Some(w) = o.workers {
         builder = builder.workers(w);
     }

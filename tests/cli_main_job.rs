@@ -61,7 +61,10 @@ fn summary_figures_are_exact_and_split_engine_and_storage_time() {
     // On the local driver, bytes are written and storage takes time.
     let out = run_ok(&["--traces", "20", "--dir", "t"], dir.path());
     assert!(field(&out, "storage ").contains("bytes written"), "{out}");
-    assert!(number_after(&field(&out, "storage time"), "storage time") > 0.0);
+    assert!(
+        number_after(&field(&out, "storage time"), "wall time of") >= 1.0,
+        "driver calls counted"
+    );
 }
 
 #[test]
