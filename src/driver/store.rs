@@ -79,14 +79,6 @@ impl std::fmt::Debug for StoreDriver {
     }
 }
 
-fn store_err(location: impl Into<String>, e: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        location: location.into(),
-        message: e.to_string(),
-        source: None,
-    }
-}
-
 fn utf8<'a>(bytes: &'a [u8], key: &str) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|_| Error::corrupt(key, "value is not UTF-8"))
 }
@@ -116,13 +108,13 @@ impl StoreDriver {
         let loc = path.display().to_string();
         let db = Database::builder(&path)
             .open()
-            .map_err(|e| store_err(&loc, e))?;
+            .map_err(|e| Error::storage(&loc, e.to_string()))?;
         let kv = db
             .keyspace("trace", KeyspaceCreateOptions::default)
-            .map_err(|e| store_err(&loc, e))?;
+            .map_err(|e| Error::storage(&loc, e.to_string()))?;
         let index = db
             .keyspace("trace_ids", KeyspaceCreateOptions::default)
-            .map_err(|e| store_err(&loc, e))?;
+            .map_err(|e| Error::storage(&loc, e.to_string()))?;
         Ok(StoreDriver {
             db,
             kv,
@@ -145,7 +137,7 @@ impl StoreDriver {
         };
         self.db
             .persist(mode)
-            .map_err(|e| store_err(self.path.display().to_string(), e))
+            .map_err(|e| Error::storage(self.path.display().to_string(), e.to_string()))
     }
 
     /// Every key/value of one trace (range scan of `P:T:`), keys without the prefix.
@@ -153,7 +145,9 @@ impl StoreDriver {
         let prefix = self.trace_prefix(id);
         let mut out = BTreeMap::new();
         for guard in self.kv.prefix(prefix.as_bytes()) {
-            let (k, v) = guard.into_inner().map_err(|e| store_err(&prefix, e))?;
+            let (k, v) = guard
+                .into_inner()
+                .map_err(|e| Error::storage(&prefix, e.to_string()))?;
             let key = utf8(&k, &prefix)?;
             out.insert(key[prefix.len()..].to_owned(), v.to_vec());
         }
@@ -165,7 +159,7 @@ impl StoreDriver {
         let Some(bytes) = self
             .kv
             .get(key.as_bytes())
-            .map_err(|e| store_err(&key, e))?
+            .map_err(|e| Error::storage(&key, e.to_string()))?
         else {
             return Ok(None);
         };
@@ -307,7 +301,7 @@ impl Driver for StoreDriver {
             }
             b.insert(&self.kv, key.as_bytes(), doc.bytes);
         }
-        b.commit().map_err(|e| store_err(&p, e))?;
+        b.commit().map_err(|e| Error::storage(&p, e.to_string()))?;
         self.persist()
     }
 
@@ -315,7 +309,7 @@ impl Driver for StoreDriver {
         self.check(trace_id)?;
         self.index
             .contains_key(trace_id.as_bytes())
-            .map_err(|e| store_err(trace_id, e))
+            .map_err(|e| Error::storage(trace_id, e.to_string()))
     }
 
     fn info(&self, trace_id: &str) -> Result<Option<TraceInfo>> {
@@ -324,7 +318,7 @@ impl Driver for StoreDriver {
         if let Some(v) = self
             .kv
             .get(key.as_bytes())
-            .map_err(|e| store_err(&key, e))?
+            .map_err(|e| Error::storage(&key, e.to_string()))?
         {
             return Ok(Some(decode_info(&v, &key)?.0));
         }
@@ -359,7 +353,7 @@ impl Driver for StoreDriver {
             b.remove(&self.kv, format!("{p}{k}").as_bytes());
         }
         b.remove(&self.index, trace_id.as_bytes());
-        b.commit().map_err(|e| store_err(&p, e))?;
+        b.commit().map_err(|e| Error::storage(&p, e.to_string()))?;
         self.persist()?;
         Ok(true)
     }
@@ -367,7 +361,9 @@ impl Driver for StoreDriver {
     fn list(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for guard in self.index.iter() {
-            let k = guard.key().map_err(|e| store_err("trace_ids", e))?;
+            let k = guard
+                .key()
+                .map_err(|e| Error::storage("trace_ids", e.to_string()))?;
             ids.push(utf8(&k, "trace_ids")?.to_owned());
         }
         Ok(ids)
@@ -380,7 +376,7 @@ impl Driver for StoreDriver {
         let p = self.trace_prefix(trace_id);
         let mut live = self.scan(trace_id)?;
         if live.contains_key("archive") {
-            return Err(store_err(
+            return Err(Error::storage(
                 format!("{p}archive"),
                 "trace is already archived",
             ));
@@ -392,27 +388,28 @@ impl Driver for StoreDriver {
             .map_err(|e| Error::corrupt(format!("{p}info"), e.to_string()))?;
         info["archived"] = serde_json::Value::Bool(true);
         info["archived_at"] = serde_json::Value::from(crate::id::now_ms());
-        let info = serde_json::to_vec_pretty(&info).map_err(|e| store_err(&p, e))?;
+        let info =
+            serde_json::to_vec_pretty(&info).map_err(|e| Error::storage(&p, e.to_string()))?;
         live.insert("info".to_owned(), info);
         let as_text: BTreeMap<&str, &str> = live
             .iter()
             .map(|(k, v)| Ok((k.as_str(), utf8(v, &format!("{p}{k}"))?)))
             .collect::<Result<_>>()?;
-        let json = serde_json::to_vec(&as_text).map_err(|e| store_err(&p, e))?;
+        let json = serde_json::to_vec(&as_text).map_err(|e| Error::storage(&p, e.to_string()))?;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&json)
             .and_then(|_| gz.try_finish())
-            .map_err(|e| store_err(format!("{p}archive"), e))?;
+            .map_err(|e| Error::storage(format!("{p}archive"), e.to_string()))?;
         let packed = gz
             .finish()
-            .map_err(|e| store_err(format!("{p}archive"), e))?;
+            .map_err(|e| Error::storage(format!("{p}archive"), e.to_string()))?;
         // Verify before anything is deleted.
         let mut check = Vec::new();
         flate2::read::GzDecoder::new(&packed[..])
             .read_to_end(&mut check)
-            .map_err(|e| store_err(format!("{p}archive"), e))?;
+            .map_err(|e| Error::storage(format!("{p}archive"), e.to_string()))?;
         if check != json {
-            return Err(store_err(
+            return Err(Error::storage(
                 format!("{p}archive"),
                 "archive verification failed",
             ));
@@ -422,13 +419,13 @@ impl Driver for StoreDriver {
             b.remove(&self.kv, format!("{p}{k}").as_bytes());
         }
         b.insert(&self.kv, format!("{p}archive").as_bytes(), packed);
-        b.commit().map_err(|e| store_err(&p, e))?;
+        b.commit().map_err(|e| Error::storage(&p, e.to_string()))?;
         self.persist()
     }
 
     fn flush(&self) -> Result<()> {
         self.db
             .persist(PersistMode::SyncAll)
-            .map_err(|e| store_err(self.path.display().to_string(), e))
+            .map_err(|e| Error::storage(self.path.display().to_string(), e.to_string()))
     }
 }
