@@ -241,7 +241,7 @@ fn huge_file_is_refused() {
     let p = f.dir.join(format!("nodes/{}.json", f.branch));
     // Sparse: takes no disk space.
     let file = fs::OpenOptions::new().write(true).open(&p).unwrap();
-    file.set_len(LocalDriver::DEFAULT_MAX_FILE_SIZE + 1)
+    file.set_len(LocalDriver::DEFAULT_MAX_DOCUMENT_SIZE + 1)
         .unwrap();
     drop(file);
     let msg = expect_corrupt(&f, &format!("nodes/{}.json", f.branch));
@@ -250,7 +250,7 @@ fn huge_file_is_refused() {
     let f = fixture();
     let driver = LocalDriver::new(&f.base, Durability::Buffered)
         .unwrap()
-        .max_file_size(64);
+        .max_document_size(64);
     match driver.load(&f.id) {
         Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains(".json"), "{e}"),
         other => panic!("expected Corrupt, got {other:?}"),

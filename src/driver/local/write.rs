@@ -1,0 +1,471 @@
+//! The batch writer: applies one [`WriteBatch`] to a trace directory — event
+//! lines, then log lines, then documents — after making sure the trace's
+//! directories exist, and undoes what a failed batch did.
+//!
+//! - A new trace ([`WriteBatch::is_new_trace`]) gets its directory from an
+//!   exclusive `mkdir`: if the directory, an archive or an archive marker of
+//!   that id exists, the batch fails with [`Error::AlreadyExists`] and
+//!   nothing is written or touched.
+//! - A batch that created the trace directory and then failed (a full disk)
+//!   removes the directory again: no skeleton trace is left behind, and the
+//!   engine's retry starts from nothing.
+//! - Any other failed batch is rolled back: appends are cut back to their
+//!   old length (files the batch created are removed), temp files and the
+//!   directories the batch created are removed. Documents already renamed
+//!   into place stay (each is whole; the retry rewrites them).
+//!
+//! The only state kept across batches is [`ReadyCache`], the bounded set of
+//! traces whose directories this process created or checked.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::fs::{Access, Dir, Sync};
+use super::layout::{
+    self, INFO, LOGS, NODES, SPACE_DATA, SPACES, TRACE_SUBDIRS, UPDATES, is_short_id,
+};
+use super::{Durability, LocalDriver, WriteBatch};
+use crate::driver::DocKind;
+use crate::error::{Error, Result};
+use crate::id::validate_trace_id;
+
+/// How many traces [`ReadyCache`] remembers before it is cleared (it only
+/// saves `mkdir` calls and crash-repair scans).
+const READY_CAP: usize = 4096;
+
+/// Bytes of event lines kept in a worker's scratch buffer between batches.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Traces whose directories this process created or checked (and whose
+/// torn tails it repaired). Cleared of a trace by `remove`, `archive` and a
+/// failed batch.
+#[derive(Debug, Default)]
+pub(super) struct ReadyCache(Mutex<HashSet<String>>);
+
+impl ReadyCache {
+    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains(id)
+    }
+
+    fn insert(&self, id: &str) {
+        let mut set = self.lock();
+        if set.len() >= READY_CAP {
+            set.clear();
+        }
+        set.insert(id.to_owned());
+    }
+
+    /// Forgets trace `id` (its directories are checked again before the next write).
+    pub(super) fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// A trace's shard and directory, opened for a batch.
+#[derive(Debug)]
+struct TraceDirs {
+    shard: Dir,
+    trace: Dir,
+    /// Whether this batch created the trace directory.
+    created: bool,
+}
+
+/// What a batch did so far, to undo it if it fails.
+#[derive(Debug, Default)]
+struct Undo {
+    /// Appends, by directory relative to the trace directory (`""` or `logs`).
+    appends: Vec<(&'static str, super::fs::Appended)>,
+    /// Temp documents (directory relative to the trace directory, name), in
+    /// the order they are renamed; the first `renamed` of them are in place.
+    temps: Vec<(String, String)>,
+    renamed: usize,
+    /// Directories the batch created (relative to the trace directory).
+    dirs: Vec<String>,
+}
+
+impl Undo {
+    /// Best effort: the batch already failed; what cannot be undone stays
+    /// (the next first write of the trace repairs torn tails and temp files).
+    fn run(&self, trace: &Dir) {
+        let in_dir = |rel: &str, f: &mut dyn FnMut(&Dir)| {
+            if rel.is_empty() {
+                f(trace);
+            } else if let Ok(Some(d)) = trace.open_path(rel, Access::Write) {
+                f(&d);
+            }
+        };
+        for (rel, name) in &self.temps[self.renamed..] {
+            in_dir(rel, &mut |d| {
+                let _ = d.remove_file(name);
+            });
+        }
+        for (rel, a) in self.appends.iter().rev() {
+            in_dir(rel, &mut |d| {
+                let _ = d.undo_append(a);
+            });
+        }
+        for rel in self.dirs.iter().rev() {
+            let _ = trace.remove_tree(rel);
+        }
+    }
+}
+
+/// Where a document goes.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Trace,
+    Nodes,
+    Spaces,
+    /// `spaces/<id>/`: index into the batch's space data directories.
+    SpaceData(usize),
+}
+
+/// One step of a batch's document phase, after its temp files are written.
+#[derive(Debug)]
+enum Step {
+    Rename {
+        slot: Slot,
+        tmp: String,
+        target: String,
+    },
+    DeleteSpace {
+        id: String,
+    },
+}
+
+/// The directories a batch's documents go to, opened (or created) on first use.
+#[derive(Debug, Default)]
+struct DocDirs {
+    nodes: Option<Dir>,
+    spaces: Option<Dir>,
+    space_data: Vec<Dir>,
+    sync_trace: bool,
+    sync_nodes: bool,
+    sync_spaces: bool,
+    sync_space_data: Vec<usize>,
+}
+
+impl DocDirs {
+    fn nodes(&mut self, trace: &Dir) -> Result<&Dir> {
+        if self.nodes.is_none() {
+            self.nodes = Some(trace.open_or_make_dir(NODES)?.0);
+        }
+        Ok(self.nodes.as_ref().expect("opened above"))
+    }
+
+    fn spaces(&mut self, trace: &Dir) -> Result<&Dir> {
+        if self.spaces.is_none() {
+            self.spaces = Some(trace.open_or_make_dir(SPACES)?.0);
+        }
+        Ok(self.spaces.as_ref().expect("opened above"))
+    }
+
+    fn get<'a>(&'a self, trace: &'a Dir, slot: Slot) -> Result<&'a Dir> {
+        let d = match slot {
+            Slot::Trace => Some(trace),
+            Slot::Nodes => self.nodes.as_ref(),
+            Slot::Spaces => self.spaces.as_ref(),
+            Slot::SpaceData(i) => self.space_data.get(i),
+        };
+        d.ok_or_else(|| Error::storage(trace.path().display().to_string(), "directory not opened"))
+    }
+}
+
+fn checked<'a>(dir: &Dir, id: &'a str) -> Result<&'a str> {
+    if is_short_id(id) {
+        Ok(id)
+    } else {
+        Err(Error::storage(
+            dir.path().display().to_string(),
+            format!("invalid node or space id {id:?}"),
+        ))
+    }
+}
+
+impl LocalDriver {
+    /// [`Driver::write`](crate::Driver::write) of the local driver.
+    pub(super) fn write_batch(&self, batch: &WriteBatch<'_>) -> Result<()> {
+        let id = batch.trace_id;
+        validate_trace_id(id)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let new = batch.is_new_trace();
+        let cached = !new && self.ready.contains(id);
+        let mut r = self.write_once(batch, cached);
+        if r.is_err() {
+            // Re-check the directories (and repair) before the next attempt.
+            self.ready.forget(id);
+            if cached && !matches!(r, Err(Error::AlreadyExists)) {
+                // The cache may be stale (another process archived or removed
+                // the trace): check again and retry once. A failed batch was
+                // rolled back, so the retry cannot duplicate lines.
+                r = self.write_once(batch, false);
+                if r.is_err() {
+                    self.ready.forget(id);
+                }
+            }
+        }
+        r
+    }
+
+    fn write_once(&self, batch: &WriteBatch<'_>, cached: bool) -> Result<()> {
+        let id = batch.trace_id;
+        let dirs = match cached.then(|| self.open_trace_dirs(id)).transpose()? {
+            Some(Some(dirs)) => dirs,
+            _ => self.make_trace_dirs(id, batch.is_new_trace())?,
+        };
+        let known = cached && !dirs.created;
+        let r = if known {
+            self.apply(&dirs.trace, batch)
+        } else {
+            self.finish_trace_dir(&dirs)
+                .and_then(|()| self.apply(&dirs.trace, batch))
+        };
+        match r {
+            Ok(()) => {
+                if !known {
+                    self.ready.insert(id);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if dirs.created {
+                    // Everything in the directory came from this batch: take it
+                    // all away, so that no skeleton trace is left and the retry
+                    // (a first batch again) starts from nothing.
+                    let TraceDirs { shard, trace, .. } = dirs;
+                    drop(trace);
+                    let _ = shard.remove_tree(id);
+                    drop(shard);
+                    self.drop_shard_if_empty(layout::shard(id));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the directories of a trace known to exist; `None` if they do
+    /// not (any more).
+    fn open_trace_dirs(&self, id: &str) -> Result<Option<TraceDirs>> {
+        let Some(shard) = self.base.open_dir(layout::shard(id), Access::Write)? else {
+            return Ok(None);
+        };
+        Ok(shard.open_dir(id, Access::Write)?.map(|trace| TraceDirs {
+            shard,
+            trace,
+            created: false,
+        }))
+    }
+
+    /// Creates (or opens) the trace's shard and directory. For a new trace
+    /// the directory must not exist (exclusive `mkdir`), nor an archive or
+    /// marker of the id: [`Error::AlreadyExists`].
+    fn make_trace_dirs(&self, id: &str, new: bool) -> Result<TraceDirs> {
+        let name = layout::shard(id);
+        // Until the trace directory exists the shard may be empty: keep
+        // `remove` of another trace from deleting it meanwhile.
+        let in_use = self.shard_use.hold();
+        let (shard, shard_created) = self.base.open_or_make_dir(name)?;
+        if shard.has(&layout::marker_name(id))? {
+            if new {
+                return Err(Error::AlreadyExists);
+            }
+            return Err(Error::storage(
+                shard.child(id).display().to_string(),
+                format!("cannot write: trace {id} is archived (read-only)"),
+            ));
+        }
+        if new && shard.has(&layout::archive_name(id))? {
+            return Err(Error::AlreadyExists);
+        }
+        let created = shard.make_dir(id)?;
+        if new && !created {
+            return Err(Error::AlreadyExists);
+        }
+        let trace = shard.open_dir(id, Access::Write)?;
+        drop(in_use);
+        let trace = trace.ok_or_else(|| {
+            Error::storage(
+                shard.child(id).display().to_string(),
+                "trace directory vanished while it was being created",
+            )
+        })?;
+        if self.fsync() && shard_created {
+            self.base.sync()?;
+        }
+        Ok(TraceDirs {
+            shard,
+            trace,
+            created,
+        })
+    }
+
+    /// First write to a trace in this process: its subdirectories exist,
+    /// what a crashed writer left is repaired, and new directories are
+    /// synced at [`Durability::Fsync`].
+    fn finish_trace_dir(&self, dirs: &TraceDirs) -> Result<()> {
+        for sub in TRACE_SUBDIRS {
+            dirs.trace.make_dir(sub)?;
+        }
+        if self.fsync() {
+            dirs.trace.sync()?;
+            if dirs.created {
+                dirs.shard.sync()?;
+            }
+        }
+        if !dirs.created {
+            self.repair(&dirs.trace)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the batch; on failure undoes what it did and returns the error.
+    fn apply(&self, trace: &Dir, batch: &WriteBatch<'_>) -> Result<()> {
+        let mut undo = Undo::default();
+        let r = self.apply_steps(trace, batch, &mut undo);
+        if r.is_err() {
+            undo.run(trace);
+        }
+        r
+    }
+
+    fn apply_steps(&self, trace: &Dir, batch: &WriteBatch<'_>, undo: &mut Undo) -> Result<()> {
+        let fsync = self.fsync();
+        let mut dirs = DocDirs::default();
+        let n_events = batch.len();
+        // 1. Event lines: one append.
+        if n_events > 0 {
+            let sync = match self.durability {
+                Durability::Buffered => Sync::None,
+                Durability::Flush => Sync::Data,
+                Durability::Fsync => Sync::All,
+            };
+            let appended = SCRATCH.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                buf.clear();
+                for e in batch.events() {
+                    buf.extend_from_slice(e.bytes);
+                    buf.push(b'\n');
+                }
+                let r = trace.append(UPDATES, &buf, sync);
+                if buf.capacity() > SCRATCH_KEEP {
+                    *buf = Vec::new();
+                }
+                r
+            })?;
+            dirs.sync_trace |= appended.created;
+            undo.appends.push(("", appended));
+        }
+        // 2. Log lines: one append per node file.
+        let mut sync_logs = None;
+        if batch.log_lines().len() != 0 {
+            let mut groups: Vec<(&str, Vec<u8>)> = Vec::new();
+            let mut index: HashMap<&str, usize> = HashMap::new();
+            for l in batch.log_lines() {
+                checked(trace, l.node_id)?;
+                let i = *index.entry(l.node_id).or_insert_with(|| {
+                    groups.push((l.node_id, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[i].1.extend_from_slice(l.bytes);
+                groups[i].1.push(b'\n');
+            }
+            let sync = if fsync { Sync::All } else { Sync::None };
+            let (logs, _) = trace.open_or_make_dir(LOGS)?;
+            for (node, bytes) in &groups {
+                let a = logs.append(&format!("{node}.jsonl"), bytes, sync)?;
+                undo.appends.push((LOGS, a));
+            }
+            sync_logs = Some(logs);
+        }
+        // 3. Documents: every temp file first, then the renames in order, so
+        //    that a crash leaves as few half-applied batches as possible.
+        let mut steps = Vec::with_capacity(batch.docs().len());
+        for doc in batch.docs() {
+            let (slot, rel, target) = match doc.kind {
+                DocKind::Info => {
+                    dirs.sync_trace = true;
+                    (Slot::Trace, String::new(), INFO.to_owned())
+                }
+                DocKind::Node => {
+                    let id = checked(trace, doc.id)?;
+                    dirs.nodes(trace)?;
+                    dirs.sync_nodes = true;
+                    (Slot::Nodes, NODES.to_owned(), format!("{id}.json"))
+                }
+                DocKind::Space => {
+                    let id = checked(trace, doc.id)?;
+                    dirs.spaces(trace)?;
+                    dirs.sync_spaces = true;
+                    (Slot::Spaces, SPACES.to_owned(), format!("{id}.json"))
+                }
+                DocKind::SpaceData => {
+                    let id = checked(trace, doc.id)?;
+                    let (d, made) = dirs.spaces(trace)?.open_or_make_dir(id)?;
+                    let rel = format!("{SPACES}/{id}");
+                    if made {
+                        undo.dirs.push(rel.clone());
+                        dirs.sync_spaces = true;
+                    }
+                    dirs.space_data.push(d);
+                    let i = dirs.space_data.len() - 1;
+                    dirs.sync_space_data.push(i);
+                    (Slot::SpaceData(i), rel, SPACE_DATA.to_owned())
+                }
+                DocKind::SpaceDeleted => {
+                    let id = checked(trace, doc.id)?;
+                    dirs.spaces(trace)?;
+                    dirs.sync_spaces = true;
+                    steps.push(Step::DeleteSpace { id: id.to_owned() });
+                    continue;
+                }
+            };
+            let tmp = dirs
+                .get(trace, slot)?
+                .write_temp(&target, doc.bytes, fsync)?;
+            undo.temps.push((rel, tmp.clone()));
+            steps.push(Step::Rename { slot, tmp, target });
+        }
+        for step in &steps {
+            match step {
+                Step::Rename { slot, tmp, target } => {
+                    let d = dirs.get(trace, *slot)?;
+                    d.rename(tmp, d, target)?;
+                    undo.renamed += 1;
+                }
+                Step::DeleteSpace { id } => {
+                    let spaces = dirs.get(trace, Slot::Spaces)?;
+                    spaces.remove_file(&format!("{id}.json"))?;
+                    spaces.remove_tree(id)?;
+                }
+            }
+        }
+        if fsync {
+            if n_events > 0 || dirs.sync_trace {
+                trace.sync()?;
+            }
+            if let Some(logs) = &sync_logs {
+                logs.sync()?;
+            }
+            if dirs.sync_nodes {
+                dirs.get(trace, Slot::Nodes)?.sync()?;
+            }
+            if dirs.sync_spaces {
+                dirs.get(trace, Slot::Spaces)?.sync()?;
+            }
+            for &i in &dirs.sync_space_data {
+                dirs.get(trace, Slot::SpaceData(i))?.sync()?;
+            }
+        }
+        Ok(())
+    }
+}
