@@ -19,6 +19,8 @@ pub mod format;
 mod local;
 mod memory;
 mod store;
+#[cfg(test)]
+mod test_batch;
 
 pub use format::StoredTrace;
 pub use local::LocalDriver;

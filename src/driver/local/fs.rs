@@ -117,18 +117,23 @@ pub(super) struct Dir {
     path: PathBuf,
 }
 
-/// Describes a refused entry by its type.
+/// `is a FIFO`, `is a directory`, ...: what an entry of type `kind` is.
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "is a regular file",
+        FileType::Directory => "is a directory",
+        FileType::Symlink => "is a symbolic link",
+        FileType::Fifo => "is a FIFO",
+        FileType::Socket => "is a socket",
+        FileType::CharacterDevice => "is a character device",
+        FileType::BlockDevice => "is a block device",
+        FileType::Unknown => "is of an unknown type",
+    }
+}
+
+/// Why an entry of type `kind` is refused where a regular file is expected.
 fn not_regular(kind: FileType) -> String {
-    let what = match kind {
-        FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
-        FileType::Fifo => "a FIFO",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        _ => "of an unknown type",
-    };
-    format!("is {what}, not a regular file")
+    format!("{}, not a regular file", describe(kind))
 }
 
 impl Dir {
@@ -183,11 +188,17 @@ impl Dir {
                 path: self.child(name),
             })),
             Err(Errno::NOENT) => Ok(None),
-            Err(Errno::LOOP) => Err(access.refuse(
-                &self.child(name),
-                "is a symbolic link, not a directory (links are never followed)",
-            )),
-            Err(Errno::NOTDIR) => Err(access.refuse(&self.child(name), "is not a directory")),
+            // Linux says ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW.
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let what = match self.file_type(name)? {
+                    Some(FileType::Symlink) => {
+                        "is a symbolic link, not a directory (links are never followed)".to_owned()
+                    }
+                    Some(kind) => format!("{}, not a directory", describe(kind)),
+                    None => "vanished while it was opened".to_owned(),
+                };
+                Err(access.refuse(&self.child(name), what))
+            }
             Err(e) => Err(self.io(name, e)),
         }
     }
@@ -635,4 +646,59 @@ fn next_line(
         ));
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max_line: u64) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for_each_line(input, "f", max_line, |line, loc| {
+            out.push((String::from_utf8_lossy(line).into_owned(), loc.to_owned()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_are_numbered_blank_lines_skipped_torn_tail_ignored() {
+        let got = lines(b"a\n\n  \r\nb\r\nc", 8).unwrap();
+        let want = [("a", "f:1"), ("b", "f:4")];
+        assert_eq!(got.len(), want.len());
+        for ((l, loc), (wl, wloc)) in got.iter().zip(want) {
+            assert_eq!((l.as_str(), loc.as_str()), (wl, wloc));
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_corrupt() {
+        assert_eq!(lines(b"12345678\n", 8).unwrap().len(), 1);
+        let err = lines(b"ok\n123456789\n", 8).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { ref location, .. } if location == "f:2"),
+            "{err:?}"
+        );
+        // Also without a newline: not a torn tail once it is too long.
+        assert!(lines(b"ok\n123456789", 8).is_err());
+        let whole = read_line_file(&b"ab\ncd"[..], "f", 8).unwrap();
+        assert_eq!(whole, b"ab\ncd");
+        assert!(read_line_file(&b"ab\n0123456789\n"[..], "f", 8).is_err());
+    }
+
+    #[test]
+    fn reads_are_capped_by_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("doc.json"), b"0123456789").unwrap();
+        let d = Dir::open_base(tmp.path()).unwrap();
+        assert_eq!(d.read_file("doc.json", 10).unwrap().unwrap(), b"0123456789");
+        let err = d.read_file("doc.json", 9).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains("doc.json"), "{err}");
+        assert!(d.read_file("missing.json", 9).unwrap().is_none());
+        // A directory where a file is expected.
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let err = d.read_file("sub", 9).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
 }

@@ -94,6 +94,9 @@ pub struct LocalDriver {
     /// directory; `remove` deletes an empty shard only when it can take it
     /// exclusively, so it never pulls a shard from under a trace being created.
     shard_use: ShardUse,
+    /// Unit tests: fail every batch just before its documents are renamed.
+    #[cfg(test)]
+    fail_before_renames: std::sync::atomic::AtomicBool,
 }
 
 impl LocalDriver {
@@ -125,6 +128,8 @@ impl LocalDriver {
             max_line: Self::DEFAULT_MAX_LINE_SIZE,
             ready: ReadyCache::default(),
             shard_use: ShardUse::default(),
+            #[cfg(test)]
+            fail_before_renames: Default::default(),
         })
     }
 

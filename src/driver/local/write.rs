@@ -435,6 +435,16 @@ impl LocalDriver {
             undo.temps.push((rel, tmp.clone()));
             steps.push(Step::Rename { slot, tmp, target });
         }
+        #[cfg(test)]
+        if self
+            .fail_before_renames
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::storage(
+                trace.path().display().to_string(),
+                "injected failure before the renames",
+            ));
+        }
         for step in &steps {
             match step {
                 Step::Rename { slot, tmp, target } => {
@@ -467,5 +477,307 @@ impl LocalDriver {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs as stdfs;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::driver::Driver;
+    use crate::driver::test_batch::TestBatch;
+
+    const ID: &str = "write-test-trace";
+    const NODE: &str = "node00000001";
+
+    fn driver(base: &Path) -> LocalDriver {
+        LocalDriver::new(base, Durability::Buffered).unwrap()
+    }
+
+    /// A complete first batch: init event, root node, a log line, the info.
+    fn first(new: bool) -> TestBatch {
+        TestBatch::new(ID, new)
+            .event(1, "")
+            .event(2, NODE)
+            .node(NODE)
+            .log(NODE)
+            .info(Some(NODE))
+    }
+
+    /// A later batch: one more event and log line, the node and info again.
+    fn later(seq: u64) -> TestBatch {
+        TestBatch::new(ID, false)
+            .event(seq, NODE)
+            .log(NODE)
+            .node(NODE)
+            .info(Some(NODE))
+    }
+
+    /// Every file and directory below `dir` with its content.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn rec(d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for e in stdfs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                let t = stdfs::symlink_metadata(&p).unwrap().file_type();
+                if t.is_dir() {
+                    out.insert(p.clone(), Vec::new());
+                    rec(&p, out);
+                } else if t.is_file() {
+                    out.insert(p.clone(), stdfs::read(&p).unwrap());
+                } else {
+                    out.insert(p.clone(), b"<special>".to_vec());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        rec(dir, &mut out);
+        out
+    }
+
+    fn expect_storage(r: Result<()>, needle: &str) -> String {
+        match r {
+            Err(e @ Error::Storage { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(needle), "{msg:?} does not name {needle:?}");
+                msg
+            }
+            other => panic!("expected Storage naming {needle}, got {other:?}"),
+        }
+    }
+
+    // ---- exclusive creation --------------------------------------------------
+
+    #[test]
+    fn a_new_trace_is_created_exclusively() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        d.write(&first(true).batch()).unwrap();
+        let stored = d.load(ID).unwrap().unwrap();
+        assert_eq!(stored.events.len(), 2);
+        assert_eq!(stored.logs.len(), 1);
+        // Another "new" trace with the id (a collision) writes nothing, and
+        // neither does a fresh driver (no cache involved).
+        let before = snapshot(tmp.path());
+        for d in [d, driver(tmp.path())] {
+            let other = TestBatch::new(ID, true).event(1, "").info(None);
+            assert!(matches!(d.write(&other.batch()), Err(Error::AlreadyExists)));
+            assert_eq!(
+                snapshot(tmp.path()),
+                before,
+                "the existing trace is untouched"
+            );
+        }
+        // Not new: written as usual.
+        driver(tmp.path()).write(&later(3).batch()).unwrap();
+    }
+
+    #[test]
+    fn an_archived_or_marked_id_already_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        d.write(&first(false).batch()).unwrap();
+        d.archive(ID).unwrap();
+        let before = snapshot(tmp.path());
+        let b = first(true);
+        assert!(matches!(d.write(&b.batch()), Err(Error::AlreadyExists)));
+        assert_eq!(snapshot(tmp.path()), before);
+        // An archive without its marker (a crash mid-archive) counts too.
+        let shard = tmp.path().join(layout::shard(ID));
+        stdfs::remove_file(shard.join(layout::marker_name(ID))).unwrap();
+        let before = snapshot(tmp.path());
+        assert!(matches!(d.write(&b.batch()), Err(Error::AlreadyExists)));
+        assert_eq!(snapshot(tmp.path()), before);
+    }
+
+    // ---- rollback ------------------------------------------------------------
+
+    #[test]
+    fn a_failed_first_batch_leaves_nothing_and_its_retry_succeeds() {
+        for new in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let d = driver(tmp.path());
+            d.fail_before_renames.store(true, Ordering::SeqCst);
+            let b = first(new);
+            expect_storage(d.write(&b.batch()), "injected failure");
+            assert!(
+                d.list().unwrap().is_empty(),
+                "new={new}: no skeleton listed"
+            );
+            assert!(!d.exists(ID).unwrap(), "new={new}");
+            assert!(
+                !tmp.path().join(layout::shard(ID)).exists(),
+                "new={new}: {:?}",
+                snapshot(tmp.path())
+            );
+            // The engine retries the same batch, still flagged new.
+            d.fail_before_renames.store(false, Ordering::SeqCst);
+            d.write(&b.batch()).unwrap();
+            let stored = d.load(ID).unwrap().unwrap();
+            assert_eq!(stored.events.len(), 2, "new={new}: events once");
+            assert_eq!(stored.logs.len(), 1, "new={new}: log lines once");
+        }
+    }
+
+    #[test]
+    fn a_failed_later_batch_is_rolled_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        d.write(&first(false).batch()).unwrap();
+        let before = snapshot(tmp.path());
+        d.fail_before_renames.store(true, Ordering::SeqCst);
+        // New files too: another node's log line.
+        let b = later(3).log("node00000002").node("node00000002");
+        expect_storage(d.write(&b.batch()), "injected failure");
+        assert_eq!(
+            snapshot(tmp.path()),
+            before,
+            "appends cut, temp and new files removed"
+        );
+        d.fail_before_renames.store(false, Ordering::SeqCst);
+        d.write(&b.batch()).unwrap();
+        let stored = d.load(ID).unwrap().unwrap();
+        assert_eq!(stored.events.len(), 3);
+        assert_eq!(stored.logs.len(), 3);
+        assert_eq!(stored.nodes.len(), 2);
+    }
+
+    // ---- links and special files ---------------------------------------------
+
+    /// A stored trace, a driver that has not written it yet (its first write
+    /// repairs) and one that has (it writes straight away), and a file
+    /// outside the base.
+    struct Linked {
+        tmp: tempfile::TempDir,
+        base: PathBuf,
+        dir: PathBuf,
+        outside: PathBuf,
+    }
+
+    fn linked() -> Linked {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base");
+        driver(&base).write(&first(false).batch()).unwrap();
+        let dir = base.join(layout::shard(ID)).join(ID);
+        let outside = tmp.path().join("outside");
+        stdfs::create_dir(&outside).unwrap();
+        Linked {
+            tmp,
+            base,
+            dir,
+            outside,
+        }
+    }
+
+    /// Replaces `rel` in the trace directory by a link to a copy of it
+    /// outside the base (with an unfinished line appended to line files).
+    fn replace_by_link(l: &Linked, rel: &str) -> PathBuf {
+        let inside = l.dir.join(rel);
+        let target = l.outside.join(rel.replace('/', "_"));
+        if inside.is_dir() {
+            stdfs::rename(&inside, &target).unwrap();
+        } else {
+            let mut bytes = stdfs::read(&inside).unwrap();
+            if rel.ends_with(".jsonl") {
+                bytes.extend_from_slice(b"{\"unfinished\":");
+            }
+            stdfs::write(&target, bytes).unwrap();
+            stdfs::remove_file(&inside).unwrap();
+        }
+        symlink(&target, &inside).unwrap();
+        target
+    }
+
+    #[test]
+    fn writes_never_follow_a_link_out_of_the_base() {
+        let cases = [
+            "updates.jsonl".to_owned(),
+            format!("logs/{NODE}.jsonl"),
+            format!("nodes/{NODE}.json"),
+            "trace_info.json".to_owned(),
+            "nodes".to_owned(),
+            "logs".to_owned(),
+        ];
+        for rel in &cases {
+            for warm in [false, true] {
+                let l = linked();
+                let d = driver(&l.base);
+                if warm {
+                    // The driver has written the trace before (cached as ready).
+                    d.write(&later(3).batch()).unwrap();
+                }
+                replace_by_link(&l, rel);
+                let outside = snapshot(&l.outside);
+                let seq = if warm { 4 } else { 3 };
+                let name = rel.split('/').next().unwrap();
+                expect_storage(d.write(&later(seq).batch()), name);
+                assert_eq!(
+                    snapshot(&l.outside),
+                    outside,
+                    "{rel} (warm {warm}): outside untouched"
+                );
+                drop(l.tmp);
+            }
+        }
+    }
+
+    #[test]
+    fn a_linked_shard_or_trace_directory_is_not_followed() {
+        // The shard is a link: writes are refused, nothing outside changes.
+        let l = linked();
+        let shard = l.base.join(layout::shard(ID));
+        let moved = l.outside.join("shard");
+        stdfs::rename(&shard, &moved).unwrap();
+        symlink(&moved, &shard).unwrap();
+        let outside = snapshot(&l.outside);
+        let d = driver(&l.base);
+        expect_storage(d.write(&later(3).batch()), layout::shard(ID));
+        expect_storage(d.remove(ID).map(|_| ()), layout::shard(ID));
+        assert!(d.load(ID).is_err());
+        assert_eq!(snapshot(&l.outside), outside);
+        // The trace directory is a link: remove deletes the link only.
+        let l = linked();
+        let moved = l.outside.join("trace");
+        stdfs::rename(&l.dir, &moved).unwrap();
+        symlink(&moved, &l.dir).unwrap();
+        let outside = snapshot(&l.outside);
+        let d = driver(&l.base);
+        expect_storage(d.write(&later(3).batch()), ID);
+        assert!(matches!(d.load(ID), Err(Error::Corrupt { .. })));
+        assert!(d.remove(ID).unwrap());
+        assert!(!l.dir.exists() && stdfs::symlink_metadata(&l.dir).is_err());
+        assert_eq!(snapshot(&l.outside), outside);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        for rel in ["updates.jsonl".to_owned(), format!("logs/{NODE}.jsonl")] {
+            let l = linked();
+            let p = l.dir.join(&rel);
+            stdfs::remove_file(&p).unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &p,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap();
+            let base = l.base.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(driver(&base).write(&later(3).batch()));
+            });
+            let r = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("writing to a FIFO {rel} blocked"));
+            let msg = expect_storage(r, &rel);
+            assert!(msg.contains("FIFO"), "{msg}");
+        }
     }
 }
