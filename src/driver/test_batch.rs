@@ -95,13 +95,23 @@ impl TestBatch {
         self
     }
 
-    /// Adds a log line of node `node` (which must be a valid node id for
-    /// the batch to be written; an invalid one makes the batch fail).
+    /// Adds space `space` (12 chars `[0-9a-z]`): its document and its data `{"k": 1}`.
+    pub(crate) fn space(mut self, space: &str) -> Self {
+        let doc = format!(
+            r#"{{"id":"{space}","label":"s","type":"","icon":"","description":"","ttl":0,"created_at":1,"updated_at":1}}"#
+        );
+        let id = ShortId::parse(space).expect("a 12-character space id");
+        self.push(DocKind::Space, id, doc.as_bytes(), false);
+        self.push(DocKind::SpaceData, id, br#"{"k": 1}"#, false);
+        self
+    }
+
+    /// Adds a log line of node `node` (12 chars `[0-9a-z]`).
     pub(crate) fn log(mut self, node: &str) -> Self {
         let line = format!(
             r#"{{"Timestamp":1,"Level":"info","Message":"m","Data":null,"NodeID":"{node}"}}"#
         );
-        let id = ShortId::parse(node).unwrap_or(ShortId::EMPTY);
+        let id = ShortId::parse(node).expect("a 12-character node id");
         self.push(DocKind::Node, id, line.as_bytes(), true);
         self
     }

@@ -87,8 +87,9 @@ struct Undo {
     /// the order they are renamed; the first `renamed` of them are in place.
     temps: Vec<(String, String)>,
     renamed: usize,
-    /// Directories the batch created (relative to the trace directory).
-    dirs: Vec<String>,
+    /// Directories the batch created: (parent relative to the trace
+    /// directory, name).
+    dirs: Vec<(String, String)>,
 }
 
 impl Undo {
@@ -112,8 +113,10 @@ impl Undo {
                 let _ = d.undo_append(a);
             });
         }
-        for rel in self.dirs.iter().rev() {
-            let _ = trace.remove_tree(rel);
+        for (rel, name) in self.dirs.iter().rev() {
+            in_dir(rel, &mut |d| {
+                let _ = d.remove_tree(name);
+            });
         }
     }
 }
@@ -413,7 +416,7 @@ impl LocalDriver {
                     let (d, made) = dirs.spaces(trace)?.open_or_make_dir(id)?;
                     let rel = format!("{SPACES}/{id}");
                     if made {
-                        undo.dirs.push(rel.clone());
+                        undo.dirs.push((SPACES.to_owned(), id.to_owned()));
                         dirs.sync_spaces = true;
                     }
                     dirs.space_data.push(d);
@@ -632,7 +635,10 @@ mod tests {
         let before = snapshot(tmp.path());
         d.fail_before_renames.store(true, Ordering::SeqCst);
         // New files too: another node's log line.
-        let b = later(3).log("node00000002").node("node00000002");
+        let b = later(3)
+            .log("node00000002")
+            .node("node00000002")
+            .space("space0000001");
         expect_storage(d.write(&b.batch()), "injected failure");
         assert_eq!(
             snapshot(tmp.path()),
@@ -645,6 +651,8 @@ mod tests {
         assert_eq!(stored.events.len(), 3);
         assert_eq!(stored.logs.len(), 3);
         assert_eq!(stored.nodes.len(), 2);
+        assert_eq!(stored.spaces.len(), 1);
+        assert_eq!(stored.spaces[0].data["k"], 1);
     }
 
     // ---- links and special files ---------------------------------------------
