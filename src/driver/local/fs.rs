@@ -477,7 +477,8 @@ impl Dir {
 
     /// Renames `from` (here) to `to` in `to_dir`, atomically replacing a
     /// regular file of that name. Refuses to replace anything else (a link,
-    /// a directory, a FIFO).
+    /// a directory, a FIFO). Something swapped in between the check and the
+    /// rename is replaced (a rename never follows a link), never written to.
     pub(super) fn rename(&self, from: &str, to_dir: &Dir, to: &str) -> Result<()> {
         if let Some(kind) = to_dir.file_type(to)?
             && kind != FileType::RegularFile
