@@ -42,12 +42,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::format::{decode_info, decode_log_lines, decode_node, decode_space, decode_space_data};
-use super::{DocKind, Driver, Durability, StoredTrace, WriteBatch};
+use super::{DocKind, Driver, Durability, StoredTrace, WriteBatch, lock};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::id::validate_trace_id;
@@ -127,10 +127,6 @@ impl Store {
 
 fn utf8<'a>(bytes: &'a [u8], key: &str) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|_| Error::corrupt(key, "value is not UTF-8"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl StoreDriver {

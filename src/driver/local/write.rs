@@ -18,7 +18,7 @@
 //! traces whose directories this process created or checked.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use super::fs::{Access, Dir, Sync};
 use super::layout::{
@@ -48,7 +48,7 @@ pub(super) struct ReadyCache(Mutex<HashSet<String>>);
 
 impl ReadyCache {
     fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::driver::lock(&self.0)
     }
 
     fn contains(&self, id: &str) -> bool {
