@@ -294,22 +294,33 @@ impl LocalDriver {
         if new && !created {
             return Err(Error::AlreadyExists);
         }
-        let trace = shard.open_dir(id, Access::Write)?;
+        let opened = shard.open_dir(id, Access::Write);
         drop(in_use);
-        let trace = trace.ok_or_else(|| {
-            Error::storage(
-                shard.child(id).display().to_string(),
-                "trace directory vanished while it was being created",
-            )
-        })?;
-        if self.fsync() && shard_created {
-            self.base.sync()?;
+        let trace = opened.and_then(|trace| {
+            let trace = trace.ok_or_else(|| {
+                Error::storage(
+                    shard.child(id).display().to_string(),
+                    "trace directory vanished while it was being created",
+                )
+            })?;
+            if self.fsync() && shard_created {
+                self.base.sync()?;
+            }
+            Ok(trace)
+        });
+        match trace {
+            Ok(trace) => Ok(TraceDirs {
+                shard,
+                trace,
+                created,
+            }),
+            Err(e) => {
+                if created {
+                    let _ = shard.remove_tree(id);
+                }
+                Err(e)
+            }
         }
-        Ok(TraceDirs {
-            shard,
-            trace,
-            created,
-        })
     }
 
     /// First write to a trace in this process: its subdirectories exist,
