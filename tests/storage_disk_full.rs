@@ -1,7 +1,7 @@
 //! A full filesystem, for the local and the store driver (issue 10, points 3
 //! and 5): traffic on a full disk gets storage errors, counted, and never a
-//! panic; no failed trace is left behind half-created (every trace storage
-//! lists opens); once space is freed, a trace that was loaded throughout
+//! panic; no trace is left behind half-created (every trace storage lists
+//! opens: a failed first write leaves nothing); once space is freed, a trace that was loaded throughout
 //! and new traces are written completely again.
 //!
 //! Each scenario runs in a child process (this test binary, re-run) inside
@@ -228,21 +228,24 @@ fn scenario(driver: &str, mnt: &Path) {
     );
 }
 
-/// Every stored trace is one of `good` (or `loaded`) and opens with at
-/// least the events its release reported; every one of `good` is stored.
+/// Every stored trace opens — no skeleton of a failed first write — and
+/// each of `good` (released without error) is stored with at least the
+/// events its release reported. A trace whose release failed may be stored
+/// with what its earlier batches wrote. `loaded` traces are not checked.
 fn check_stored(e: &Engine, good: &[(String, usize)], loaded: &[&str]) {
     let stored = e.list_stored().unwrap();
     for id in &stored {
         if loaded.contains(&id.as_str()) {
             continue;
         }
-        let Some((_, n)) = good.iter().find(|(g, _)| g == id) else {
-            panic!("trace {id} is stored but its release failed: a skeleton");
-        };
         let t = e
             .open(id)
-            .unwrap_or_else(|err| panic!("stored trace {id} does not open: {err}"));
-        assert!(t.events(Cursor::Seq(0)).unwrap().len() >= *n, "{id}");
+            .unwrap_or_else(|err| panic!("stored trace {id} does not open (a skeleton?): {err}"));
+        let events = t.events(Cursor::Seq(0)).unwrap().len();
+        assert!(events > 0, "{id}: stored without events");
+        if let Some((_, n)) = good.iter().find(|(g, _)| g == id) {
+            assert!(events >= *n, "{id}: {events} events, {n} were released");
+        }
         t.release().unwrap_or_else(|err| panic!("{id}: {err}"));
     }
     for (id, _) in good {

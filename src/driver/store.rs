@@ -30,8 +30,11 @@
 //! fjall poisons a store whose journal write or sync failed (a full disk):
 //! every later write fails. The driver then closes the store and reopens it
 //! before its next write (a reopen recovers the journal), so writing resumes
-//! once the cause is gone. Keys a failed first batch may have left in the
-//! journal are removed right after the reopen, so its retry finds nothing.
+//! once the cause is gone. A failed batch can still reach the journal (fjall
+//! flushes its buffer when the store is closed) and come back with the
+//! reopen: if it was its trace's first, the trace's keys are removed right
+//! after the reopen, so a failed first write leaves nothing behind and its
+//! retry finds nothing.
 //!
 //! fjall was chosen over redb by measurement (`docs/kv-choice`): appending
 //! events one key each, one transaction per batch, fjall wrote 6x faster
@@ -83,8 +86,8 @@ pub struct StoreDriver {
     damaged: AtomicBool,
     /// Taken by every new trace's first batch around its check and commit.
     creating: Mutex<()>,
-    /// Traces whose first batch failed after it may have reached the journal:
-    /// their keys are removed once the store is reopened.
+    /// Traces whose first batch failed (it may still have reached the
+    /// journal): their keys are removed once the store is reopened.
     orphans: Mutex<HashSet<String>>,
     prefix: String,
     durability: Durability,
@@ -446,24 +449,24 @@ impl Driver for StoreDriver {
             return Ok(());
         }
         let p = self.trace_prefix(id);
-        if !batch.is_new_trace() {
-            return self.writing(|store| self.commit(store, self.build(store, batch, &p), &p));
-        }
+        let new = batch.is_new_trace();
         // A new trace: nothing of it may exist, checked and committed under
         // the creation lock that every new trace's first batch takes.
-        let _creating = lock(&self.creating);
-        let r = self.writing(|store| {
-            if self.holds(store, id)? {
+        let _creating = new.then(|| lock(&self.creating));
+        self.writing(|store| {
+            if new && self.holds(store, id)? {
                 return Err(Error::AlreadyExists);
             }
-            self.commit(store, self.build(store, batch, &p), &p)
-        });
-        if r.is_err() && self.damaged.load(Ordering::Acquire) {
-            // The failed batch may be in the journal: remove it after the
-            // reopen, so that its retry (a first batch again) finds nothing.
-            lock(&self.orphans).insert(id.to_owned());
-        }
-        r
+            let r = self.commit(store, self.build(store, batch, &p), &p);
+            // A failed batch may still reach the journal (fjall flushes its
+            // buffer when the store is closed) and come back on reopen. If
+            // it was the trace's first, remove it after the reopen, so that
+            // no trace whose first write failed is left behind.
+            if r.is_err() && (new || !self.holds(store, id).unwrap_or(true)) {
+                lock(&self.orphans).insert(id.to_owned());
+            }
+            r
+        })
     }
 
     fn exists(&self, trace_id: &str) -> Result<bool> {
