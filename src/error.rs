@@ -100,6 +100,16 @@ impl Error {
         }
     }
 
+    /// Builds an [`Error::Storage`] naming `location`, without an I/O error
+    /// behind it (a refused file, a store that reported a failure).
+    pub(crate) fn storage(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Storage {
+            location: location.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// Builds an [`Error::Corrupt`] naming `location`.
     pub fn corrupt(location: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Corrupt {

@@ -242,7 +242,7 @@ fn huge_file_is_refused() {
     let p = f.dir.join(format!("nodes/{}.json", f.branch));
     // Sparse: takes no disk space.
     let file = fs::OpenOptions::new().write(true).open(&p).unwrap();
-    file.set_len(LocalDriver::DEFAULT_MAX_FILE_SIZE + 1)
+    file.set_len(LocalDriver::DEFAULT_MAX_DOCUMENT_SIZE + 1)
         .unwrap();
     drop(file);
     let msg = expect_corrupt(&f, &format!("nodes/{}.json", f.branch));
@@ -251,9 +251,75 @@ fn huge_file_is_refused() {
     let f = fixture();
     let driver = LocalDriver::new(&f.base, Durability::Buffered)
         .unwrap()
-        .max_file_size(64);
+        .max_document_size(64);
     match driver.load(&f.id) {
         Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains(".json"), "{e}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn line_files_are_capped_per_line_not_in_total() {
+    // A cap just above the fixture's longest line: the event log is several
+    // times longer than that in total, and loads.
+    let f = fixture();
+    let updates = f.dir.join("updates.jsonl");
+    let text = fs::read(&updates).unwrap();
+    let longest = text.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap();
+    let cap = longest as u64 + 16;
+    assert!(
+        text.len() as u64 > 3 * cap,
+        "{} bytes, cap {cap}",
+        text.len()
+    );
+    let capped = |f: &Fixture| {
+        LocalDriver::new(&f.base, Durability::Buffered)
+            .unwrap()
+            .max_line_size(cap)
+    };
+    let stored = capped(&f).load(&f.id).unwrap().unwrap();
+    assert_eq!(stored.events.len(), f.events);
+    // A line longer than the cap is corrupt, named by file and line.
+    let mut bytes = fs::read(&updates).unwrap();
+    let n = bytes.iter().filter(|&&b| b == b'\n').count();
+    bytes.extend_from_slice(format!("{{\"pad\": \"{}\"}}\n", "x".repeat(longest + 32)).as_bytes());
+    fs::write(&updates, &bytes).unwrap();
+    match capped(&f).load(&f.id) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("updates.jsonl:{}", n + 1)), "{msg}");
+            assert!(msg.contains("limit"), "{msg}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The same in a log file, and inside an archive.
+    let f = fixture();
+    let logs = f.dir.join(format!("logs/{}.jsonl", f.branch));
+    let mut bytes = fs::read(&logs).unwrap();
+    bytes.extend_from_slice(format!("{{\"pad\": \"{}\"}}\n", "x".repeat(longest + 32)).as_bytes());
+    fs::write(&logs, &bytes).unwrap();
+    let driver = capped(&f);
+    match driver.load(&f.id) {
+        Err(e @ Error::Corrupt { .. }) => {
+            assert!(
+                e.to_string().contains(&format!("{}.jsonl:3", f.branch)),
+                "{e}"
+            )
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    LocalDriver::new(&f.base, Durability::Buffered)
+        .unwrap()
+        .archive(&f.id)
+        .unwrap();
+    match driver.load(&f.id) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(".tar.gz!/logs/") && msg.contains(".jsonl:3"),
+                "{msg}"
+            )
+        }
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }

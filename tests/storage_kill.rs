@@ -1,9 +1,10 @@
-//! Crash safety of the local driver: a child process (this test binary,
-//! re-run in child mode) writes traces as fast as it can with
+//! Crash safety of the local and the store driver: a child process (this
+//! test binary, re-run in child mode) writes traces as fast as it can with
 //! `Durability::Fsync` and is killed with SIGKILL at random moments; every
-//! stored trace must then open cleanly or report `Corrupt` naming a file,
-//! no JSON document may be torn, and every trace the child reported as
-//! released (and flushed) must have at least the events it reported.
+//! stored trace must then open cleanly or report `Corrupt` naming a file or
+//! key, no JSON document may be torn (local), and every trace the child
+//! reported as released (and flushed) must have at least the events it
+//! reported.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,20 +20,29 @@ use tracepool::{
 };
 
 const CHILD_ENV: &str = "TRACEPOOL_STORAGE_KILL_DIR";
-const KILLS: usize = 24;
+const DRIVER_ENV: &str = "TRACEPOOL_STORAGE_KILL_DRIVER";
+
+/// The driver under test, on `path`.
+fn on_driver(b: tracepool::EngineBuilder, driver: &str, path: &Path) -> tracepool::EngineBuilder {
+    match driver {
+        "local" => b.local(path),
+        "store" => b.store(path),
+        other => panic!("unknown driver {other}"),
+    }
+}
 
 /// Child mode: only does something when started by `sigkill_at_random_moments`.
 #[test]
 fn child_writer() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let (Ok(dir), Ok(driver)) = (std::env::var(CHILD_ENV), std::env::var(DRIVER_ENV)) else {
         return;
     };
-    let engine = Engine::builder()
+    let b = Engine::builder()
         .capacity(8)
         .workers(1)
         .on_exhausted(Exhausted::Wait(Duration::from_secs(1)))
-        .durability(Durability::Fsync)
-        .local(&dir)
+        .durability(Durability::Fsync);
+    let engine = on_driver(b, &driver, Path::new(&dir))
         .build()
         .expect("child engine");
     let out = Arc::new(Mutex::new(std::io::stdout()));
@@ -106,6 +116,16 @@ fn json_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn sigkill_at_random_moments() {
+    sigkill_child("local", 24);
+}
+
+#[test]
+fn sigkill_at_random_moments_store() {
+    sigkill_child("store", 20);
+}
+
+/// Kills a child writing to `driver` `kills` times, then checks what it left.
+fn sigkill_child(driver: &str, kills_wanted: usize) {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
@@ -115,7 +135,7 @@ fn sigkill_at_random_moments() {
     let exe = std::env::current_exe().unwrap();
     let mut released: HashMap<String, usize> = HashMap::new();
     let mut kills = 0;
-    while kills < KILLS {
+    while kills < kills_wanted {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -125,6 +145,7 @@ fn sigkill_at_random_moments() {
                 "1",
             ])
             .env(CHILD_ENV, &base)
+            .env(DRIVER_ENV, driver)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -163,9 +184,11 @@ fn sigkill_at_random_moments() {
     }
     let write_phase = started.elapsed();
 
-    // No torn JSON document anywhere.
+    // No torn JSON document anywhere (the local driver's files).
     let mut docs = Vec::new();
-    json_files(&base, &mut docs);
+    if driver == "local" {
+        json_files(&base, &mut docs);
+    }
     for p in &docs {
         let bytes = std::fs::read(p).unwrap();
         assert!(
@@ -175,17 +198,17 @@ fn sigkill_at_random_moments() {
         );
     }
 
-    // Every stored trace opens or is reported corrupt, naming the file.
-    let driver = LocalDriver::new(&base, Durability::Buffered).unwrap();
-    let ids = driver.list().unwrap();
-    let engine = Engine::builder()
+    // Every stored trace opens or is reported corrupt, naming the file or key.
+    let b = Engine::builder()
         .capacity(4)
         .workers(1)
-        .on_exhausted(Exhausted::Error)
-        .local(&base)
-        .build()
-        .unwrap();
-    let base_str = base.display().to_string();
+        .on_exhausted(Exhausted::Error);
+    let engine = on_driver(b, driver, &base).build().unwrap();
+    let ids = engine.list_stored().unwrap();
+    if driver == "local" {
+        let direct = LocalDriver::new(&base, Durability::Buffered).unwrap();
+        assert_eq!(direct.list().unwrap(), ids);
+    }
     let (mut ok, mut corrupt) = (0, 0);
     for id in &ids {
         match engine.open(id) {
@@ -206,7 +229,11 @@ fn sigkill_at_random_moments() {
             }
             Err(e @ Error::Corrupt { .. }) => {
                 let msg = e.to_string();
-                assert!(msg.contains(&base_str), "Corrupt without a file: {msg}");
+                let named = match driver {
+                    "local" => base.display().to_string(),
+                    _ => format!(":{id}:"),
+                };
+                assert!(msg.contains(&named), "Corrupt without a file or key: {msg}");
                 assert!(
                     !released.contains_key(id),
                     "released trace {id} does not open: {msg}"
@@ -224,7 +251,7 @@ fn sigkill_at_random_moments() {
     }
     assert!(!released.is_empty(), "the child never released a trace");
     eprintln!(
-        "storage_kill: {kills} kills, {} traces stored, {} released, {ok} open, {corrupt} corrupt \
+        "storage_kill ({driver}): {kills} kills, {} traces stored, {} released, {ok} open, {corrupt} corrupt \
          (unreleased, killed mid-write), {} documents parsed; write phase {:?}, total {:?}",
         ids.len(),
         released.len(),
@@ -236,7 +263,7 @@ fn sigkill_at_random_moments() {
     let engine_dropped = started.elapsed();
     drop(tmp);
     eprintln!(
-        "storage_kill: engine dropped at {engine_dropped:?}, directory removed at {:?}",
+        "storage_kill ({driver}): engine dropped at {engine_dropped:?}, directory removed at {:?}",
         started.elapsed()
     );
     assert!(started.elapsed() < Duration::from_secs(60));

@@ -31,10 +31,6 @@ fn is_none_or_empty(m: &Option<Map<String, Value>>) -> bool {
     m.as_ref().is_none_or(|m| m.is_empty())
 }
 
-fn corrupt(location: &str, what: impl std::fmt::Display) -> Error {
-    Error::corrupt(location, what.to_string())
-}
-
 /// `nodes/<id>.json` (reference `persistNode`).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PersistNode<'a> {
@@ -230,9 +226,9 @@ pub fn decode_info(
     location: &str,
 ) -> Result<(TraceInfo, Option<String>, Option<Vec<String>>)> {
     let d: InfoDoc<'_> = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(location, format!("bad trace info: {e}")))?;
+        .map_err(|e| Error::corrupt(location, format!("bad trace info: {e}")))?;
     crate::id::validate_trace_id(&d.id)
-        .map_err(|_| corrupt(location, format!("bad trace id {:?}", d.id)))?;
+        .map_err(|_| Error::corrupt(location, format!("bad trace id {:?}", d.id)))?;
     let info = TraceInfo {
         id: d.id.into_owned(),
         driver: d.driver.into_owned(),
@@ -253,10 +249,10 @@ pub fn decode_info(
 
 /// Decodes a node document.
 pub fn decode_node(bytes: &[u8], location: &str) -> Result<NodeData> {
-    let n: PersistNode<'_> =
-        serde_json::from_slice(bytes).map_err(|e| corrupt(location, format!("bad node: {e}")))?;
+    let n: PersistNode<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(location, format!("bad node: {e}")))?;
     if crate::id::ShortId::parse(&n.id).is_none() {
-        return Err(corrupt(location, format!("bad node id {:?}", n.id)));
+        return Err(Error::corrupt(location, format!("bad node id {:?}", n.id)));
     }
     let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect::<Vec<_>>();
     Ok(NodeData {
@@ -280,10 +276,10 @@ pub fn decode_node(bytes: &[u8], location: &str) -> Result<NodeData> {
 
 /// Decodes a space document.
 pub fn decode_space(bytes: &[u8], location: &str) -> Result<SpaceInfo> {
-    let s: SpaceDoc<'_> =
-        serde_json::from_slice(bytes).map_err(|e| corrupt(location, format!("bad space: {e}")))?;
+    let s: SpaceDoc<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(location, format!("bad space: {e}")))?;
     if crate::id::ShortId::parse(&s.id).is_none() {
-        return Err(corrupt(location, format!("bad space id {:?}", s.id)));
+        return Err(Error::corrupt(location, format!("bad space id {:?}", s.id)));
     }
     Ok(SpaceInfo {
         id: s.id.into_owned(),
@@ -300,7 +296,8 @@ pub fn decode_space(bytes: &[u8], location: &str) -> Result<SpaceInfo> {
 
 /// Decodes a space's key-value document (`spaces/<id>/data.json`).
 pub fn decode_space_data(bytes: &[u8], location: &str) -> Result<Map<String, Value>> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(location, format!("bad space data: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(location, format!("bad space data: {e}")))
 }
 
 /// Decodes a log file (`logs/<node>.jsonl`). A torn final line (no trailing
@@ -309,18 +306,23 @@ pub fn decode_space_data(bytes: &[u8], location: &str) -> Result<Map<String, Val
 pub fn decode_log_lines(bytes: &[u8], location: &str) -> Result<Vec<LogEntry>> {
     let mut out = Vec::new();
     for_each_line(bytes, location, |line, loc| {
-        let l: LogLine<'_> =
-            serde_json::from_slice(line).map_err(|e| corrupt(loc, format!("bad log line: {e}")))?;
-        out.push(LogEntry {
-            timestamp: l.timestamp,
-            level: l.level,
-            message: l.message.into_owned(),
-            data: l.data,
-            node_id: l.node_id.into_owned(),
-        });
+        out.push(decode_log_line(line, loc)?);
         Ok(())
     })?;
     Ok(out)
+}
+
+/// Decodes one log line (without its newline); `location` names the file and line.
+pub(crate) fn decode_log_line(line: &[u8], location: &str) -> Result<LogEntry> {
+    let l: LogLine<'_> = serde_json::from_slice(line)
+        .map_err(|e| Error::corrupt(location, format!("bad log line: {e}")))?;
+    Ok(LogEntry {
+        timestamp: l.timestamp,
+        level: l.level,
+        message: l.message.into_owned(),
+        data: l.data,
+        node_id: l.node_id.into_owned(),
+    })
 }
 
 /// Decodes an event log (`updates.jsonl`). Events without `seq` (written by
@@ -329,38 +331,50 @@ pub fn decode_log_lines(bytes: &[u8], location: &str) -> Result<Vec<LogEntry>> {
 pub fn decode_event_lines(bytes: &[u8], location: &str) -> Result<Vec<Event>> {
     let mut out: Vec<Event> = Vec::new();
     for_each_line(bytes, location, |line, loc| {
-        let mut ev = Event::from_json(line, loc)?;
-        let expect = out.len() as u64 + 1;
-        if ev.seq == 0 {
-            ev = ev.numbered(expect);
-        } else if ev.seq != expect {
-            return Err(corrupt(
-                loc,
-                format!("event seq {} where {expect} was expected", ev.seq),
-            ));
-        }
-        out.push(ev);
-        Ok(())
+        push_event_line(&mut out, line, loc)
     })?;
     Ok(out)
 }
 
+/// Decodes one event line (without its newline) and appends it to `events`,
+/// the event log read so far: an event without `seq` gets the next number, a
+/// numbered one must have it.
+pub(crate) fn push_event_line(events: &mut Vec<Event>, line: &[u8], location: &str) -> Result<()> {
+    let mut ev = Event::from_json(line, location)?;
+    let expect = events.len() as u64 + 1;
+    if ev.seq == 0 {
+        ev = ev.numbered(expect);
+    } else if ev.seq != expect {
+        return Err(Error::corrupt(
+            location,
+            format!("event seq {} where {expect} was expected", ev.seq),
+        ));
+    }
+    events.push(ev);
+    Ok(())
+}
+
+/// The content of one line of a line file, or `None` for a blank line
+/// (skipped). A trailing `\r` is dropped.
+pub(crate) fn line_content(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
+}
+
+/// Calls `f(line, "location:N")` for every complete, non-blank line.
 fn for_each_line(
     bytes: &[u8],
     location: &str,
     mut f: impl FnMut(&[u8], &str) -> Result<()>,
 ) -> Result<()> {
     let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &bytes[..=i],
-        None => &[][..],
+        Some(i) => &bytes[..i],
+        None => return Ok(()),
     };
     for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        if let Some(line) = line_content(line) {
+            f(line, &format!("{location}:{}", n + 1))?;
         }
-        let loc = format!("{location}:{}", n + 1);
-        f(line, &loc)?;
     }
     Ok(())
 }
@@ -385,14 +399,14 @@ impl StoredTrace {
         let mut ids: HashMap<&str, usize> = HashMap::with_capacity(nodes.len());
         for (i, n) in nodes.iter().enumerate() {
             if ids.insert(n.id.as_str(), i).is_some() {
-                return Err(corrupt(&node_location(&n.id), "duplicate node id"));
+                return Err(Error::corrupt(node_location(&n.id), "duplicate node id"));
             }
         }
         for n in &nodes {
             for c in n.children.iter().chain(&n.parent_ids) {
                 if !ids.contains_key(c.as_str()) {
-                    return Err(corrupt(
-                        &node_location(&n.id),
+                    return Err(Error::corrupt(
+                        node_location(&n.id),
                         format!("refers to missing node {c}"),
                     ));
                 }
@@ -403,14 +417,14 @@ impl StoredTrace {
         } else {
             match root {
                 Some(r) if ids.contains_key(r.as_str()) => Some(r),
-                Some(r) => return Err(corrupt(&node_location(&r), "root node is missing")),
+                Some(r) => return Err(Error::corrupt(node_location(&r), "root node is missing")),
                 None => {
                     // The reference does not record its root: the first node without parents.
                     match nodes.iter().find(|n| n.parent_ids.is_empty()) {
                         Some(n) => Some(n.id.clone()),
                         None => {
-                            return Err(corrupt(
-                                &node_location(&nodes[0].id),
+                            return Err(Error::corrupt(
+                                node_location(&nodes[0].id),
                                 "no root node found in trace",
                             ));
                         }
@@ -421,7 +435,10 @@ impl StoredTrace {
         let current = match current {
             Some(c) => {
                 if let Some(bad) = c.iter().find(|id| !ids.contains_key(id.as_str())) {
-                    return Err(corrupt(&node_location(bad), "current node is missing"));
+                    return Err(Error::corrupt(
+                        node_location(bad),
+                        "current node is missing",
+                    ));
                 }
                 c
             }

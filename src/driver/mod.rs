@@ -21,11 +21,15 @@ pub mod format;
 mod local;
 mod memory;
 mod store;
+#[cfg(test)]
+mod test_batch;
 
 pub use format::StoredTrace;
 pub use local::LocalDriver;
 pub use memory::MemoryDriver;
 pub use store::StoreDriver;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
@@ -273,4 +277,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Locks a driver's mutex. A panic while it was held cannot leave the
+/// drivers' guarded state (caches, sets of ids) inconsistent, so a poisoned
+/// lock is used as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
