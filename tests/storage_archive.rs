@@ -247,6 +247,7 @@ fn crash_leftovers_do_not_break_reads() {
     let t = engine.create(TraceOptions::new().id("crash-b")).unwrap();
     t.add("only", NodeOptions::new()).unwrap();
     t.release().unwrap();
+    engine.flush_blocking().unwrap();
     fs::write(others.join("crash-b.tar.gz"), &archived_copy).unwrap();
     let t = engine.open("crash-b").unwrap();
     assert_eq!(

@@ -22,6 +22,7 @@ fn engine(base: &Path) -> Engine {
         .capacity(4)
         .workers(1)
         .on_exhausted(Exhausted::Error)
+        .drain_timeout(std::time::Duration::from_millis(200))
         .local(base)
         .build()
         .unwrap()
@@ -116,8 +117,9 @@ fn writing_to_a_fifo_fails_at_once() {
     // Swapped after the trace was loaded: the next batch appends to it.
     make_fifo(&dir.join("updates.jsonl"));
     t.add("next", NodeOptions::new()).unwrap();
-    let released = within("release writing to a FIFO", move || t.release());
-    match released {
+    t.release().unwrap();
+    let flushed = within("flush writing to a FIFO", move || e.flush_blocking());
+    match flushed {
         Err(e @ Error::Storage { .. }) => {
             let msg = e.to_string();
             assert!(

@@ -30,12 +30,12 @@ impl TestBatch {
     }
 
     fn push(&mut self, kind: DocKind, id: ShortId, bytes: &[u8], logs: bool) {
-        let start = self.buf.len() as u32;
+        let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
         let d = DocBuf {
             kind,
             id,
-            range: (start, self.buf.len() as u32),
+            range: (start, self.buf.len()),
             n: self.logs.len() as u64,
         };
         if logs {
