@@ -15,10 +15,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::fence;
 use std::task::{Context, Poll};
 
-use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Mutex};
+use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Mutex, fence};
 
 /// Callers waiting for a free slot.
 #[derive(Debug, Default)]
