@@ -20,13 +20,13 @@ impl AtomicWaker {
     }
 }
 #[cfg(tracepool_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(tracepool_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 #[cfg(not(tracepool_loom))]
 pub(crate) use futures_util::task::AtomicWaker;
 #[cfg(not(tracepool_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(tracepool_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};

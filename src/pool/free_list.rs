@@ -1,11 +1,17 @@
-//! A lock-free LIFO of free slot indices (a Treiber stack).
+//! A lock-free LIFO of free slot indices (a Treiber stack), with a flag
+//! saying that callers wait for a slot.
 //!
 //! The links live next to the slots (each slot has an `AtomicU32` "next free"
 //! field, reached through [`Links`]), so pushing and popping never allocate and
-//! the list can grow with the pool. The head packs a 32-bit tag with the
-//! 32-bit index of the top slot; every successful update bumps the tag, so a
-//! pop that raced with a pop-push of the same index (ABA) fails its CAS and
-//! retries instead of corrupting the list.
+//! the list can grow with the pool. The head packs a 31-bit tag, the
+//! *waiting* flag and the 32-bit index of the top slot; every push and pop
+//! bumps the tag, so a pop that raced with a pop-push of the same index (ABA)
+//! fails its CAS and retries instead of corrupting the list.
+//!
+//! The waiting flag lives in the same word so that a push and a waiter's
+//! announcement are ordered by that one atomic: a push either sees the flag
+//! (and the pusher wakes a waiter) or happened before it was set (and the
+//! waiter's next pop finds the pushed index). No fence is needed.
 //!
 //! This module owns only the list; whether a popped slot is reset, and who may
 //! touch it, is the pool's business.
@@ -29,36 +35,50 @@ pub(crate) struct FreeList {
     head: AtomicU64,
 }
 
-fn pack(tag: u32, idx: u32) -> u64 {
-    ((tag as u64) << 32) | idx as u64
+const WAITING: u64 = 1 << 32;
+const TAG_SHIFT: u32 = 33;
+
+fn pack(tag: u64, waiting: u64, idx: u32) -> u64 {
+    (tag << TAG_SHIFT) | waiting | u64::from(idx)
 }
 
-fn unpack(v: u64) -> (u32, u32) {
-    ((v >> 32) as u32, v as u32)
+/// (tag, waiting flag bit, top index)
+fn unpack(v: u64) -> (u64, u64, u32) {
+    // The low 32 bits are the index.
+    (
+        v >> TAG_SHIFT,
+        v & WAITING,
+        (v & u64::from(u32::MAX)) as u32,
+    )
+}
+
+fn next_tag(tag: u64) -> u64 {
+    (tag + 1) & ((1 << (64 - TAG_SHIFT)) - 1)
 }
 
 impl FreeList {
     /// An empty list.
     pub(crate) fn new() -> Self {
         FreeList {
-            head: AtomicU64::new(pack(0, NIL)),
+            head: AtomicU64::new(pack(0, 0, NIL)),
         }
     }
 
-    /// Pushes `idx`; the caller must own the slot (it is not in the list).
-    pub(crate) fn push<L: Links + ?Sized>(&self, links: &L, idx: u32) {
+    /// Pushes `idx` (the caller must own the slot: it is not in the list).
+    /// Returns whether the waiting flag was set at that moment.
+    pub(crate) fn push<L: Links + ?Sized>(&self, links: &L, idx: u32) -> bool {
         debug_assert_ne!(idx, NIL);
         let mut head = self.head.load(Acquire);
         loop {
-            let (tag, top) = unpack(head);
+            let (tag, waiting, top) = unpack(head);
             links.link(idx).store(top, Relaxed);
             match self.head.compare_exchange_weak(
                 head,
-                pack(tag.wrapping_add(1), idx),
+                pack(next_tag(tag), waiting, idx),
                 AcqRel,
                 Acquire,
             ) {
-                Ok(_) => return,
+                Ok(_) => return waiting != 0,
                 Err(actual) => head = actual,
             }
         }
@@ -68,7 +88,7 @@ impl FreeList {
     pub(crate) fn pop<L: Links + ?Sized>(&self, links: &L) -> Option<u32> {
         let mut head = self.head.load(Acquire);
         loop {
-            let (tag, top) = unpack(head);
+            let (tag, waiting, top) = unpack(head);
             if top == NIL {
                 return None;
             }
@@ -77,11 +97,30 @@ impl FreeList {
             let next = links.link(top).load(Relaxed);
             match self.head.compare_exchange_weak(
                 head,
-                pack(tag.wrapping_add(1), next),
+                pack(next_tag(tag), waiting, next),
                 AcqRel,
                 Acquire,
             ) {
                 Ok(_) => return Some(top),
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Sets or clears the waiting flag (the waiter queue does it under its
+    /// lock, when it stops or starts being empty).
+    pub(crate) fn set_waiting(&self, on: bool) {
+        let flag = if on { WAITING } else { 0 };
+        let mut head = self.head.load(Acquire);
+        loop {
+            if head & WAITING == flag {
+                return;
+            }
+            match self
+                .head
+                .compare_exchange_weak(head, (head & !WAITING) | flag, AcqRel, Acquire)
+            {
+                Ok(_) => return,
                 Err(actual) => head = actual,
             }
         }

@@ -262,7 +262,7 @@ impl<T> SlotPool<T> {
             return Err(Error::PoolExhausted);
         };
         self.waiters
-            .wait_take(Instant::now() + timeout, || self.pop())
+            .wait_take(&self.free, Instant::now() + timeout, || self.pop())
             .ok_or(Error::PoolExhausted)
     }
 
@@ -282,7 +282,7 @@ impl<T> SlotPool<T> {
         };
         let sleep = sleep(timeout);
         let mut sleep = std::pin::pin!(sleep);
-        let mut place = self.waiters.place();
+        let mut place = self.waiters.place(&self.free);
         poll_fn(|cx| {
             if let Poll::Ready(i) = self.waiters.poll_take(&mut place, cx, &mut || self.pop()) {
                 return Poll::Ready(Ok(i));
@@ -296,8 +296,9 @@ impl<T> SlotPool<T> {
     }
 
     fn push_free(&self, idx: u32) {
-        self.free.push(self, idx);
-        self.waiters.notify_freed();
+        if self.free.push(self, idx) {
+            self.waiters.notify_one(&self.free);
+        }
     }
 
     /// Returns an in-use slot, already reset, to the free list.

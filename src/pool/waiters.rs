@@ -1,14 +1,16 @@
 //! The queue of callers waiting for a free slot (`Exhausted::Wait`), for
 //! threads that block and for tasks that await alike.
 //!
-//! A waiter first enters the queue, then tries to take a free slot; a slot
-//! that is freed concurrently either is taken by that try or finds the
-//! waiter queued and wakes it (both sides fence before looking at the
-//! other's side, so one of them always sees the other). Wake-ups go to the
-//! oldest waiter. A woken waiter that finds no slot (another caller got it
-//! first) queues again. A waiter that leaves after it was woken — it timed
-//! out, its future was dropped, or it took a slot that was freed for
-//! somebody else — passes the wake-up on to the next waiter, so a freed
+//! The queue announces itself through a *waiting* flag kept in the free
+//! list's head word ([`WaitFlag`]): set, under the queue's lock, when the
+//! queue stops being empty, cleared when it empties. A waiter first enters
+//! the queue (setting the flag if it is the first), then tries to take a
+//! slot. A checkin's push sees the flag in the same atomic step, so either the
+//! push came first (and the waiter's take finds the slot) or the flag was
+//! set first (and the pusher wakes the oldest waiter). A woken waiter that
+//! finds no slot (another caller got it first) queues again. A waiter that
+//! leaves after it was woken — it timed out, its future was dropped, or it
+//! took a slot freed for somebody else — passes the wake-up on, so a freed
 //! slot is never left unclaimed while somebody waits.
 //!
 //! Loom models of the hand-off are at the end of this file.
@@ -17,13 +19,25 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll};
 
-use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Mutex, fence};
+use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Mutex};
+
+/// Where the queue says whether somebody waits (the free list's head).
+pub(crate) trait WaitFlag {
+    /// Sets or clears the flag.
+    fn set_waiting(&self, on: bool);
+}
+
+impl WaitFlag for super::free_list::FreeList {
+    fn set_waiting(&self, on: bool) {
+        super::free_list::FreeList::set_waiting(self, on);
+    }
+}
 
 /// Callers waiting for a free slot.
 #[derive(Debug, Default)]
 pub(crate) struct Waiters {
     queue: Mutex<VecDeque<Arc<Waiter>>>,
-    /// Length of `queue`; changed under its lock, read without it.
+    /// Length of `queue` (a hint: changed under its lock, read without it).
     len: AtomicUsize,
 }
 
@@ -37,12 +51,20 @@ struct Waiter {
 
 /// A caller's place in the queue for the duration of one wait. Dropping it
 /// leaves the queue (and passes on a wake-up it got).
-#[derive(Debug)]
-pub(crate) struct Place<'a> {
+pub(crate) struct Place<'a, F: WaitFlag> {
     waiters: &'a Waiters,
+    flag: &'a F,
     me: Option<Arc<Waiter>>,
     /// `me` is in the queue or was taken off it by a notifier.
     entered: bool,
+}
+
+impl<F: WaitFlag> std::fmt::Debug for Place<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Place")
+            .field("entered", &self.entered)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
@@ -50,10 +72,11 @@ fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
 }
 
 impl Waiters {
-    /// A place for one wait.
-    pub(crate) fn place(&self) -> Place<'_> {
+    /// A place for one wait; `flag` is where the queue announces itself.
+    pub(crate) fn place<'a, F: WaitFlag>(&'a self, flag: &'a F) -> Place<'a, F> {
         Place {
             waiters: self,
+            flag,
             me: None,
             entered: false,
         }
@@ -64,23 +87,17 @@ impl Waiters {
         self.len.load(SeqCst) > 0
     }
 
-    /// Called after a slot was freed: wakes the oldest waiter, if any.
-    pub(crate) fn notify_freed(&self) {
-        // Pairs with the fence in `poll_take`: either that waiter's take sees
-        // the freed slot, or this sees the waiter.
-        fence(SeqCst);
-        if self.len.load(SeqCst) > 0 {
-            self.notify_one();
-        }
-    }
-
-    fn notify_one(&self) {
+    /// Wakes the oldest waiter, if any (a checkin's push saw the flag).
+    pub(crate) fn notify_one(&self, flag: &impl WaitFlag) {
         let w = {
             let mut q = lock(&self.queue);
             let w = q.pop_front();
             if let Some(w) = &w {
                 self.len.fetch_sub(1, SeqCst);
                 w.notified.store(true, SeqCst);
+            }
+            if q.is_empty() {
+                flag.set_waiting(false);
             }
             w
         };
@@ -92,9 +109,9 @@ impl Waiters {
     /// One attempt of a wait: queues the caller (once, or again after a
     /// wake-up), then tries `take`. `Pending` means the caller is queued and
     /// `cx`'s waker is woken when a slot is freed.
-    pub(crate) fn poll_take<T>(
+    pub(crate) fn poll_take<T, F: WaitFlag>(
         &self,
-        place: &mut Place<'_>,
+        place: &mut Place<'_, F>,
         cx: &mut Context<'_>,
         take: &mut impl FnMut() -> Option<T>,
     ) -> Poll<T> {
@@ -104,9 +121,11 @@ impl Waiters {
             let mut q = lock(&self.queue);
             q.push_back(me.clone());
             self.len.fetch_add(1, SeqCst);
+            if q.len() == 1 {
+                place.flag.set_waiting(true);
+            }
             place.entered = true;
         }
-        fence(SeqCst);
         match take() {
             Some(t) => {
                 self.leave(place);
@@ -116,7 +135,7 @@ impl Waiters {
         }
     }
 
-    fn leave(&self, place: &mut Place<'_>) {
+    fn leave<F: WaitFlag>(&self, place: &mut Place<'_, F>) {
         let Some(me) = place.me.take() else { return };
         if !std::mem::take(&mut place.entered) {
             return;
@@ -126,24 +145,28 @@ impl Waiters {
             if let Some(i) = q.iter().position(|w| Arc::ptr_eq(w, &me)) {
                 q.remove(i);
                 self.len.fetch_sub(1, SeqCst);
+                if q.is_empty() {
+                    place.flag.set_waiting(false);
+                }
                 return;
             }
         }
         // A notifier took us off the queue: the wake-up may have been meant
         // for a slot this caller does not take, so pass it on.
-        self.notify_one();
+        self.notify_one(place.flag);
     }
 
     /// Blocks the calling thread until `take` succeeds or `deadline` passes.
-    pub(crate) fn wait_take<T>(
+    pub(crate) fn wait_take<T, F: WaitFlag>(
         &self,
+        flag: &F,
         deadline: std::time::Instant,
         mut take: impl FnMut() -> Option<T>,
     ) -> Option<T> {
         let waker =
             std::task::Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
         let mut cx = Context::from_waker(&waker);
-        let mut place = self.place();
+        let mut place = self.place(flag);
         loop {
             if let Poll::Ready(t) = self.poll_take(&mut place, &mut cx, &mut take) {
                 return Some(t);
@@ -157,7 +180,7 @@ impl Waiters {
     }
 }
 
-impl Drop for Place<'_> {
+impl<F: WaitFlag> Drop for Place<'_, F> {
     fn drop(&mut self) {
         let waiters = self.waiters;
         waiters.leave(self);
@@ -179,40 +202,53 @@ impl std::task::Wake for ThreadWaker {
 #[cfg(all(test, not(tracepool_loom)))]
 mod tests {
     use super::*;
-    use std::sync::Mutex as StdMutex;
     use std::time::{Duration, Instant};
+
+    /// A flag for tests: counts how often it was set and cleared.
+    #[derive(Debug, Default)]
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl WaitFlag for Flag {
+        fn set_waiting(&self, on: bool) {
+            self.0.store(on, SeqCst);
+        }
+    }
 
     #[test]
     fn a_blocked_thread_gets_a_slot_freed_later() {
         let w = std::sync::Arc::new(Waiters::default());
-        let free = std::sync::Arc::new(StdMutex::new(Vec::<u32>::new()));
+        let flag = std::sync::Arc::new(Flag::default());
+        let free = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
         let t = {
-            let (w, free) = (w.clone(), free.clone());
+            let (w, flag, free) = (w.clone(), flag.clone(), free.clone());
             std::thread::spawn(move || {
-                w.wait_take(Instant::now() + Duration::from_secs(10), || {
+                w.wait_take(&*flag, Instant::now() + Duration::from_secs(10), || {
                     free.lock().unwrap().pop()
                 })
             })
         };
-        // Wait until the thread is queued, then free a slot.
-        while w.len.load(SeqCst) == 0 {
+        // Wait until the thread announced itself, then free a slot.
+        while !flag.0.load(SeqCst) {
             std::thread::yield_now();
         }
         free.lock().unwrap().push(7);
-        w.notify_freed();
+        w.notify_one(&*flag);
         assert_eq!(t.join().unwrap(), Some(7));
-        assert_eq!(w.len.load(SeqCst), 0);
+        assert!(!w.is_waiting());
+        assert!(!flag.0.load(SeqCst), "the flag is cleared with the queue");
     }
 
     #[test]
     fn a_wait_times_out_and_leaves_the_queue() {
         let w = Waiters::default();
+        let flag = Flag::default();
         let started = Instant::now();
-        let got: Option<u32> = w.wait_take(started + Duration::from_millis(20), || None);
+        let got: Option<u32> = w.wait_take(&flag, started + Duration::from_millis(20), || None);
         assert_eq!(got, None);
         assert!(started.elapsed() >= Duration::from_millis(20));
-        assert_eq!(w.len.load(SeqCst), 0);
+        assert!(!w.is_waiting());
         assert!(lock(&w.queue).is_empty());
+        assert!(!flag.0.load(SeqCst));
     }
 }
 
@@ -220,76 +256,78 @@ mod tests {
 /// `RUSTFLAGS="--cfg tracepool_loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_model`.
 #[cfg(all(test, tracepool_loom))]
 mod loom_model {
+    use super::super::free_list::{FreeList, NIL};
     use super::*;
-    use loom::sync::atomic::AtomicU32;
+    use crate::loom::AtomicU32;
     use std::future::poll_fn;
 
-    /// A one-slot "free list" for the model.
-    fn take(free: &AtomicU32) -> Option<u32> {
-        let v = free.swap(u32::MAX, SeqCst);
-        (v != u32::MAX).then_some(v)
+    /// The pool's free list over `n` slots, all taken.
+    fn pool(n: u32) -> (Arc<FreeList>, Arc<Vec<AtomicU32>>) {
+        (
+            Arc::new(FreeList::new()),
+            Arc::new((0..n).map(|_| AtomicU32::new(NIL)).collect()),
+        )
     }
 
-    /// A waiter and a concurrent release: the waiter always gets the slot
+    /// A checkin: push the slot, wake a waiter if the push saw the flag.
+    fn checkin(w: &Waiters, free: &FreeList, links: &Vec<AtomicU32>, idx: u32) {
+        if free.push(links, idx) {
+            w.notify_one(free);
+        }
+    }
+
+    /// A waiter and a concurrent checkin: the waiter always gets the slot
     /// (a lost wake-up would leave `block_on` stuck, which loom reports).
     #[test]
     fn freed_slot_reaches_the_waiter() {
         loom::model(|| {
             let w = Arc::new(Waiters::default());
-            let free = Arc::new(AtomicU32::new(u32::MAX));
+            let (free, links) = pool(1);
             let releaser = {
-                let (w, free) = (w.clone(), free.clone());
-                loom::thread::spawn(move || {
-                    free.store(3, SeqCst);
-                    w.notify_freed();
-                })
+                let (w, free, links) = (w.clone(), free.clone(), links.clone());
+                loom::thread::spawn(move || checkin(&w, &free, &links, 0))
             };
             let got = loom::future::block_on(async {
-                let mut place = w.place();
-                poll_fn(|cx| w.poll_take(&mut place, cx, &mut || take(&free))).await
+                let mut place = w.place(&*free);
+                poll_fn(|cx| w.poll_take(&mut place, cx, &mut || free.pop(&*links))).await
             });
-            assert_eq!(got, 3);
+            assert_eq!(got, 0);
             releaser.join().unwrap();
         });
     }
 
     /// Two waiters; the first gives up (its future is dropped) after one
-    /// attempt, possibly after it was woken. The slot must still reach the
-    /// second waiter.
+    /// attempt, possibly after it was woken, or gives back a slot it got. The
+    /// slot must still reach the second waiter.
     #[test]
     fn a_cancelled_waiter_passes_the_wake_up_on() {
         loom::model(|| {
             let w = Arc::new(Waiters::default());
-            let free = Arc::new(AtomicU32::new(u32::MAX));
+            let (free, links) = pool(1);
             let quitter = {
-                let (w, free) = (w.clone(), free.clone());
+                let (w, free, links) = (w.clone(), free.clone(), links.clone());
                 loom::thread::spawn(move || {
                     let waker = futures_util::task::noop_waker();
                     let mut cx = Context::from_waker(&waker);
-                    let mut place = w.place();
-                    match w.poll_take(&mut place, &mut cx, &mut || take(&free)) {
+                    let mut place = w.place(&*free);
+                    match w.poll_take(&mut place, &mut cx, &mut || free.pop(&*links)) {
                         Poll::Ready(v) => {
-                            // It got the slot: give it back, as a checkin would.
                             drop(place);
-                            free.store(v, SeqCst);
-                            w.notify_freed();
+                            checkin(&w, &free, &links, v);
                         }
                         Poll::Pending => drop(place),
                     }
                 })
             };
             let releaser = {
-                let (w, free) = (w.clone(), free.clone());
-                loom::thread::spawn(move || {
-                    free.store(5, SeqCst);
-                    w.notify_freed();
-                })
+                let (w, free, links) = (w.clone(), free.clone(), links.clone());
+                loom::thread::spawn(move || checkin(&w, &free, &links, 0))
             };
             let got = loom::future::block_on(async {
-                let mut place = w.place();
-                poll_fn(|cx| w.poll_take(&mut place, cx, &mut || take(&free))).await
+                let mut place = w.place(&*free);
+                poll_fn(|cx| w.poll_take(&mut place, cx, &mut || free.pop(&*links))).await
             });
-            assert_eq!(got, 5);
+            assert_eq!(got, 0);
             quitter.join().unwrap();
             releaser.join().unwrap();
         });
