@@ -191,9 +191,28 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     read_response(&mut r)
 }
 
+/// `GET path`, expecting an answer that is not an event stream (which
+/// would never end): panics on one instead of hanging.
+pub fn get_not_stream(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut r = connect(addr, path, headers);
+    let (status, hdrs) = read_head(&mut r);
+    let stream = hdrs
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream"));
+    assert!(
+        !stream,
+        "{path}: expected an answer, got an event stream ({status})"
+    );
+    read_body(&mut r, status, hdrs)
+}
+
 /// Reads one whole response from `r`.
 pub fn read_response(r: &mut BufReader<TcpStream>) -> Response {
     let (status, hdrs) = read_head(r);
+    read_body(r, status, hdrs)
+}
+
+fn read_body(r: &mut BufReader<TcpStream>, status: u16, hdrs: Vec<(String, String)>) -> Response {
     let mut body = Vec::new();
     if status == 204 || status == 304 {
         // no body
