@@ -35,6 +35,9 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// How much of a client-sent value an error message may quote.
 const QUOTE_LEN: usize = 32;
 
+/// How much of a rejection message of axum's an error message keeps.
+const REJECTION_LEN: usize = 120;
+
 /// An error answered as `{"error": .., "code": ..}` with a status.
 #[derive(Debug)]
 pub(super) struct ApiError {
@@ -96,6 +99,15 @@ pub(super) fn quote(text: &str) -> String {
     }
 }
 
+/// A message of axum's (a rejection), cut to [`REJECTION_LEN`] characters
+/// in case it repeats what the client sent.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(REJECTION_LEN) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
 /// The trace id of the path, validated (400 before any lookup). A path
 /// segment that does not decode to UTF-8 is an `invalid_id` too.
 pub(super) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -119,7 +131,7 @@ pub(super) fn query<T: DeserializeOwned>(uri: &Uri, code: &'static str) -> Resul
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 code,
-                format!("bad query string: {}", quote(&e.body_text())),
+                format!("bad query string: {}", clip(&e.body_text())),
             )
         })
 }

@@ -42,8 +42,9 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// The request head of a refused connection is read up to this size.
 const REFUSAL_HEAD_MAX: usize = 8 * 1024;
 
-/// Serves [`router`](super::router) on `listener` with `limits`, until the
-/// task is dropped.
+/// Serves [`router`](super::router) on `listener` with `limits`; it never
+/// returns on its own: drop its task to stop it, or use
+/// [`serve_with_shutdown`] for a graceful stop.
 ///
 /// Unlike `axum::serve`, this applies every [`Limits`] field: a connection
 /// that does not send a complete request head within
@@ -54,9 +55,8 @@ const REFUSAL_HEAD_MAX: usize = 8 * 1024;
 /// 1 s when they are not about one connection.
 ///
 /// # Errors
-/// None today: this only returns when its shutdown signal fires, which
-/// [`serve_with_shutdown`] provides; the `io::Result` matches
-/// `axum::serve`.
+/// None today (accept errors are retried); the `io::Result` matches
+/// `axum::serve` and leaves room for listener errors.
 ///
 /// # Examples
 ///

@@ -225,8 +225,8 @@ pub(super) async fn events(
 
 /// Closes the stream when the server has owed the body a poll for
 /// `timeout`: the socket took no byte for that long. Checks four times per
-/// `timeout`, so the stream is closed between 1 and 1.5 `timeout` after the
-/// last write. Ends when the body is dropped (`stop`).
+/// `timeout`, so the stream is closed between 1 and 1.25 `timeout` after
+/// the last write. Ends when the body is dropped (`stop`).
 async fn watchdog(
     watch: Arc<StreamWatch>,
     timeout: Duration,
