@@ -331,3 +331,52 @@ fn long_last_event_id_and_query_values_get_a_json_400_that_does_not_echo_them() 
     let rest = s.collect_rest();
     assert_eq!(rest.first().unwrap().seq(), 2, "resumed after seq 1");
 }
+
+#[test]
+fn the_limits_have_the_documented_defaults() {
+    let l = Limits::default();
+    assert_eq!(l.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(l.max_connections, 1024);
+    assert_eq!(l.max_sse_streams, 256);
+    assert_eq!(l.sse_write_timeout, Duration::from_secs(30));
+    assert_eq!(l.max_value_len, 256);
+}
+
+#[test]
+fn serve_applies_the_socket_limits_it_is_given() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut l = Limits::default();
+    l.header_read_timeout = Duration::from_millis(200);
+    l.max_connections = 1;
+    rt.spawn(tracepool::http::serve(listener, engine(), l));
+
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    // The only place is taken: the next connection is refused...
+    let r = get_not_stream(addr, "/traces", &[]);
+    assert_json_error(&r, 503, "too_many_connections");
+    // ...until the slow one is closed by the header-read timeout.
+    assert_eq!(read_until_closed(&mut slow), 0);
+    let started = Instant::now();
+    loop {
+        let r = get_not_stream(addr, "/traces", &[]);
+        if r.status == 200 {
+            break;
+        }
+        // The closed connection may not be counted out yet.
+        assert_eq!(r.status, 503);
+        assert!(started.elapsed() < Duration::from_secs(10), "never freed");
+        std::thread::yield_now();
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
