@@ -380,3 +380,50 @@ fn serve_applies_the_socket_limits_it_is_given() {
     }
     rt.shutdown_timeout(Duration::from_secs(1));
 }
+
+#[test]
+fn a_router_mounted_elsewhere_frees_and_ends_a_stalled_stream_itself() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let engine = small_history_engine();
+    let opts = limits(|l| l.sse_write_timeout = TIMEOUT);
+    let counters = opts.counters();
+    let app = axum::Router::new().nest("/live", tracepool::http::router_with(engine.clone(), opts));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await });
+
+    let t = engine.create(TraceOptions::new()).unwrap();
+    let space = t
+        .create_space(tracepool::SpaceOptions::new().label("big"))
+        .unwrap();
+    // The head is read, then nothing for a while.
+    let mut stalled = SseStream::open(addr, &format!("/live/traces/{}/events", t.id()), &[]);
+    assert_eq!(stalled.status, 200);
+    let big = "x".repeat(64 * 1024);
+    for i in 0..400 {
+        t.set_space_value(&space.id, "blob", json!([i, big]))
+            .unwrap();
+    }
+    wait_until(20, "the stalled stream to be counted", || {
+        counters.snapshot().sse_write_timeouts == 1
+    });
+    assert_eq!(
+        counters.snapshot().sse_streams,
+        0,
+        "its slot is free at once"
+    );
+    // axum::serve keeps the socket; once it drains, the response ends
+    // (before `complete`: the trace is still running).
+    let got = stalled.collect_rest();
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|m| m.event.as_deref() != Some("complete")));
+    assert!(!t.is_complete());
+    rt.shutdown_timeout(Duration::from_secs(1));
+}

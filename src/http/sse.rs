@@ -9,8 +9,9 @@
 //! Hyper polls the body, the body polls the subscription (woken by the
 //! trace's sequencer), a keep-alive timer and the server's shutdown flag.
 //! One small watchdog task per stream closes it when its reader stops
-//! reading ([`Limits::sse_write_timeout`](super::Limits::sse_write_timeout)): a stalled socket is never
-//! polled, so the body alone could not notice.
+//! reading
+//! ([`Limits::sse_write_timeout`](super::Limits::sse_write_timeout)): a
+//! stalled socket is never polled, so the body alone could not notice.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -76,7 +77,8 @@ fn cursor(headers: &HeaderMap, query: &EventsQuery) -> Result<Cursor, ApiError> 
     Ok(Cursor::Seq(0))
 }
 
-/// One of the [`Limits::max_sse_streams`](super::Limits::max_sse_streams) slots, held by an open stream.
+/// One of the [`Limits::max_sse_streams`](super::Limits::max_sse_streams)
+/// slots, held by an open stream.
 ///
 /// Freed once: by the watchdog when it closes a stalled stream (so stalled
 /// readers never hold slots), or when the response body is dropped.
@@ -298,10 +300,9 @@ impl SseBody {
 
     /// The next frame, or the end.
     fn next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if self.watch.timed_out.load(Ordering::Acquire) {
+        if self.sub.is_some() && self.watch.timed_out.load(Ordering::Acquire) {
+            // The rest of the message under way goes out, then the end.
             self.sub = None;
-            self.frames.clear();
-            return Poll::Ready(None);
         }
         if let Some(f) = self.frames.pop_front() {
             return Poll::Ready(Some(f));
