@@ -35,7 +35,8 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// How much of a client-sent value an error message may quote.
 const QUOTE_LEN: usize = 32;
 
-/// How much of a rejection message of axum's an error message keeps.
+/// How much of a rejection message of axum's an error message keeps (in
+/// case it repeats what the client sent).
 const REJECTION_LEN: usize = 120;
 
 /// An error answered as `{"error": .., "code": ..}` with a status.
@@ -99,10 +100,10 @@ pub(super) fn quote(text: &str) -> String {
     }
 }
 
-/// A message of axum's (a rejection), cut to [`REJECTION_LEN`] characters
-/// in case it repeats what the client sent.
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(REJECTION_LEN) {
+/// `text` cut to `max` characters, with `…` when cut; for text that holds
+/// no control character (a raw path, a method, a message of axum's).
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some((cut, _)) => format!("{}…", &text[..cut]),
     }
@@ -131,7 +132,7 @@ pub(super) fn query<T: DeserializeOwned>(uri: &Uri, code: &'static str) -> Resul
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 code,
-                format!("bad query string: {}", clip(&e.body_text())),
+                format!("bad query string: {}", clip(&e.body_text(), REJECTION_LEN)),
             )
         })
 }
@@ -195,20 +196,19 @@ pub(super) async fn no_route(uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no_route",
-        format!("no route for {}", quote(uri.path())),
+        format!("no route for {}", clip(uri.path(), QUOTE_LEN)),
     )
 }
 
 /// A route that exists, with a method it does not answer (every route
 /// answers `GET` and `HEAD` only).
-pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+pub(super) async fn method_not_allowed(method: Method) -> Response {
     let mut r = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!(
-            "{} is not allowed on {}: use GET",
-            quote(method.as_str()),
-            quote(uri.path())
+            "method {} is not allowed: use GET or HEAD",
+            clip(method.as_str(), QUOTE_LEN)
         ),
     )
     .into_response();
