@@ -4,27 +4,68 @@
 
 mod http_support;
 
-use http_support::{Server, SseStream, engine, get};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_support::{Server, SseStream, engine, get, request};
 use serde_json::{Value, json};
 use tracepool::{
-    Driver, Engine, NodeOptions, ParallelInput, Result, SpaceOptions, TraceInfo, TraceOptions,
-    TraceStatus, WriteBatch,
+    Driver, Engine, NodeOptions, ParallelInput, Result, SpaceOptions, Trace, TraceInfo,
+    TraceOptions, TraceStatus, WriteBatch,
 };
 
+/// Asserts a JSON error answer: status, JSON content type, code, a message.
+fn assert_json_error(r: &http_support::Response, status: u16, code: &str, what: &str) -> Value {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{what}: content type {:?}",
+        r.header("content-type")
+    );
+    let v: Value = r.json();
+    assert_eq!(v["code"], code, "{what}");
+    assert!(!v["error"].as_str().unwrap().is_empty(), "{what}");
+    v
+}
+
+/// An engine on the local driver (so traces are stored) in `dir`.
+fn local_engine(dir: &Path) -> Engine {
+    Engine::builder()
+        .capacity(16)
+        .workers(1)
+        .local(dir)
+        .build()
+        .expect("local engine")
+}
+
+/// A trace id of the test day, ordered by `n`.
+fn test_id(n: u64) -> String {
+    format!("20250101{n:012}")
+}
+
 #[test]
-fn traces_lists_loaded_traces_newest_first_with_status_and_node_count() {
+fn traces_lists_loaded_traces_by_descending_id_with_status_and_node_count() {
     let server = Server::start(engine());
     let a = server
         .engine
-        .create(TraceOptions::new().metadata("name", "a"))
+        .create(
+            TraceOptions::new()
+                .id("20250101000000000001")
+                .metadata("name", "a"),
+        )
         .unwrap();
     a.add("x", NodeOptions::new()).unwrap();
     a.add("y", NodeOptions::new()).unwrap();
     a.mark_complete().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5));
     let b = server
         .engine
-        .create(TraceOptions::new().created_by("bob"))
+        .create(
+            TraceOptions::new()
+                .id("20250101000000000002")
+                .created_by("bob"),
+        )
         .unwrap();
 
     let r = get(server.addr, "/traces", &[]);
@@ -38,7 +79,7 @@ fn traces_lists_loaded_traces_newest_first_with_status_and_node_count() {
     assert_eq!(v["driver"], "memory");
     let list = v["traces"].as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["id"], b.id(), "newest first");
+    assert_eq!(list[0]["id"], b.id(), "descending id");
     assert_eq!(list[0]["status"], "pending");
     assert_eq!(list[0]["node_count"], 0);
     assert_eq!(list[0]["created_by"], "bob");
@@ -48,6 +89,8 @@ fn traces_lists_loaded_traces_newest_first_with_status_and_node_count() {
     assert_eq!(list[1]["loaded"], true);
     assert_eq!(list[1]["metadata"]["name"], "a");
     assert!(list[1]["created_at"].as_i64().unwrap() > 0);
+
+    assert_eq!(v["next"], Value::Null, "one page");
 
     server.engine.release(a.id()).unwrap();
     let v = get(server.addr, "/traces", &[]).json();
@@ -286,4 +329,256 @@ fn stored_traces_are_listed_when_the_driver_can_list_them() {
     assert_eq!(d["info"]["created_by"], "yesterday");
     let r = get(server.addr, &format!("/traces/{}/events", stored.id), &[]);
     assert_eq!(r.status, 404);
+}
+
+#[test]
+fn wrong_methods_get_a_json_405_that_names_the_allowed_ones() {
+    let server = Server::start(engine());
+    let t = server.engine.create(TraceOptions::new()).unwrap();
+    let detail = format!("/traces/{}", t.id());
+    let events = format!("{detail}/events");
+    for (method, path) in [
+        ("POST", "/traces"),
+        ("DELETE", detail.as_str()),
+        ("PUT", events.as_str()),
+        ("POST", "/"),
+        ("PATCH", "/stats"),
+    ] {
+        let r = request(server.addr, method, path, &[("Content-Length", "0")]);
+        let what = format!("{method} {path}");
+        assert_json_error(&r, 405, "method_not_allowed", &what);
+        let allow = r.header("allow").unwrap_or_default();
+        assert!(allow.contains("GET"), "{what}: Allow {allow:?}");
+    }
+    // The routes still answer GET.
+    assert_eq!(get(server.addr, &detail, &[]).status, 200);
+}
+
+#[test]
+fn a_trace_id_that_does_not_decode_to_utf8_gets_a_json_400() {
+    let server = Server::start(engine());
+    for path in ["/traces/%FF", "/traces/ab%80cd", "/traces/%C3%28/events"] {
+        let r = get(server.addr, path, &[]);
+        assert_json_error(&r, 400, "invalid_id", path);
+    }
+}
+
+#[test]
+fn stats_reports_the_http_and_engine_counters() {
+    let server = Server::start(engine());
+    let _t = server.engine.create(TraceOptions::new()).unwrap();
+    let v = get(server.addr, "/stats", &[]).json();
+    assert_eq!(v["http"]["sse_streams"], 0);
+    assert_eq!(v["http"]["sse_write_timeouts"], 0);
+    assert!(v["http"]["connections"].as_u64().unwrap() >= 1, "this one");
+    assert_eq!(v["engine"]["in_use"], 1);
+}
+
+/// The ids of one page and its `next`.
+fn page(server: &Server, query: &str) -> (Vec<(String, bool)>, Value) {
+    let r = get(server.addr, &format!("/traces{query}"), &[]);
+    assert_eq!(r.status, 200, "{query}: {}", r.text());
+    let v = r.json();
+    let ids = v["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_owned(),
+                t["loaded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    (ids, v["next"].clone())
+}
+
+#[test]
+fn traces_are_listed_a_page_at_a_time_loaded_first_then_stored_each_by_descending_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(local_engine(dir.path()));
+    // Stored traces (created, finished, released), in no particular order.
+    for n in [3, 9, 1, 7, 5] {
+        let t = server
+            .engine
+            .create(TraceOptions::new().id(test_id(n)))
+            .unwrap();
+        t.add("x", NodeOptions::new()).unwrap();
+        t.mark_complete().unwrap();
+        server.engine.release(t.id()).unwrap();
+    }
+    // Loaded traces: the handles keep them loaded.
+    let loaded: Vec<Trace> = [4, 8, 2]
+        .into_iter()
+        .map(|n| {
+            server
+                .engine
+                .create(TraceOptions::new().id(test_id(n)))
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<(String, bool)> = [(8, true), (4, true), (2, true)]
+        .into_iter()
+        .chain([(9, false), (7, false), (5, false), (3, false), (1, false)])
+        .map(|(n, l)| (test_id(n), l))
+        .collect();
+
+    // One page holds everything by default.
+    let (all, next) = page(&server, "");
+    assert_eq!(all, want);
+    assert_eq!(next, Value::Null);
+    // Pages of 3: the loaded ones, then the stored ones.
+    let (p1, next) = page(&server, "?limit=3");
+    assert_eq!(p1, want[..3]);
+    assert_eq!(next, test_id(2));
+    let (p2, next) = page(&server, &format!("?limit=3&after={}", test_id(2)));
+    assert_eq!(p2, want[3..6]);
+    assert_eq!(next, test_id(5));
+    let (p3, next) = page(&server, &format!("?after={}&limit=3", test_id(5)));
+    assert_eq!(p3, want[6..]);
+    assert_eq!(next, Value::Null, "the last page");
+    // A page that ends exactly at the end says so.
+    let (p, next) = page(&server, "?limit=8");
+    assert_eq!(p.len(), 8);
+    assert_eq!(next, Value::Null);
+    // Continuing after a trace that is gone meanwhile: among stored ids below it.
+    let (p, _) = page(&server, &format!("?limit=2&after={}", test_id(6)));
+    assert_eq!(p, want[5..7]);
+    // A larger limit than the most allowed is lowered, not refused.
+    assert_eq!(page(&server, "?limit=5000").0, want);
+
+    for (query, what) in [
+        ("?limit=0", "limit 0"),
+        ("?limit=ten", "limit not a number"),
+        ("?limit=-1", "negative limit"),
+        ("?after=not.an.id", "after not an id"),
+    ] {
+        let r = get(server.addr, &format!("/traces{query}"), &[]);
+        assert_json_error(&r, 400, "invalid_query", what);
+    }
+    drop(loaded);
+}
+
+/// A driver with many stored traces that counts the trace infos read.
+#[derive(Debug)]
+struct ManyStored {
+    ids: Vec<String>,
+    info_reads: Arc<AtomicUsize>,
+}
+
+impl Driver for ManyStored {
+    fn name(&self) -> &'static str {
+        "many"
+    }
+    fn write(&self, _batch: &WriteBatch<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn exists(&self, id: &str) -> Result<bool> {
+        Ok(self.ids.iter().any(|i| i == id))
+    }
+    fn info(&self, id: &str) -> Result<Option<TraceInfo>> {
+        self.info_reads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.ids.iter().any(|i| i == id).then(|| TraceInfo {
+            id: id.to_owned(),
+            driver: "many".into(),
+            status: TraceStatus::Completed,
+            created_at: 1_735_689_600_000,
+            updated_at: 1_735_689_600_000,
+            created_by: None,
+            team_id: None,
+            tenant_id: None,
+            metadata: Default::default(),
+            archived: false,
+        }))
+    }
+    fn list(&self) -> Result<Vec<String>> {
+        Ok(self.ids.clone())
+    }
+}
+
+#[test]
+fn a_page_reads_at_most_limit_trace_infos_from_storage() {
+    let info_reads = Arc::new(AtomicUsize::new(0));
+    let ids: Vec<String> = (0..1500).map(test_id).collect();
+    let engine = Engine::builder()
+        .capacity(4)
+        .workers(1)
+        .driver(ManyStored {
+            ids: ids.clone(),
+            info_reads: info_reads.clone(),
+        })
+        .build()
+        .unwrap();
+    let server = Server::start(engine);
+    let reads = || info_reads.swap(0, Ordering::SeqCst);
+
+    let (p, next) = page(&server, "");
+    assert_eq!(p.len(), 100, "the default page");
+    assert_eq!(reads(), 100);
+    assert_eq!(p[0].0, test_id(1499));
+    assert_eq!(next, test_id(1400));
+    let (p, _) = page(&server, "?limit=7");
+    assert_eq!(p.len(), 7);
+    assert_eq!(reads(), 7);
+    let (p, next) = page(&server, "?limit=100000");
+    assert_eq!(p.len(), 1000, "the largest page");
+    assert_eq!(reads(), 1000);
+    // Walking every page lists each trace once.
+    let mut seen = p;
+    let mut next = next;
+    while let Some(after) = next.as_str() {
+        let (p, n) = page(&server, &format!("?limit=1000&after={after}"));
+        assert!(reads() <= 1000);
+        seen.extend(p);
+        next = n;
+    }
+    let mut want: Vec<(String, bool)> = ids.into_iter().map(|i| (i, false)).collect();
+    want.reverse();
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn the_detail_of_a_stored_trace_has_its_nodes_logs_and_spaces_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(local_engine(dir.path()));
+    let t = server.engine.create(TraceOptions::new()).unwrap();
+    let root = t.add("in", NodeOptions::new().label("Root")).unwrap();
+    root.info("hello").warn("careful");
+    let b = t
+        .parallel(vec![
+            ParallelInput::new("a", NodeOptions::new().label("A")),
+            ParallelInput::new("b", NodeOptions::new().label("B")),
+        ])
+        .unwrap();
+    b[0].info("in a");
+    b[0].complete(Some(json!({"ok": 1}))).unwrap();
+    b[1].fail("bad").unwrap();
+    let join = b[0]
+        .join(&[&b[0], &b[1]], "j", NodeOptions::new().label("Join"))
+        .unwrap();
+    join.add("after", NodeOptions::new().label("After"))
+        .unwrap();
+    let s = t
+        .create_space(SpaceOptions::new().label("Results"))
+        .unwrap();
+    t.set_space_value(&s.id, "first", json!(1)).unwrap();
+    t.set_space_value(&s.id, "second", json!({"deep": [true]}))
+        .unwrap();
+    t.mark_complete().unwrap();
+    let path = format!("/traces/{}", t.id());
+    let live = get(server.addr, &path, &[]).json();
+    assert_eq!(live["loaded"], true);
+    assert_eq!(live["nodes"].as_array().unwrap().len(), 5);
+
+    server.engine.release(t.id()).unwrap();
+    drop(t);
+    let r = get(server.addr, &path, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = r.json();
+    assert_eq!(stored["loaded"], false);
+    assert_eq!(stored["info"]["id"], live["info"]["id"]);
+    assert_eq!(stored["info"]["status"], "completed");
+    assert_eq!(stored["nodes"], live["nodes"], "same nodes, same order");
+    assert_eq!(stored["spaces"], live["spaces"]);
+    assert_eq!(stored["logs"], live["logs"]);
 }

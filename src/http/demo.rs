@@ -64,6 +64,9 @@ pub async fn run(engine: Engine) {
 
 /// Plays one scenario (errors, e.g. a shutdown, just end it), then
 /// releases the trace after a while.
+///
+/// `trace` is held until the end, so the trace stays loaded while it plays
+/// and for a while after; it is then released explicitly (and deleted).
 pub async fn play(trace: Trace, scenario: &str) {
     let result = match scenario {
         "sequential" => sequential(&trace).await,

@@ -1,5 +1,5 @@
 //! Shared helpers of the HTTP tests: a server on `127.0.0.1:0` running
-//! `tracepool::http::serve` on its own runtime, and a small blocking
+//! `tracepool::http::serve_with_shutdown` on its own runtime, and a small blocking
 //! HTTP/1.1 client over `std::net::TcpStream` (with an incremental SSE
 //! reader), so the tests need no HTTP client crate.
 #![allow(dead_code, unreachable_pub)]
@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use tracepool::Engine;
-use tracepool::http::HttpOptions;
+use tracepool::http::{HttpCounters, HttpOptions};
 
 /// How long any single read may block before the test fails instead of hanging.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -18,6 +18,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Server {
     pub addr: SocketAddr,
     pub engine: Engine,
+    /// The HTTP counters of this server.
+    pub counters: HttpCounters,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     rt: Option<tokio::runtime::Runtime>,
     done: Option<std::sync::mpsc::Receiver<std::io::Result<()>>>,
@@ -40,9 +42,10 @@ impl Server {
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done) = std::sync::mpsc::channel();
+        let counters = opts.counters();
         let e = engine.clone();
         rt.spawn(async move {
-            let r = tracepool::http::serve_with(e, opts, listener, async move {
+            let r = tracepool::http::serve_with_shutdown(listener, e, opts, async move {
                 let _ = stopped.await;
             })
             .await;
@@ -51,6 +54,7 @@ impl Server {
         Server {
             addr,
             engine,
+            counters,
             stop: Some(stop),
             rt: Some(rt),
             done: Some(done),
@@ -109,10 +113,19 @@ impl Response {
 }
 
 fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> BufReader<TcpStream> {
+    connect_with(addr, "GET", path, headers)
+}
+
+fn connect_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> BufReader<TcpStream> {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     s.set_nodelay(true).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -169,13 +182,42 @@ fn read_chunk(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<u8>>> 
 
 /// `GET path` and the whole response.
 pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(addr, "GET", path, headers)
+}
+
+/// `METHOD path` (no request body) and the whole response.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut r = connect_with(addr, method, path, headers);
+    read_response(&mut r)
+}
+
+/// `GET path`, expecting an answer that is not an event stream (which
+/// would never end): panics on one instead of hanging.
+pub fn get_not_stream(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     let mut r = connect(addr, path, headers);
     let (status, hdrs) = read_head(&mut r);
+    let stream = hdrs
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream"));
+    assert!(
+        !stream,
+        "{path}: expected an answer, got an event stream ({status})"
+    );
+    read_body(&mut r, status, hdrs)
+}
+
+/// Reads one whole response from `r`.
+pub fn read_response(r: &mut BufReader<TcpStream>) -> Response {
+    let (status, hdrs) = read_head(r);
+    read_body(r, status, hdrs)
+}
+
+fn read_body(r: &mut BufReader<TcpStream>, status: u16, hdrs: Vec<(String, String)>) -> Response {
     let mut body = Vec::new();
     if status == 204 || status == 304 {
         // no body
     } else if is_chunked(&hdrs) {
-        while let Some(c) = read_chunk(&mut r).expect("chunk") {
+        while let Some(c) = read_chunk(r).expect("chunk") {
             body.extend_from_slice(&c);
         }
     } else if let Some(len) = hdrs
