@@ -97,6 +97,7 @@ fn release_latency() {
         .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_time()
         .build()
         .unwrap();
     let (release, archive) = rt.block_on(async {

@@ -5,7 +5,8 @@
 //! list's head word ([`WaitFlag`]): set, under the queue's lock, when the
 //! queue stops being empty, cleared when it empties. A waiter first enters
 //! the queue (setting the flag if it is the first), then tries to take a
-//! slot. A checkin's push sees the flag in the same atomic step, so either the
+//! slot; whether a caller is in the queue is only ever looked at under the
+//! queue's lock. A checkin's push sees the flag in the same atomic step, so either the
 //! push came first (and the waiter's take finds the slot) or the flag was
 //! set first (and the pusher wakes the oldest waiter). A woken waiter that
 //! finds no slot (another caller got it first) queues again. A waiter that
@@ -16,7 +17,7 @@
 //! Loom models of the hand-off are at the end of this file.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Mutex};
@@ -38,14 +39,16 @@ impl WaitFlag for super::free_list::FreeList {
 pub(crate) struct Waiters {
     queue: Mutex<VecDeque<Arc<Waiter>>>,
     /// Length of `queue` (a hint: changed under its lock, read without it).
+    /// The hand-off itself relies on the free list's waiting flag and this
+    /// lock, not on this counter.
     len: AtomicUsize,
 }
 
 /// One waiting caller.
 #[derive(Debug, Default)]
 struct Waiter {
-    /// Set, under the queue lock, when a notifier took this waiter off the queue.
-    notified: AtomicBool,
+    /// In the queue. Read and written only under the queue lock.
+    queued: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -55,7 +58,7 @@ pub(crate) struct Place<'a, F: WaitFlag> {
     waiters: &'a Waiters,
     flag: &'a F,
     me: Option<Arc<Waiter>>,
-    /// `me` is in the queue or was taken off it by a notifier.
+    /// `me` entered the queue (it is there, or a notifier took it off).
     entered: bool,
 }
 
@@ -84,7 +87,7 @@ impl Waiters {
 
     /// Whether anybody waits (a hint: it may change at once).
     pub(crate) fn is_waiting(&self) -> bool {
-        self.len.load(SeqCst) > 0
+        self.len.load(Relaxed) > 0
     }
 
     /// Wakes the oldest waiter, if any (a checkin's push saw the flag).
@@ -93,8 +96,8 @@ impl Waiters {
             let mut q = lock(&self.queue);
             let w = q.pop_front();
             if let Some(w) = &w {
-                self.len.fetch_sub(1, SeqCst);
-                w.notified.store(true, SeqCst);
+                self.len.fetch_sub(1, Relaxed);
+                w.queued.store(false, Relaxed);
             }
             if q.is_empty() {
                 flag.set_waiting(false);
@@ -117,12 +120,17 @@ impl Waiters {
     ) -> Poll<T> {
         let me = place.me.get_or_insert_with(|| Arc::new(Waiter::default()));
         me.waker.register(cx.waker());
-        if !place.entered || me.notified.swap(false, SeqCst) {
+        {
+            // (Re)enter the queue if not in it: first time, or a notifier took
+            // this caller off it (and woke it).
             let mut q = lock(&self.queue);
-            q.push_back(me.clone());
-            self.len.fetch_add(1, SeqCst);
-            if q.len() == 1 {
-                place.flag.set_waiting(true);
+            if !me.queued.load(Relaxed) {
+                me.queued.store(true, Relaxed);
+                q.push_back(me.clone());
+                self.len.fetch_add(1, Relaxed);
+                if q.len() == 1 {
+                    place.flag.set_waiting(true);
+                }
             }
             place.entered = true;
         }
@@ -142,9 +150,12 @@ impl Waiters {
         }
         {
             let mut q = lock(&self.queue);
-            if let Some(i) = q.iter().position(|w| Arc::ptr_eq(w, &me)) {
-                q.remove(i);
-                self.len.fetch_sub(1, SeqCst);
+            if me.queued.load(Relaxed) {
+                if let Some(i) = q.iter().position(|w| Arc::ptr_eq(w, &me)) {
+                    q.remove(i);
+                }
+                me.queued.store(false, Relaxed);
+                self.len.fetch_sub(1, Relaxed);
                 if q.is_empty() {
                     place.flag.set_waiting(false);
                 }
@@ -202,6 +213,7 @@ impl std::task::Wake for ThreadWaker {
 #[cfg(all(test, not(tracepool_loom)))]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
     use std::time::{Duration, Instant};
 
     /// A flag for tests: counts how often it was set and cleared.
@@ -269,6 +281,14 @@ mod loom_model {
         )
     }
 
+    /// Runs a model with a bound on preemptions (3, as tokio's models do):
+    /// the three-thread models are otherwise too large to finish in CI.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(f);
+    }
+
     /// A checkin: push the slot, wake a waiter if the push saw the flag.
     fn checkin(w: &Waiters, free: &FreeList, links: &Vec<AtomicU32>, idx: u32) {
         if free.push(links, idx) {
@@ -280,7 +300,7 @@ mod loom_model {
     /// (a lost wake-up would leave `block_on` stuck, which loom reports).
     #[test]
     fn freed_slot_reaches_the_waiter() {
-        loom::model(|| {
+        model(|| {
             let w = Arc::new(Waiters::default());
             let (free, links) = pool(1);
             let releaser = {
@@ -301,7 +321,7 @@ mod loom_model {
     /// slot must still reach the second waiter.
     #[test]
     fn a_cancelled_waiter_passes_the_wake_up_on() {
-        loom::model(|| {
+        model(|| {
             let w = Arc::new(Waiters::default());
             let (free, links) = pool(1);
             let quitter = {
