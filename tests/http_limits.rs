@@ -159,13 +159,16 @@ fn event_streams_beyond_the_cap_get_a_json_503() {
 }
 
 /// An engine that keeps little history, so a stalled reader costs little.
-fn small_history_engine() -> Engine {
+/// An engine whose subscribers may fall 512 events behind: with events of
+/// 64 KiB, a reader that stops reading has far more waiting for it (32 MiB)
+/// than socket buffers hold, however fast the writer runs.
+fn deep_buffer_engine() -> Engine {
     Engine::builder()
         .capacity(8)
         .workers(1)
         .memory()
-        .history_limit(16)
-        .subscriber_buffer(16)
+        .history_limit(512)
+        .subscriber_buffer(512)
         .build()
         .expect("engine")
 }
@@ -176,7 +179,7 @@ fn an_event_stream_whose_reader_stops_reading_is_closed_and_counted() {
     // on a busy machine.
     const TIMEOUT: Duration = Duration::from_secs(1);
     let server = Server::start_with(
-        small_history_engine(),
+        deep_buffer_engine(),
         limits(|l| l.sse_write_timeout = TIMEOUT),
     );
     let t = server.engine.create(TraceOptions::new()).unwrap();
@@ -384,7 +387,7 @@ fn serve_applies_the_socket_limits_it_is_given() {
 #[test]
 fn a_router_mounted_elsewhere_frees_and_ends_a_stalled_stream_itself() {
     const TIMEOUT: Duration = Duration::from_millis(500);
-    let engine = small_history_engine();
+    let engine = deep_buffer_engine();
     let opts = limits(|l| l.sse_write_timeout = TIMEOUT);
     let counters = opts.counters();
     let app = axum::Router::new().nest("/live", tracepool::http::router_with(engine.clone(), opts));
