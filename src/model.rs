@@ -236,6 +236,8 @@ pub struct EngineStats {
     pub free: usize,
     /// Released slots still handing their last writes to the driver.
     pub draining: usize,
+    /// Callers waiting for a free slot (`Exhausted::Wait`), threads and tasks.
+    pub waiting: usize,
     /// Highest `in_use` seen.
     pub peak_in_use: usize,
     /// Slots added by `Exhausted::Grow`.

@@ -793,6 +793,7 @@ impl Engine {
             in_use: g.in_use,
             free: g.free,
             draining: g.draining,
+            waiting: core.pool.waiting(),
             peak_in_use: g.peak,
             grown: g.grown,
             workers: core.config.workers,

@@ -322,7 +322,12 @@ impl<T> SlotPool<T> {
 
     /// Whether a caller waits for a free slot.
     pub(crate) fn has_waiters(&self) -> bool {
-        self.waiters.is_waiting()
+        self.waiters.count() > 0
+    }
+
+    /// How many callers wait for a free slot.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.count()
     }
 
     /// Whether at most a quarter of the slots is free.

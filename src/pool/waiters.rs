@@ -85,9 +85,9 @@ impl Waiters {
         }
     }
 
-    /// Whether anybody waits (a hint: it may change at once).
-    pub(crate) fn is_waiting(&self) -> bool {
-        self.len.load(Relaxed) > 0
+    /// How many callers wait (a hint: it may change at once).
+    pub(crate) fn count(&self) -> usize {
+        self.len.load(Relaxed)
     }
 
     /// Wakes the oldest waiter, if any (a checkin's push saw the flag).
@@ -246,7 +246,7 @@ mod tests {
         free.lock().unwrap().push(7);
         w.notify_one(&*flag);
         assert_eq!(t.join().unwrap(), Some(7));
-        assert!(!w.is_waiting());
+        assert_eq!(w.count(), 0);
         assert!(!flag.0.load(SeqCst), "the flag is cleared with the queue");
     }
 
@@ -258,7 +258,7 @@ mod tests {
         let got: Option<u32> = w.wait_take(&flag, started + Duration::from_millis(20), || None);
         assert_eq!(got, None);
         assert!(started.elapsed() >= Duration::from_millis(20));
-        assert!(!w.is_waiting());
+        assert_eq!(w.count(), 0);
         assert!(lock(&w.queue).is_empty());
         assert!(!flag.0.load(SeqCst));
     }

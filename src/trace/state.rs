@@ -1316,7 +1316,7 @@ impl TraceState {
             match seen.iter().position(|s| !s) {
                 Some(i) => {
                     seen[i] = true;
-                    queue.push_back(i as u32);
+                    queue.push_back(arena_index(i));
                 }
                 None => break,
             }
