@@ -100,12 +100,12 @@ fn reference_ops() -> Vec<RefOp> {
         let data = ev.data();
         match ev.kind {
             tracepool::EventKind::LogAdded => ops.push(RefOp::Append(
-                format!("logs/{}.jsonl", ev.node_id),
+                format!("logs/{}.jsonl", ev.node_id()),
                 serde_json::to_vec(&data).unwrap(),
             )),
             tracepool::EventKind::NodeStart | tracepool::EventKind::NodeComplete => {
                 ops.push(RefOp::Write(
-                    format!("nodes/{}.json", ev.node_id),
+                    format!("nodes/{}.json", ev.node_id()),
                     serde_json::to_vec_pretty(&data).unwrap(),
                 ))
             }

@@ -56,6 +56,10 @@ pub enum Error {
     /// The engine was shut down.
     #[error("engine is shut down")]
     ShutDown,
+    /// A caller value that does not serialize to JSON (e.g. a map with
+    /// non-string keys); nothing was recorded.
+    #[error("invalid value: it does not serialize to JSON")]
+    InvalidValue,
     /// A per-trace bound was reached; the operation changed nothing.
     /// `what` is `"nodes"`, `"subscribers"`, `"space_entries"` or `"spaces"`.
     #[error("limit exceeded: at most {limit} {what} (see the engine builder)")]

@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -162,12 +161,15 @@ impl ShortId {
     pub(crate) const EMPTY: ShortId = ShortId([b'0'; 12]);
 
     pub(crate) fn generate() -> ShortId {
-        // 36^12 < 2^63: one random number gives all twelve characters.
-        let mut v = fastrand::u64(0..36u64.pow(12));
+        // One random 64-bit fraction `v / 2^64`; each multiplication by 36
+        // moves the next base-36 digit into the high word (no division).
+        // 64 bits cover 36^12 (< 2^63), so every id is reachable.
+        let mut v = fastrand::u64(..);
         let mut b = [0u8; 12];
-        for x in b.iter_mut().rev() {
-            *x = NODE_ALPHABET[(v % 36) as usize];
-            v /= 36;
+        for x in b.iter_mut() {
+            let t = u128::from(v) * 36;
+            *x = NODE_ALPHABET[(t >> 64) as usize];
+            v = t as u64;
         }
         ShortId(b)
     }
@@ -202,12 +204,74 @@ impl fmt::Debug for ShortId {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+/// A fast, per-map seeded hasher for the engine's id maps (node index,
+/// registry): ids are short and fixed-size, and SipHash's cost showed up on
+/// every node creation. The seed is random per map, so ids read from storage
+/// cannot be chosen to collide.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdHasherBuilder(u64);
+
+impl Default for IdHasherBuilder {
+    fn default() -> Self {
+        IdHasherBuilder(fastrand::u64(..) | 1)
     }
+}
+
+impl std::hash::BuildHasher for IdHasherBuilder {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+/// See [`IdHasherBuilder`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl IdHasher {
+    #[inline]
+    fn mix(&mut self, v: u64) {
+        let m = u128::from(self.0 ^ v) * u128::from(MIX);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map keyed by ids, with [`IdHasher`].
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHasherBuilder>;
+
+/// Milliseconds since the Unix epoch (see [`crate::clock`]).
+pub(crate) fn now_ms() -> i64 {
+    crate::clock::now_ms()
 }
 
 /// Converts days since 1970-01-01 to a (year, month, day) civil date

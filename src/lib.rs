@@ -40,10 +40,12 @@
 //! See the README for the architecture and how tracepool differs from the
 //! reference implementation it re-implements.
 
+mod clock;
 pub mod driver;
 mod engine;
 mod error;
 mod event;
+mod handle;
 #[cfg(feature = "http")]
 pub mod http;
 mod id;
@@ -61,6 +63,7 @@ pub use driver::{
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use event::{Cursor, Delivery, Event, EventKind};
+pub use handle::{Node, Trace};
 pub use id::{gen_trace_id, validate_trace_id};
 pub use model::{
     EngineStats, Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo,
@@ -69,7 +72,6 @@ pub use model::{
 pub use options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
 pub use pool::Exhausted;
 pub use subscribe::Subscription;
-pub use trace::{Node, Trace};
 
 /// The README's examples, compiled as doc-tests.
 #[cfg(doctest)]

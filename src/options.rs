@@ -140,9 +140,6 @@ impl NodeOptions {
         self.auto_complete_parent = Some(on);
         self
     }
-    pub(crate) fn auto_completes(&self) -> bool {
-        self.auto_complete_parent.unwrap_or(true)
-    }
 }
 
 /// Options for a new space.

@@ -57,7 +57,7 @@ fn reused_slot_shows_nothing_of_the_previous_trace() {
     let ev = history(&t2);
     assert_eq!(kinds(&ev), [EventKind::Init]);
     assert_eq!(ev[0].seq, 1);
-    assert_eq!(ev[0].trace_id, t2.id());
+    assert_eq!(ev[0].trace_id(), t2.id());
     // The old subscription is not attached to the new occupant; only the
     // kept `_sub` is alive.
     assert_eq!(engine.stats().subscribers, 1);

@@ -75,7 +75,7 @@ fn auto_complete_parent_parallel() {
         ]
     );
     for (e, b) in new.iter().zip(&br) {
-        assert_eq!(e.node_id, b.id());
+        assert_eq!(e.node_id(), b.id());
     }
     assert_eq!(
         new[3].data()["node"]["parent_ids"]
@@ -174,13 +174,13 @@ fn auto_complete_parent_events() {
         ]
     );
     assert_eq!(got[1].data()["node"]["id"], s1.id());
-    assert_eq!(got[2].node_id, s1.id());
+    assert_eq!(got[2].node_id(), s1.id());
     let d = got[2].data();
     assert_eq!(d["node_id"], s1.id());
     assert_eq!(d["status"], "success");
     assert_eq!(got[2].timestamp, d["end_time"].as_i64().unwrap());
     assert_eq!(got[3].data()["node"]["label"], "Step 2");
-    assert_eq!(got[3].node_id, s2.id());
+    assert_eq!(got[3].node_id(), s2.id());
 }
 
 #[test]

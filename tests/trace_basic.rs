@@ -52,10 +52,10 @@ fn new_trace_has_id_is_loaded_and_gets_a_root_on_first_add() {
     assert_eq!(kinds(&ev), [EventKind::Init, EventKind::NodeStart]);
     assert_contiguous_from(&ev, 1);
     assert_eq!(ev[0].data(), json!({ "trace_id": trace.id() }));
-    assert_eq!(ev[0].node_id, "");
-    assert_eq!(ev[0].space_id, "");
-    assert_eq!(ev[1].node_id, n.id());
-    assert!(ev.iter().all(|e| e.trace_id == trace.id()));
+    assert_eq!(ev[0].node_id(), "");
+    assert_eq!(ev[0].space_id(), "");
+    assert_eq!(ev[1].node_id(), n.id());
+    assert!(ev.iter().all(|e| e.trace_id() == trace.id()));
 }
 
 #[test]

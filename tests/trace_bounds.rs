@@ -265,7 +265,7 @@ fn terminal_set_status_goes_through_complete_and_fail() {
     let of = |id: &str| -> Vec<EventKind> {
         events
             .iter()
-            .filter(|e| e.node_id == id && e.kind != EventKind::NodeStart)
+            .filter(|e| e.node_id() == id && e.kind != EventKind::NodeStart)
             .map(|e| e.kind)
             .collect()
     };
@@ -275,7 +275,7 @@ fn terminal_set_status_goes_through_complete_and_fail() {
     assert_eq!(of(d.id()), [EventKind::NodeUpdated]);
     let cancelled = events
         .iter()
-        .find(|e| e.node_id == c.id() && e.kind == EventKind::NodeFailed)
+        .find(|e| e.node_id() == c.id() && e.kind == EventKind::NodeFailed)
         .unwrap();
     assert_eq!(cancelled.data()["status"], "cancelled");
     assert_eq!(d.data().unwrap().end_time, 0);

@@ -234,6 +234,8 @@ fn sixty_four_threads_share_one_trace() {
     assert!(starts.values().all(|&c| c == 1));
     // Timestamps never go backwards within a trace.
     assert!(ev.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    // Per-trace counters are published by the workers: exact after a flush.
+    engine.flush_blocking().unwrap();
     let st = engine.stats();
     assert_eq!(st.events_emitted as usize, ev.len());
 }
@@ -287,7 +289,7 @@ fn branch_completion_races_auto_complete() {
         // The completions done by `add` sit right before the merge's node_start.
         let merge_at = ev
             .iter()
-            .position(|e| e.kind == EventKind::NodeStart && e.node_id == merge.id())
+            .position(|e| e.kind == EventKind::NodeStart && e.node_id() == merge.id())
             .unwrap();
         let auto = ev[..merge_at]
             .iter()

@@ -328,7 +328,7 @@ fn mark_complete_emits_one_complete_and_leaves_nodes_running() {
     assert_eq!(d["status"], "completed");
     assert_eq!(d["trace_id"], trace.id());
     assert!(d["total_duration"].as_i64().unwrap() >= 0);
-    assert_eq!(last.node_id, "");
+    assert_eq!(last.node_id(), "");
     assert_eq!(trace.root().unwrap().unwrap().status, NodeStatus::Running);
     assert_eq!(trace.status(), TraceStatus::Completed);
 }
@@ -361,7 +361,7 @@ fn mark_cancelled_cancels_unfinished_nodes_once() {
     let cancelled: Vec<&str> = new
         .iter()
         .filter(|e| e.kind == EventKind::NodeFailed)
-        .map(|e| e.node_id.as_str())
+        .map(|e| e.node_id())
         .collect();
     let mut expect = vec![br[2].id(), side.id()];
     expect.sort();

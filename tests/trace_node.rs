@@ -104,7 +104,7 @@ fn parallel_operations_then_merge() {
     // One node_start with `nodes` for the parallel, node_id "".
     let par: Vec<_> = ev
         .iter()
-        .filter(|e| e.kind == EventKind::NodeStart && e.node_id.is_empty())
+        .filter(|e| e.kind == EventKind::NodeStart && e.node_id().is_empty())
         .collect();
     assert_eq!(par.len(), 1);
     assert_eq!(
@@ -218,7 +218,7 @@ fn join_links_the_join_node_under_its_parents() {
     // The join emits node_start; the cursor did not move.
     let ev = history(&trace);
     assert_eq!(ev.last().unwrap().kind, EventKind::NodeStart);
-    assert_eq!(ev.last().unwrap().node_id, j.id());
+    assert_eq!(ev.last().unwrap().node_id(), j.id());
     assert_eq!(
         ev.last().unwrap().data()["node"]["parent_ids"],
         json!([a.id(), b.id()])

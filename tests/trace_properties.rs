@@ -271,7 +271,7 @@ impl Model {
                     .iter()
                     .find(|e| {
                         matches!(e.kind, EventKind::NodeComplete | EventKind::NodeFailed)
-                            && e.node_id == n.id
+                            && e.node_id() == n.id
                     })
                     .unwrap()
                     .kind;

@@ -73,7 +73,7 @@ fn space_operations() {
     assert!(
         ev[1..]
             .iter()
-            .all(|e| e.space_id == sp.id && e.node_id.is_empty())
+            .all(|e| e.space_id() == sp.id && e.node_id().is_empty())
     );
     let created = ev[1].data();
     assert_eq!(created["id"], sp.id.as_str());

@@ -182,7 +182,7 @@ fn stream_ends_after_release_once_everything_was_delivered() {
     t2.info("other log");
     let rest = events_only(drain_blocking(&mut sub));
     assert_eq!(rest, all[1..]);
-    assert!(rest.iter().all(|e| e.trace_id == trace.id()));
+    assert!(rest.iter().all(|e| e.trace_id() == trace.id()));
     assert!(sub.blocking_recv().is_none());
     // New subscriptions on the released handle are refused.
     assert!(matches!(trace.subscribe(), Err(Error::Released)));

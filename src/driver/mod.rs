@@ -34,7 +34,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::event::{EventKind, StoredEvent};
+use crate::event::{Event, EventKind};
 use crate::model::TraceInfo;
 
 /// One event as a driver sees it: numbering plus the shared wire bytes.
@@ -120,7 +120,7 @@ pub(crate) struct DocBuf {
 pub struct WriteBatch<'a> {
     /// Trace id (validated: `^[0-9A-Za-z_-]{1,64}$`).
     pub trace_id: &'a str,
-    events: &'a [StoredEvent],
+    events: &'a [Event],
     docs: &'a [DocBuf],
     logs: &'a [DocBuf],
     buf: &'a [u8],
@@ -130,7 +130,7 @@ pub struct WriteBatch<'a> {
 impl<'a> WriteBatch<'a> {
     pub(crate) fn new(
         trace_id: &'a str,
-        events: &'a [StoredEvent],
+        events: &'a [Event],
         docs: &'a [DocBuf],
         logs: &'a [DocBuf],
         buf: &'a [u8],
@@ -188,8 +188,8 @@ impl<'a> WriteBatch<'a> {
             seq: e.seq,
             kind: e.kind,
             timestamp: e.timestamp,
-            node_id: e.node.as_ref().map_or("", |n| n.as_str()),
-            space_id: e.space.as_ref().map_or("", |s| s.as_str()),
+            node_id: e.node_id(),
+            space_id: e.space_id(),
             bytes: &e.bytes,
         })
     }

@@ -2,10 +2,8 @@
 //! document, node documents, log lines and events, valid enough to be read
 //! back with `load`, and flagged new or not.
 
-use bytes::Bytes;
-
 use super::{DocBuf, DocKind, WriteBatch};
-use crate::event::{EventKind, StoredEvent};
+use crate::event::Event;
 use crate::id::ShortId;
 
 /// The parts of one batch (a [`WriteBatch`] borrows them).
@@ -13,7 +11,7 @@ use crate::id::ShortId;
 pub(crate) struct TestBatch {
     id: String,
     new: bool,
-    events: Vec<StoredEvent>,
+    events: Vec<Event>,
     docs: Vec<DocBuf>,
     logs: Vec<DocBuf>,
     buf: Vec<u8>,
@@ -47,28 +45,21 @@ impl TestBatch {
 
     /// Adds event `seq` (an `init` for 1, else a `log_added` of `node`).
     pub(crate) fn event(mut self, seq: u64, node: &str) -> Self {
-        let (kind, node_id, text) = if seq == 1 {
+        let text = if seq == 1 {
             let t = format!(
                 r#"{{"type":"init","trace_id":"{}","node_id":"","space_id":"","timestamp":1,"data":{{"trace_id":"{}"}},"seq":1}}"#,
                 self.id, self.id
             );
-            (EventKind::Init, None, t)
+            t
         } else {
             let t = format!(
                 r#"{{"type":"log_added","trace_id":"{}","node_id":"{node}","space_id":"","timestamp":{seq},"data":{{"Timestamp":{seq},"Level":"info","Message":"m","Data":null,"NodeID":"{node}"}},"seq":{seq}}}"#,
                 self.id
             );
-            (EventKind::LogAdded, ShortId::parse(node), t)
+            t
         };
-        self.events.push(StoredEvent {
-            seq,
-            kind,
-            timestamp: seq as i64,
-            node: node_id,
-            space: None,
-            bytes: Bytes::from(text),
-            data_range: (0, 0),
-        });
+        self.events
+            .push(Event::from_json(text.as_bytes(), "test batch").expect("a valid event"));
         self
     }
 

@@ -16,9 +16,13 @@
 //! never does I/O: it detaches the subscribers, and either resets the slot
 //! at once or marks it draining and leaves the rest to the slot's worker.
 
-use std::sync::Arc;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, MutexGuard};
+use std::task::Waker;
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use super::builder::Config;
 use super::flush::{FlushState, Signal};
@@ -27,10 +31,11 @@ use super::ticker::TickerShared;
 use super::workers::{WAKE_AT, WorkerQueue};
 use crate::driver::{Driver, WriteBatch};
 use crate::error::{Error, Result};
+use crate::event::encode::NodeWriter;
+use crate::event::log::{EventLog, LogHost};
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::Level;
-use crate::pool::{Dropped, SlotPool, lock};
-use crate::subscribe::detach_all;
+use crate::pool::{Dropped, SlotKey, SlotPool, lock};
 use crate::trace::TraceSlot;
 use crate::trace::persist::WriteScratch;
 use crate::trace::state::{Phase, Target, TraceState};
@@ -128,25 +133,26 @@ impl Core {
         &self.queues[idx as usize % self.queues.len()]
     }
 
-    /// Runs `f` on the state of the live trace at `(idx, generation)` under
-    /// its slot lock. A stale generation gives `Released`; afterwards, the
-    /// slot is queued for its worker if it has something for it.
+    /// Runs `f` on the state of the live trace `key` under its slot lock.
+    /// A stale generation gives `Released`; afterwards, the slot is queued
+    /// for its worker if it has writes, and subscribers that waited for the
+    /// events `f` emitted are woken once the lock is dropped.
     pub(crate) fn with_state<R>(
         &self,
-        idx: u32,
-        generation: u64,
+        key: SlotKey,
         f: impl FnOnce(&mut TraceState) -> Result<R>,
     ) -> Result<R> {
         if self.shut.load(Ordering::Relaxed) {
             return Err(Error::ShutDown);
         }
-        let slot = self.pool.get(idx);
+        let slot = self.pool.get(key.idx);
         let mut st = lock(&slot.state);
-        if !st.is_live(generation) {
+        if !st.is_live(key.generation) {
             return Err(Error::Released);
         }
         let r = f(&mut st);
-        self.enqueue(idx, &mut st);
+        self.enqueue(key.idx, &mut st);
+        unlock_and_wake(st);
         r
     }
 
@@ -154,14 +160,13 @@ impl Core {
     /// handle, shut-down engine, no current node, finished trace) is counted.
     pub(crate) fn log_chained(
         &self,
-        idx: u32,
-        generation: u64,
+        key: SlotKey,
         target: Target,
         level: Level,
-        msg: &str,
-        data: serde_json::Value,
+        msg: Bytes,
+        data: Option<Bytes>,
     ) {
-        let r = self.with_state(idx, generation, |st| {
+        let r = self.with_state(key, |st| {
             st.log(target, level, msg, data);
             Ok(())
         });
@@ -173,12 +178,14 @@ impl Core {
     /// Puts the slot on its worker's queue (once) if it has something for it.
     pub(crate) fn enqueue(&self, idx: u32, st: &mut TraceState) {
         if st.queued {
-            if st.pending.len() == WAKE_AT {
+            if st.events.pending_count() == WAKE_AT {
                 self.queue_of(idx).wake();
             }
             return;
         }
-        if !st.wants_worker() {
+        // Counters alone do not queue a slot: they are collected at
+        // release, at a worker's visit, and by `flush`.
+        if !st.has_writes() {
             return;
         }
         st.queued = true;
@@ -379,7 +386,10 @@ impl Core {
         if !st.is_live(generation) {
             return Err(Error::Released);
         }
-        detach_all(&mut st);
+        {
+            let st = &mut *st;
+            st.events.detach_readers(st.id.as_str(), &st.tree);
+        }
         slot.released.store(
             (generation << 8) | u64::from(st.status.to_u8()),
             Ordering::Release,
@@ -409,11 +419,12 @@ impl Core {
                 // at the next tick.
                 q.wake();
             }
+            unlock_and_wake(st);
         } else {
             self.collect_stats(&mut st);
             self.registry.released(&id, at, false);
             st.reset();
-            drop(st);
+            unlock_and_wake(st);
             self.pool.checkin(idx);
         }
         Ok(Released {
@@ -424,9 +435,21 @@ impl Core {
 
     /// A handle of `(idx, generation)` was dropped: the last one releases
     /// the trace (unless it stays loaded without handles).
-    pub(crate) fn drop_handle(&self, idx: u32, generation: u64) {
-        if self.pool.get(idx).lease.drop_handle(generation) == Dropped::Last {
-            let _ = self.release_slot(idx, generation, ReleaseKind::Auto);
+    pub(crate) fn drop_handle(&self, key: SlotKey) {
+        if self.pool.get(key.idx).lease.drop_handle(key.generation) == Dropped::Last {
+            let _ = self.release_slot(key.idx, key.generation, ReleaseKind::Auto);
+        }
+    }
+
+    /// Collects the counters of every loaded trace (for `flush`: counters
+    /// are exact afterwards).
+    fn collect_live_stats(&self) {
+        for idx in self.pool.indices() {
+            let slot = self.pool.get(idx);
+            let mut st = lock(&slot.state);
+            if st.phase != Phase::Free && st.has_stats() {
+                self.collect_stats(&mut st);
+            }
         }
     }
 
@@ -486,6 +509,7 @@ impl Core {
     /// Waits (blocking, at most `drain_timeout`) until everything emitted,
     /// released or archived before the call is handed to the driver.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
+        self.collect_live_stats();
         let mark = self.flush.error_mark();
         let target = self.flush.request();
         for q in self.queues.iter() {
@@ -500,6 +524,7 @@ impl Core {
 
     /// [`flush_blocking`](Core::flush_blocking) without blocking the thread.
     pub(crate) async fn flush_async(&self) -> Result<()> {
+        self.collect_live_stats();
         let mark = self.flush.error_mark();
         let target = self.flush.request();
         for q in self.queues.iter() {
@@ -524,6 +549,69 @@ impl Core {
             Ok(())
         } else {
             Err(super::flush::timed_out("flush", self.config.drain_timeout))
+        }
+    }
+}
+
+thread_local! {
+    /// Wakers taken from a slot, woken after its lock is dropped (reused,
+    /// so waking allocates nothing).
+    static TO_WAKE: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Drops a slot's lock, then wakes the subscribers that waited for the
+/// events emitted under it (a woken subscriber finds the lock free).
+pub(crate) fn unlock_and_wake(mut st: MutexGuard<'_, TraceState>) {
+    if !st.events.has_wakers() {
+        return;
+    }
+    TO_WAKE.with(|w| {
+        let Ok(mut wakers) = w.try_borrow_mut() else {
+            // Re-entered from a waker: wake without the buffer.
+            let mut own = Vec::new();
+            st.events.take_wakers(&mut own);
+            drop(st);
+            own.into_iter().for_each(Waker::wake);
+            return;
+        };
+        st.events.take_wakers(&mut wakers);
+        drop(st);
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+    });
+}
+
+impl LogHost for Core {
+    fn with_log(
+        &self,
+        slot: u32,
+        generation: u64,
+        f: &mut dyn FnMut(&mut EventLog, &str, &dyn NodeWriter, bool),
+    ) -> bool {
+        let slot = self.pool.get(slot);
+        let mut st = lock(&slot.state);
+        if !st.is_live(generation) {
+            return false;
+        }
+        let st = &mut *st;
+        f(&mut st.events, st.id.as_str(), &st.tree, st.finished);
+        true
+    }
+
+    fn count_lagged(&self, missed: u64) {
+        add(&self.counters.events_lagged, missed);
+    }
+
+    fn count_reader(&self, delta: isize) {
+        if delta >= 0 {
+            self.counters
+                .subscribers
+                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
+        } else {
+            self.counters
+                .subscribers
+                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
         }
     }
 }

@@ -43,15 +43,33 @@ use crate::error::{Error, Result};
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::{EngineStats, TraceInfo, TraceStatus};
 use crate::options::TraceOptions;
+use crate::pool::SlotKey;
 use crate::pool::{SlotPool, lock};
+use crate::trace::TraceSlot;
 use crate::trace::state::Limits;
-use crate::trace::{Trace, TraceSlot};
 use builder::Config;
 use core::{Counters, ReleaseKind};
 use flush::{FlushState, Signal};
 use registry::{Entry, Registry};
 use ticker::{Ticker, TickerShared};
 use workers::{WorkerQueue, Workers};
+
+/// A slot checked out for a trace, with one handle counted in its lease:
+/// what `create`, `load` and `open` give the handle module to wrap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checkout {
+    pub(crate) key: SlotKey,
+    pub(crate) id: TraceId,
+}
+
+impl Checkout {
+    fn new(idx: u32, generation: u64, id: TraceId) -> Checkout {
+        Checkout {
+            key: SlotKey { idx, generation },
+            id,
+        }
+    }
+}
 
 /// The owner of the threads; shuts the engine down when the last handle goes.
 #[derive(Debug)]
@@ -177,6 +195,8 @@ impl Engine {
     }
 
     pub(crate) fn start(config: Config, driver: Arc<dyn Driver>) -> Result<Engine> {
+        // Calibrate the event clock now rather than on the first event.
+        crate::clock::init();
         let persists = driver.persists();
         let limits = Limits {
             history: config.history_limit,
@@ -272,28 +292,8 @@ impl Engine {
         }
     }
 
-    /// Creates a trace in a free slot and emits its `init` event.
-    ///
-    /// With a generated id this does no I/O: ids are `YYYYMMDD` + 12 digits,
-    /// unique per engine without asking storage (the driver creates a new
-    /// trace's storage exclusively, so a clash with a trace stored by another
-    /// engine is refused and counted in `EngineStats::persist_errors`, never
-    /// merged). With a caller-given id, `create` asks storage once whether
-    /// the id exists. When every slot is in use and the policy is
-    /// [`Exhausted::Wait`](crate::Exhausted::Wait), this **blocks the calling
-    /// thread** until a slot is free or the wait times out; in async code use
-    /// [`create_async`](Engine::create_async).
-    ///
-    /// The trace stays loaded while a handle to it exists (the returned
-    /// [`Trace`], its clones, its [`Node`](crate::Node)s): dropping the last
-    /// one releases it, unless `TraceOptions::keep_loaded(true)`.
-    ///
-    /// # Errors
-    /// `InvalidId` for a malformed custom id, `AlreadyLoaded` when the id is
-    /// loaded, `AlreadyExists` when storage has it (use [`open`](Engine::open)),
-    /// `PoolExhausted` per the exhaustion policy, `Storage`, `ShutDown`.
-    #[must_use = "dropping the last handle releases the trace"]
-    pub fn create(&self, opts: TraceOptions) -> Result<Trace> {
+    /// See the public `create` (`crate::handle`).
+    pub(crate) fn create_checkout(&self, opts: TraceOptions) -> Result<Checkout> {
         self.check_running()?;
         let custom = self.custom_id(&opts)?;
         if let Some(id) = &custom
@@ -305,16 +305,8 @@ impl Engine {
         self.start_in(idx, custom, opts)
     }
 
-    /// [`create`](Engine::create) for async code: when every slot is in use
-    /// it waits for a free one (the [`Exhausted::Wait`](crate::Exhausted::Wait)
-    /// timeout applies) without blocking the thread, and a caller-given id is
-    /// looked up in storage off the thread. Cancel safe: a dropped future
-    /// holds no slot.
-    ///
-    /// # Errors
-    /// As [`create`](Engine::create).
-    #[must_use = "dropping the last handle releases the trace"]
-    pub async fn create_async(&self, opts: TraceOptions) -> Result<Trace> {
+    /// See the public `create_async` (`crate::handle`).
+    pub(crate) async fn create_async_checkout(&self, opts: TraceOptions) -> Result<Checkout> {
         self.check_running()?;
         let custom = self.custom_id(&opts)?;
         if let Some(id) = custom {
@@ -329,7 +321,7 @@ impl Engine {
     }
 
     /// Starts a trace in the checked-out slot `idx` (returned to the pool on error).
-    fn start_in(&self, idx: u32, custom: Option<TraceId>, opts: TraceOptions) -> Result<Trace> {
+    fn start_in(&self, idx: u32, custom: Option<TraceId>, opts: TraceOptions) -> Result<Checkout> {
         let core = self.core();
         let slot = core.pool.get(idx);
         // One clock read dates the generated id and the `init` event.
@@ -355,7 +347,7 @@ impl Engine {
                 st.start(id, opts, now);
                 core.enqueue(idx, &mut st);
                 drop(st);
-                Ok(Trace::new(self.clone(), idx, generation, id))
+                Ok(Checkout::new(idx, generation, id))
             }
             Err(e) => {
                 drop(st);
@@ -368,7 +360,7 @@ impl Engine {
     // ---- loaded traces --------------------------------------------------------
 
     /// A counted handle to the loaded trace `tid`, if any.
-    fn acquire_loaded(&self, tid: TraceId) -> Option<Trace> {
+    fn acquire_loaded(&self, tid: TraceId) -> Option<Checkout> {
         let core = self.core();
         let (idx, generation) = core.registry.loaded(&tid)?;
         let slot = core.pool.get(idx);
@@ -376,16 +368,11 @@ impl Engine {
             return None;
         }
         slot.last_load.store(now_ms(), Ordering::Relaxed);
-        Some(Trace::new(self.clone(), idx, generation, tid))
+        Some(Checkout::new(idx, generation, tid))
     }
 
-    /// A handle to a loaded trace. The handle counts like the one `create`
-    /// returned: the trace stays loaded while any handle exists.
-    ///
-    /// # Errors
-    /// `InvalidId`, `NotLoaded`, `ShutDown`.
-    #[must_use = "dropping the last handle releases the trace"]
-    pub fn load(&self, id: &str) -> Result<Trace> {
+    /// See the public `load` (`crate::handle`).
+    pub(crate) fn load_checkout(&self, id: &str) -> Result<Checkout> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         self.acquire_loaded(tid).ok_or(Error::NotLoaded)
@@ -398,7 +385,7 @@ impl Engine {
         f: impl FnOnce(&mut crate::trace::state::TraceState) -> Result<R>,
     ) -> Result<R> {
         let (idx, generation) = self.core().registry.loaded(tid).ok_or(Error::NotLoaded)?;
-        match self.core().with_state(idx, generation, f) {
+        match self.core().with_state(SlotKey { idx, generation }, f) {
             Err(Error::Released) => Err(Error::NotLoaded),
             r => r,
         }
@@ -449,20 +436,8 @@ impl Engine {
             .await;
     }
 
-    /// Loads a trace from storage into a slot, rebuilding its state: root,
-    /// every node (a DAG, each node once), the current nodes, status, spaces
-    /// and their values, logs and the event history with its seqs (new events
-    /// continue the numbering). A loaded trace is returned as is (another
-    /// counted handle). An id released a moment ago is read once its last
-    /// writes reached storage. The trace stays loaded while a handle exists.
-    ///
-    /// The in-memory driver stores nothing, so for it this only finds loaded traces.
-    ///
-    /// # Errors
-    /// `InvalidId`, `NotFound`, `Corrupt` (naming the file or key),
-    /// `Storage`, `PoolExhausted`, `ShutDown`.
-    #[must_use = "dropping the last handle releases the trace"]
-    pub fn open(&self, id: &str) -> Result<Trace> {
+    /// See the public `open` (`crate::handle`).
+    pub(crate) fn open_checkout(&self, id: &str) -> Result<Checkout> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         if let Some(t) = self.acquire_loaded(tid) {
@@ -475,13 +450,8 @@ impl Engine {
         self.install(idx, tid, stored)
     }
 
-    /// [`open`](Engine::open) for async code: storage is read off the
-    /// thread, and a full pool is waited for without blocking it.
-    ///
-    /// # Errors
-    /// As [`open`](Engine::open).
-    #[must_use = "dropping the last handle releases the trace"]
-    pub async fn open_async(&self, id: &str) -> Result<Trace> {
+    /// See the public `open_async` (`crate::handle`).
+    pub(crate) async fn open_async_checkout(&self, id: &str) -> Result<Checkout> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         if let Some(t) = self.acquire_loaded(tid) {
@@ -499,7 +469,7 @@ impl Engine {
     }
 
     /// Rebuilds `stored` in the checked-out slot `idx` (returned on error).
-    fn install(&self, idx: u32, tid: TraceId, stored: StoredTrace) -> Result<Trace> {
+    fn install(&self, idx: u32, tid: TraceId, stored: StoredTrace) -> Result<Checkout> {
         let core = self.core();
         let slot = core.pool.get(idx);
         let mut st = lock(&slot.state);
@@ -513,7 +483,7 @@ impl Engine {
             slot.lease.open(generation, false, 1);
             slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
-            return Ok(Trace::new(self.clone(), idx, generation, tid));
+            return Ok(Checkout::new(idx, generation, tid));
         }
         // Opened concurrently by someone else (use theirs), or still
         // draining after `drain_timeout` (the driver keeps failing).
@@ -672,13 +642,13 @@ impl Engine {
     }
 
     /// Releases through a handle: `Released` if the handle is stale.
-    pub(crate) fn release_handle(&self, idx: u32, generation: u64) -> Result<()> {
+    pub(crate) fn release_handle(&self, key: SlotKey) -> Result<()> {
         self.check_running()?;
         let core = self.core();
-        if !core.pool.get(idx).lease.close(generation) {
+        if !core.pool.get(key.idx).lease.close(key.generation) {
             return Err(Error::Released);
         }
-        core.release_slot(idx, generation, ReleaseKind::Explicit)
+        core.release_slot(key.idx, key.generation, ReleaseKind::Explicit)
             .map(|_| ())
     }
 
@@ -773,7 +743,7 @@ impl Engine {
     pub fn mark_cancelled(&self, id: &str, reason: impl Display) -> Result<()> {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
-        let reason = reason.to_string();
+        let reason = crate::event::value::text(&[&reason.to_string()]);
         self.with_loaded(&tid, |st| {
             st.mark_cancelled(&reason);
             Ok(())
@@ -847,9 +817,14 @@ impl Engine {
         flushed.and(finished)
     }
 
-    pub(crate) fn released_status(&self, idx: u32, generation: u64) -> Option<TraceStatus> {
-        let v = self.core().pool.get(idx).released.load(Ordering::Acquire);
-        (v >> 8 == generation).then(|| TraceStatus::from_u8((v & 0xff) as u8))
+    pub(crate) fn released_status(&self, key: SlotKey) -> Option<TraceStatus> {
+        let v = self
+            .core()
+            .pool
+            .get(key.idx)
+            .released
+            .load(Ordering::Acquire);
+        (v >> 8 == key.generation).then(|| TraceStatus::from_u8((v & 0xff) as u8))
     }
 }
 

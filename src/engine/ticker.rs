@@ -185,6 +185,8 @@ fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
         for w in due_wakers.drain(..) {
             w.wake();
         }
+        // At least once a second: keep the event clock on the system clock.
+        crate::clock::resync();
         if let (Some(c), Some(p)) = (next_chore, period)
             && c <= Instant::now()
         {

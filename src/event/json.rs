@@ -87,6 +87,16 @@ impl<'a> JsonOut<'a> {
         self
     }
 
+    /// A string value known to need no escaping (validated ids, enum names).
+    pub(crate) fn ascii_str(&mut self, s: &str) -> &mut Self {
+        debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+        self.buf.put_u8(b'"');
+        self.buf.put_slice(s.as_bytes());
+        self.buf.put_u8(b'"');
+        self.comma = true;
+        self
+    }
+
     /// Marks that a complete value was written with `raw` pieces.
     pub(crate) fn value_done(&mut self) -> &mut Self {
         self.comma = true;
@@ -123,21 +133,9 @@ impl<'a> JsonOut<'a> {
         self
     }
 
-    /// A caller value, through serde_json.
-    pub(crate) fn value(&mut self, v: &Value) -> &mut Self {
-        match v {
-            Value::Null => self.buf.put_slice(b"null"),
-            Value::Bool(b) => {
-                self.bool(*b);
-            }
-            Value::String(s) => {
-                self.str(s);
-            }
-            _ => {
-                // Serializing a Value into memory cannot fail.
-                let _ = serde_json::to_writer((&mut *self.buf).writer(), v);
-            }
-        }
+    /// A value already serialized as JSON (a caller value stored as bytes).
+    pub(crate) fn json(&mut self, v: &[u8]) -> &mut Self {
+        self.buf.put_slice(v);
         self.comma = true;
         self
     }
@@ -167,8 +165,10 @@ mod tests {
         o.elem().str("x");
         o.elem().begin_obj().key("n").bool(true).end_obj();
         o.end_arr();
-        o.key("e").value(&json!({"k": [1, 2.5, null], "s": "t"}));
-        o.key("f").value(&Value::Null);
+        o.key("e")
+            .map(json!({"k": [1, 2.5, null], "s": "t"}).as_object().unwrap());
+        o.key("f").json(b"null");
+        o.key("g").ascii_str("id_1");
         o.end_obj();
         let got: Value = serde_json::from_slice(&buf).unwrap();
         let want = json!({
@@ -177,7 +177,8 @@ mod tests {
             "c": -42,
             "d": ["x", {"n": true}],
             "e": {"k": [1, 2.5, null], "s": "t"},
-            "f": null
+            "f": null,
+            "g": "id_1"
         });
         assert_eq!(got, want);
         assert_eq!(

@@ -1,13 +1,25 @@
-//! Events: their kinds, the immutable [`Event`] value handed to subscribers,
-//! and the record kept in a trace's history.
+//! Events: their kinds, the immutable [`Event`] value handed to readers,
+//! and how a trace records them.
 //!
 //! Every state change of a trace produces exactly one event per affected
 //! node (or space), numbered with a per-trace, gap-free `seq` starting at 1.
-//! An event is serialized once, when it is emitted, into the wire format of
-//! the reference (see [`wire`]); history, subscribers and the storage driver
-//! share those bytes. Nothing re-encodes an event afterwards.
+//! On the caller's thread an event is only *recorded* ([`record`]): its
+//! numbering plus the few fields that can change later (status, times,
+//! output and metadata as shared bytes), no JSON. The wire bytes are
+//! produced once, later, off the caller's thread — by a worker handing it to
+//! the driver, by the first subscriber reading it, by `events()` — and
+//! cached in the history, so every reader shares them ([`encode`]). A record
+//! only points at data that never changes after emission, so encoding later
+//! yields exactly what was true when the event happened.
+//!
+//! [`log`] holds a trace's history and its readers' cursors; [`value`]
+//! serializes caller values before any lock is taken.
 
+pub(crate) mod encode;
 pub(crate) mod json;
+pub(crate) mod log;
+pub(crate) mod record;
+pub(crate) mod value;
 pub(crate) mod wire;
 
 use bytes::Bytes;
@@ -93,8 +105,14 @@ impl std::fmt::Display for EventKind {
 
 /// One event of a trace: an immutable snapshot taken when it was emitted.
 ///
-/// The public fields mirror the wire envelope; [`Event::data`] decodes the
-/// payload and [`Event::to_json`] returns the exact wire bytes.
+/// An `Event` is its wire bytes plus where the envelope fields sit in them:
+/// cloning one copies nothing (the bytes are shared), and [`trace_id`],
+/// [`node_id`] and [`space_id`] are slices of those bytes. [`Event::data`]
+/// decodes the payload and [`Event::to_json`] returns the exact wire text.
+///
+/// [`trace_id`]: Event::trace_id
+/// [`node_id`]: Event::node_id
+/// [`space_id`]: Event::space_id
 ///
 /// # Examples
 /// ```
@@ -102,37 +120,80 @@ impl std::fmt::Display for EventKind {
 /// use tracepool::{Engine, Cursor, EventKind, NodeOptions, TraceOptions};
 /// let engine = Engine::builder().memory().workers(1).capacity(4).build()?;
 /// let trace = engine.create(TraceOptions::new())?;
-/// trace.add("input", NodeOptions::new().label("Step"))?;
+/// let node = trace.add("input", NodeOptions::new().label("Step"))?;
 /// let events = trace.events(Cursor::Seq(0))?;
 /// assert_eq!(events[0].kind, EventKind::Init);
 /// assert_eq!(events[1].seq, 2);
+/// assert_eq!(events[1].node_id(), node.id());
+/// assert_eq!(events[1].trace_id(), trace.id());
 /// assert_eq!(events[1].data()["node"]["label"], "Step");
 /// assert!(events[1].to_json().starts_with(r#"{"type":"node_start","#));
 /// # Ok(()) }
 /// ```
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Event {
     /// Per-trace sequence number, from 1, gap-free.
     pub seq: u64,
     /// Kind.
     pub kind: EventKind,
-    /// Trace id.
-    pub trace_id: String,
-    /// Node id, `""` when not applicable.
-    pub node_id: String,
-    /// Space id, `""` when not applicable.
-    pub space_id: String,
     /// Emission time, ms since the epoch (non-decreasing within a trace).
     pub timestamp: i64,
     pub(crate) bytes: Bytes,
-    pub(crate) data_range: (usize, usize),
+    pub(crate) at: Offsets,
+}
+
+/// Where the envelope's string fields and the payload sit in an event's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Offsets {
+    pub(crate) trace: (usize, usize),
+    pub(crate) node: (usize, usize),
+    pub(crate) space: (usize, usize),
+    pub(crate) data: (usize, usize),
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+            && self.kind == other.kind
+            && self.timestamp == other.timestamp
+            && self.bytes == other.bytes
+    }
 }
 
 impl Event {
+    fn slice(&self, (a, b): (usize, usize)) -> &str {
+        // The ranges are checked when the event is built: ASCII ids (or a
+        // validated UTF-8 slice of a decoded event).
+        std::str::from_utf8(self.bytes.get(a..b).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> &str {
+        self.slice(self.at.trace)
+    }
+
+    /// The node id, `""` when not applicable.
+    pub fn node_id(&self) -> &str {
+        self.slice(self.at.node)
+    }
+
+    /// The space id, `""` when not applicable.
+    pub fn space_id(&self) -> &str {
+        self.slice(self.at.space)
+    }
+
     /// The payload (`data` of the wire envelope), decoded.
     pub fn data(&self) -> Value {
-        let (a, b) = self.data_range;
-        serde_json::from_slice(&self.bytes[a..b]).unwrap_or(Value::Null)
+        let (a, b) = self.at.data;
+        self.bytes
+            .get(a..b)
+            .and_then(|d| serde_json::from_slice(d).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The payload's JSON text, undecoded.
+    pub fn data_json(&self) -> &str {
+        self.slice(self.at.data)
     }
 
     /// The wire format: the reference's snake_case envelope
@@ -153,9 +214,7 @@ impl Event {
     pub fn from_json(text: &[u8], location: &str) -> Result<Event> {
         wire::decode(Bytes::copy_from_slice(text), location)
     }
-}
 
-impl Event {
     /// Numbers an event read without `seq` (written by the reference): sets
     /// `seq` and appends `"seq":N` to its wire bytes, so that replays carry it.
     pub(crate) fn numbered(mut self, seq: u64) -> Event {
@@ -183,9 +242,9 @@ impl std::fmt::Debug for Event {
         f.debug_struct("Event")
             .field("seq", &self.seq)
             .field("kind", &self.kind)
-            .field("trace_id", &self.trace_id)
-            .field("node_id", &self.node_id)
-            .field("space_id", &self.space_id)
+            .field("trace_id", &self.trace_id())
+            .field("node_id", &self.node_id())
+            .field("space_id", &self.space_id())
             .field("timestamp", &self.timestamp)
             .finish_non_exhaustive()
     }
@@ -212,36 +271,6 @@ pub enum Cursor {
     Seq(u64),
     /// Events with `timestamp >= ms` (ms since the epoch, inclusive).
     Time(i64),
-}
-
-/// An event as kept in a trace's history: its numbering plus the wire bytes.
-#[derive(Clone, Debug)]
-pub(crate) struct StoredEvent {
-    pub(crate) seq: u64,
-    pub(crate) kind: EventKind,
-    pub(crate) timestamp: i64,
-    pub(crate) node: Option<crate::id::ShortId>,
-    pub(crate) space: Option<crate::id::ShortId>,
-    pub(crate) bytes: Bytes,
-    pub(crate) data_range: (usize, usize),
-}
-
-impl StoredEvent {
-    pub(crate) fn to_event(&self, trace_id: &str) -> Event {
-        Event {
-            seq: self.seq,
-            kind: self.kind,
-            trace_id: trace_id.to_owned(),
-            node_id: self.node.map(|n| n.as_str().to_owned()).unwrap_or_default(),
-            space_id: self
-                .space
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
-            timestamp: self.timestamp,
-            bytes: self.bytes.clone(),
-            data_range: self.data_range,
-        }
-    }
 }
 
 /// Helper for decoders: builds a corrupt error.

@@ -1,4 +1,4 @@
-//! The wire format of an event, written once into a trace's byte arena.
+//! The wire format of an event.
 //!
 //! ```text
 //! {"type":"node_start","trace_id":"…","node_id":"…","space_id":"","timestamp":1732000000000,"data":{…},"seq":2}
@@ -7,14 +7,14 @@
 //! The envelope keys and payloads are those of the reference (snake_case
 //! envelope and payloads, PascalCase log entries); `seq` is added last.
 //! Trace ids and node/space ids are validated ASCII, so they are written
-//! without escaping.
+//! without escaping, and an [`Event`] finds them by offset.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json::JsonOut;
-use super::{Event, EventKind, corrupt};
+use super::{Event, EventKind, Offsets, corrupt};
 use crate::error::Result;
 
 /// Size of a fresh arena chunk; events are carved out of it without allocating.
@@ -25,53 +25,75 @@ fn put_int(buf: &mut BytesMut, v: impl itoa::Integer) {
     buf.put_slice(b.format(v).as_bytes());
 }
 
-/// Serializes one event into `arena` and splits its bytes off.
-///
-/// Returns the shared bytes and the byte range of the `data` value inside them.
-#[allow(clippy::too_many_arguments)]
+/// The envelope fields of one event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) seq: u64,
+    pub(crate) kind: EventKind,
+    pub(crate) trace_id: &'a str,
+    pub(crate) node_id: &'a str,
+    pub(crate) space_id: &'a str,
+    pub(crate) timestamp: i64,
+}
+
+/// Serializes one event into `arena` and splits its bytes off; `data`
+/// writes the payload.
 pub(crate) fn encode(
     arena: &mut BytesMut,
-    seq: u64,
-    kind: EventKind,
-    trace_id: &str,
-    node_id: &str,
-    space_id: &str,
-    timestamp: i64,
+    env: Envelope<'_>,
     data: impl FnOnce(&mut JsonOut<'_>),
-) -> (Bytes, (usize, usize)) {
-    if arena.capacity() - arena.len() < 1024 {
+) -> Event {
+    if !arena.is_empty() {
+        // Every event is split off whole; nothing should be left over.
+        drop(arena.split());
+    }
+    if arena.capacity() < 1024 {
         arena.reserve(ARENA_CHUNK);
     }
+    let field = |arena: &mut BytesMut, key: &[u8], value: &str| -> (usize, usize) {
+        arena.put_slice(key);
+        let start = arena.len();
+        arena.put_slice(value.as_bytes());
+        (start, arena.len())
+    };
     arena.put_slice(br#"{"type":""#);
-    arena.put_slice(kind.as_str().as_bytes());
-    arena.put_slice(br#"","trace_id":""#);
-    arena.put_slice(trace_id.as_bytes());
-    arena.put_slice(br#"","node_id":""#);
-    arena.put_slice(node_id.as_bytes());
-    arena.put_slice(br#"","space_id":""#);
-    arena.put_slice(space_id.as_bytes());
+    arena.put_slice(env.kind.as_str().as_bytes());
+    let trace = field(arena, br#"","trace_id":""#, env.trace_id);
+    let node = field(arena, br#"","node_id":""#, env.node_id);
+    let space = field(arena, br#"","space_id":""#, env.space_id);
     arena.put_slice(br#"","timestamp":"#);
-    put_int(arena, timestamp);
+    put_int(arena, env.timestamp);
     arena.put_slice(br#","data":"#);
     let start = arena.len();
     data(&mut JsonOut::new(arena));
     let end = arena.len();
     arena.put_slice(br#","seq":"#);
-    put_int(arena, seq);
+    put_int(arena, env.seq);
     arena.put_u8(b'}');
-    (arena.split().freeze(), (start, end))
+    Event {
+        seq: env.seq,
+        kind: env.kind,
+        timestamp: env.timestamp,
+        bytes: arena.split().freeze(),
+        at: Offsets {
+            trace,
+            node,
+            space,
+            data: (start, end),
+        },
+    }
 }
 
 #[derive(Deserialize)]
-struct Envelope<'a> {
+struct RawEnvelope<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
-    #[serde(default)]
-    trace_id: String,
-    #[serde(default)]
-    node_id: String,
-    #[serde(default)]
-    space_id: String,
+    #[serde(default, borrow)]
+    trace_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    node_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    space_id: Option<&'a RawValue>,
     #[serde(default)]
     timestamp: i64,
     #[serde(borrow)]
@@ -83,29 +105,43 @@ struct Envelope<'a> {
 /// Decodes a wire-format event. A missing `seq` (events written by the
 /// reference) decodes as 0; the caller numbers such events.
 pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
-    let env: Envelope<'_> =
+    let env: RawEnvelope<'_> =
         serde_json::from_slice(&bytes).map_err(|e| corrupt(location, format!("bad event: {e}")))?;
     let kind = EventKind::parse(env.kind)
         .ok_or_else(|| corrupt(location, format!("unknown event type {:?}", env.kind)))?;
-    let data_range = match env.data {
-        Some(raw) => {
-            let s = raw.get();
-            let off = s.as_ptr() as usize - bytes.as_ptr() as usize;
-            (off, off + s.len())
+    let base = bytes.as_ptr() as usize;
+    let range = |raw: &RawValue| -> (usize, usize) {
+        let s = raw.get();
+        let off = s.as_ptr() as usize - base;
+        (off, off + s.len())
+    };
+    // An id is a plain JSON string: its offsets are those of its text.
+    let id = |raw: Option<&RawValue>, name: &str| -> Result<(usize, usize)> {
+        let Some(raw) = raw else { return Ok((0, 0)) };
+        let s = raw.get();
+        if s == "null" {
+            return Ok((0, 0));
         }
-        None => (0, 0),
+        if s.len() < 2 || !s.starts_with('"') || !s.ends_with('"') || s.contains('\\') {
+            return Err(corrupt(location, format!("bad {name}: {s}")));
+        }
+        let (a, b) = range(raw);
+        Ok((a + 1, b - 1))
     };
-    let ev = Event {
-        seq: env.seq,
+    let at = Offsets {
+        trace: id(env.trace_id, "trace_id")?,
+        node: id(env.node_id, "node_id")?,
+        space: id(env.space_id, "space_id")?,
+        data: env.data.map_or((0, 0), range),
+    };
+    let (seq, timestamp) = (env.seq, env.timestamp);
+    Ok(Event {
+        seq,
         kind,
-        trace_id: env.trace_id,
-        node_id: env.node_id,
-        space_id: env.space_id,
-        timestamp: env.timestamp,
-        bytes: Bytes::new(),
-        data_range,
-    };
-    Ok(Event { bytes, ..ev })
+        timestamp,
+        bytes,
+        at,
+    })
 }
 
 #[cfg(test)]
@@ -116,38 +152,56 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut arena = BytesMut::new();
-        let (b, r) = encode(
+        // Something already in the arena before this event.
+        arena.put_slice(b"previous");
+        let _ = arena.split();
+        let ev = encode(
             &mut arena,
-            7,
-            EventKind::NodeStart,
-            "t1",
-            "abcdefghijkl",
-            "",
-            42,
+            Envelope {
+                seq: 7,
+                kind: EventKind::NodeStart,
+                trace_id: "t1",
+                node_id: "abcdefghijkl",
+                space_id: "",
+                timestamp: 42,
+            },
             |o| {
-                o.value(&json!({"node": {"id": "x"}}));
+                o.json(br#"{"node":{"id":"x"}}"#);
             },
         );
-        let text = std::str::from_utf8(&b).unwrap();
+        let text = ev.to_json();
         assert_eq!(
             text,
             r#"{"type":"node_start","trace_id":"t1","node_id":"abcdefghijkl","space_id":"","timestamp":42,"data":{"node":{"id":"x"}},"seq":7}"#
         );
-        assert_eq!(&text[r.0..r.1], r#"{"node":{"id":"x"}}"#);
-        let ev = decode(b.clone(), "mem").unwrap();
-        assert_eq!(ev.seq, 7);
-        assert_eq!(ev.kind, EventKind::NodeStart);
-        assert_eq!(ev.data(), json!({"node": {"id": "x"}}));
-        assert_eq!(ev.to_json(), text);
+        assert_eq!(ev.trace_id(), "t1");
+        assert_eq!(ev.node_id(), "abcdefghijkl");
+        assert_eq!(ev.space_id(), "");
+        assert_eq!(ev.data_json(), r#"{"node":{"id":"x"}}"#);
+        let back = decode(ev.bytes.clone(), "mem").unwrap();
+        assert_eq!(back.seq, 7);
+        assert_eq!(back.kind, EventKind::NodeStart);
+        assert_eq!(back.at, ev.at);
+        assert_eq!(back.data(), json!({"node": {"id": "x"}}));
+        assert_eq!(back, ev);
     }
 
     #[test]
     fn decode_rejects_garbage() {
         assert!(decode(Bytes::from_static(b"{\"type\":\"nope\"}"), "f").is_err());
         assert!(decode(Bytes::from_static(b"\x00\xff"), "f").is_err());
+        assert!(
+            decode(
+                Bytes::from_static(br#"{"type":"init","trace_id":"a\"b","data":{}}"#),
+                "f"
+            )
+            .is_err(),
+            "an escaped id is refused"
+        );
         let no_seq = br#"{"type":"init","trace_id":"t","node_id":"","space_id":"","timestamp":1,"data":{"trace_id":"t"}}"#;
         let ev = decode(Bytes::from_static(no_seq), "f").unwrap();
         assert_eq!(ev.seq, 0);
+        assert_eq!(ev.trace_id(), "t");
         assert_eq!(ev.data()["trace_id"], "t");
     }
 }

@@ -24,9 +24,9 @@ use serde_json::json;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::handle::Trace;
 use crate::model::NodeStatus;
 use crate::options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
-use crate::trace::Trace;
 
 /// At most this many traces are kept loaded by the generator.
 pub const MAX_LOADED: usize = 20;
@@ -259,7 +259,7 @@ async fn complex(t: &Trace) -> Result<()> {
     for task in tasks {
         let _ = task.await;
     }
-    let refs: Vec<&crate::trace::Node> = branches.iter().collect();
+    let refs: Vec<&crate::handle::Node> = branches.iter().collect();
     let join = branches[0].join(&refs, "combine", step("Combine", "merge"))?;
     join.info("Both checks passed");
     pause(150, 300).await;

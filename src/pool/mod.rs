@@ -53,6 +53,15 @@ impl Default for Exhausted {
     }
 }
 
+/// A slot and the generation of its occupant: how handles and readers
+/// name the trace they were made for. A key whose generation is not the
+/// slot's current one is stale (its trace was released).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotKey {
+    pub(crate) idx: u32,
+    pub(crate) generation: u64,
+}
+
 /// One slot: what it holds, its free-list link and the lease of its checkout.
 #[derive(Debug)]
 pub(crate) struct Slot<T> {

@@ -13,18 +13,22 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::state::{LogRec, NodeRec, SPACE_DATA, SPACE_DELETED, SPACE_META, SpaceRec, TraceState};
-use crate::driver::format::{InfoDoc, LogLine, PersistNode, SpaceDoc};
+use super::logs::LogRec;
+use super::spaces::SpaceRec;
+use super::state::{SPACE_DATA, SPACE_DELETED, SPACE_META, TraceState};
+use super::tree::NodeRec;
+use crate::driver::format::{InfoDoc, PersistNode, SpaceDoc};
 use crate::driver::{DocBuf, DocKind, StoredTrace};
 use crate::error::{Error, Result};
-use crate::event::StoredEvent;
+use crate::event::value::{self, JsonMap};
+use crate::event::{Event, EventKind};
 use crate::id::{ShortId, TraceId};
 use crate::model::TraceStatus;
 
 /// Reusable buffers for one batch (owned by a worker).
 #[derive(Debug, Default)]
 pub(crate) struct WriteScratch {
-    pub(crate) events: VecDeque<StoredEvent>,
+    pub(crate) events: VecDeque<Event>,
     pub(crate) buf: Vec<u8>,
     pub(crate) docs: Vec<DocBuf>,
     pub(crate) logs: Vec<DocBuf>,
@@ -118,26 +122,30 @@ fn push_doc(w: &mut WriteScratch, kind: DocKind, id: ShortId, f: impl FnOnce(&mu
 }
 
 impl TraceState {
-    /// Encodes the log line at `logs[rel]` (its index in the whole log is
-    /// `logs_base + rel`) as one line of the node's log file.
+    /// Encodes the log line at `logs.lines[rel]` (its index in the whole
+    /// log is `logs.base + rel`) as one line of the node's log file: the
+    /// reference's `TraceLog` (Go field names), compact.
     fn encode_log_line(&self, rel: usize, buf: &mut Vec<u8>) -> DocBuf {
-        let l = &self.logs[rel];
-        let node = self.nodes[l.node as usize].id;
-        let line = LogLine {
-            timestamp: l.timestamp,
-            level: l.level,
-            message: Cow::Borrowed(self.log_msg(l)),
-            data: l.data.clone(),
-            node_id: Cow::Borrowed(node.as_str()),
-        };
+        let l = &self.logs.lines[rel];
+        let node = self.tree.node(l.node).id;
         let start = buf.len();
-        // Serializing these plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, &line);
+        buf.extend_from_slice(b"{\"Timestamp\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(l.timestamp).as_bytes());
+        buf.extend_from_slice(b",\"Level\":\"");
+        buf.extend_from_slice(l.level.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"Message\":");
+        // Serializing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, value::as_str(&l.msg));
+        buf.extend_from_slice(b",\"Data\":");
+        buf.extend_from_slice(l.data.as_deref().unwrap_or(b"null"));
+        buf.extend_from_slice(b",\"NodeID\":\"");
+        buf.extend_from_slice(node.as_str().as_bytes());
+        buf.extend_from_slice(b"\"}");
         DocBuf {
             kind: DocKind::Node,
             id: node,
             range: (start, buf.len()),
-            n: (self.logs_base + rel) as u64,
+            n: (self.logs.base + rel) as u64,
         }
     }
 
@@ -148,33 +156,32 @@ impl TraceState {
         let before = lines.buf.len();
         let d = self.encode_log_line(0, &mut lines.buf);
         lines.lines.push(d);
-        self.pending_bytes += lines.buf.len() - before;
+        let added = lines.buf.len() - before;
         self.unflushed_lines = lines;
-        self.account_pending();
+        self.events.add_pending_bytes(added);
     }
 
     /// Moves everything queued for the driver into `w` (which must be empty).
     pub(crate) fn take_writes(&mut self, w: &mut WriteScratch) {
-        std::mem::swap(&mut self.pending, &mut w.events);
-        self.pending_bytes = 0;
-        self.unpublish_pending();
+        self.events
+            .take_pending(&mut w.events, self.id.as_str(), &self.tree);
         if !self.limits.documents {
             return;
         }
         self.unflushed_lines.drain_into(w);
-        let from = self.logs_flushed.max(self.logs_base) - self.logs_base;
-        for rel in from..self.logs.len() {
+        let from = self.logs.flushed.max(self.logs.base) - self.logs.base;
+        for rel in from..self.logs.lines.len() {
             let d = self.encode_log_line(rel, &mut w.buf);
             w.logs.push(d);
         }
-        self.logs_flushed = self.logs_base + self.logs.len();
+        self.logs.flushed = self.logs.end();
         let dirty = std::mem::take(&mut self.dirty_nodes);
         for &n in &dirty {
-            let r = &mut self.nodes[n as usize];
-            r.dirty = false;
-            let r = &self.nodes[n as usize];
-            let ids =
-                |v: &[u32]| -> Vec<Cow<'_, str>> { self.ids_of(v).map(Cow::Borrowed).collect() };
+            self.tree.node_mut(n).dirty = false;
+            let r = self.tree.node(n);
+            let ids = |v: &[u32]| -> Vec<Cow<'_, str>> {
+                self.tree.ids_of(v).map(Cow::Borrowed).collect()
+            };
             let doc = PersistNode {
                 id: Cow::Borrowed(r.id.as_str()),
                 parent_ids: ids(&r.parents),
@@ -183,10 +190,10 @@ impl TraceState {
                 node_type: Cow::Borrowed(&r.node_type),
                 icon: Cow::Borrowed(&r.icon),
                 description: Cow::Borrowed(&r.description),
-                metadata: (!r.metadata.is_empty()).then(|| r.metadata.clone()),
+                metadata: (!r.metadata.is_empty()).then(|| r.metadata.to_map()),
                 status: r.status,
-                input: r.input.clone(),
-                output: r.output.clone(),
+                input: r.input.as_deref().map(value::decode),
+                output: r.output.as_deref().map(value::decode),
                 created_at: r.created_at,
                 start_time: r.start_time,
                 end_time: r.end_time,
@@ -204,7 +211,7 @@ impl TraceState {
                 push_doc(w, DocKind::SpaceDeleted, id, |_| {});
                 continue;
             }
-            let Some(sp) = self.spaces.iter().find(|s| s.id == id) else {
+            let Some(sp) = self.spaces.list.iter().find(|s| s.id == id) else {
                 continue;
             };
             if flags & SPACE_META != 0 {
@@ -225,7 +232,7 @@ impl TraceState {
             }
             if flags & SPACE_DATA != 0 {
                 push_doc(w, DocKind::SpaceData, id, |b| {
-                    let _ = serde_json::to_writer_pretty(b, &sp.data);
+                    write_values_pretty(b, &sp.data);
                 });
             }
         }
@@ -233,8 +240,9 @@ impl TraceState {
         self.dirty_spaces.clear();
         if self.info_dirty {
             self.info_dirty = false;
-            let ids =
-                |v: &[u32]| -> Vec<Cow<'_, str>> { self.ids_of(v).map(Cow::Borrowed).collect() };
+            let ids = |v: &[u32]| -> Vec<Cow<'_, str>> {
+                self.tree.ids_of(v).map(Cow::Borrowed).collect()
+            };
             let doc = InfoDoc {
                 id: Cow::Borrowed(self.id.as_str()),
                 driver: Cow::Borrowed(self.limits.driver),
@@ -250,9 +258,10 @@ impl TraceState {
                 tenant_id: self.tenant_id.as_deref().map(Cow::Borrowed),
                 metadata: (!self.metadata.is_empty()).then(|| self.metadata.clone()),
                 root: self
+                    .tree
                     .root
-                    .map(|r| Cow::Borrowed(self.nodes[r as usize].id.as_str())),
-                current: self.root.map(|_| ids(&self.current)),
+                    .map(|r| Cow::Borrowed(self.tree.node(r).id.as_str())),
+                current: self.tree.root.map(|_| ids(&self.tree.current)),
             };
             // The info document goes last: it names the root and the cursor,
             // which the node documents before it must already describe.
@@ -270,21 +279,14 @@ impl TraceState {
     /// Puts back what a failed write took, so the next batch retries it.
     /// Events newer than the bound are kept; the oldest are dropped and counted.
     pub(crate) fn restore_writes(&mut self, w: &mut WriteScratch) {
-        while let Some(ev) = w.events.pop_back() {
-            if self.pending.len() >= self.limits.pending {
-                self.stat_pending_dropped += 1 + w.events.len() as u64;
-                w.events.clear();
-                break;
-            }
-            self.pending_bytes += ev.bytes.len();
-            self.pending.push_front(ev);
-        }
+        self.events.restore_pending(&mut w.events);
         if !self.limits.documents {
             return;
         }
         // The lines keep their encoding; newer lines are already queued
         // behind them (or still in memory, after `logs_flushed`).
-        self.pending_bytes += self.unflushed_lines.prepend(w);
+        let added = self.unflushed_lines.prepend(w);
+        self.events.add_pending_bytes(added);
         for d in &w.docs {
             match d.kind {
                 DocKind::Info => self.info_dirty = true,
@@ -323,6 +325,7 @@ impl TraceState {
             ..
         } = stored;
         let loc = |what: &str| format!("trace {}: {what}", id.as_str());
+        let bad_value = |what: &str| Error::corrupt(loc(what), "a value does not serialize");
         self.phase = super::state::Phase::Live;
         self.id = id;
         self.created_by = info.created_by;
@@ -337,12 +340,17 @@ impl TraceState {
         for n in &nodes {
             let sid = ShortId::parse(&n.id)
                 .ok_or_else(|| Error::corrupt(loc("nodes"), format!("bad node id {:?}", n.id)))?;
-            let idx = u32::try_from(self.nodes.len())
-                .ok()
-                .filter(|&i| i < u32::MAX)
-                .ok_or_else(|| Error::corrupt(loc("nodes"), "too many nodes"))?;
-            self.node_index.insert(sid, idx);
-            self.nodes.push(NodeRec {
+            if self.tree.len() >= u32::MAX as usize - 1 {
+                return Err(Error::corrupt(loc("nodes"), "too many nodes"));
+            }
+            let metadata = JsonMap::from_map(&n.metadata).map_err(|_| bad_value("nodes"))?;
+            let json_opt = |v: &Option<serde_json::Value>| -> Result<Option<Bytes>> {
+                match v {
+                    Some(v) => value::json_opt(v).map_err(|_| bad_value("nodes")),
+                    None => Ok(None),
+                }
+            };
+            self.tree.restore_node(NodeRec {
                 id: sid,
                 parents: SmallVec::new(),
                 children: SmallVec::new(),
@@ -350,11 +358,12 @@ impl TraceState {
                 node_type: Cow::Owned(n.node_type.clone()),
                 icon: Cow::Owned(n.icon.clone()),
                 description: Cow::Owned(n.description.clone()),
-                metadata: n.metadata.clone(),
+                initial_metadata: metadata.object().cloned(),
+                metadata,
                 auto_complete_parent: None,
                 status: n.status,
-                input: n.input.clone(),
-                output: n.output.clone(),
+                input: json_opt(&n.input)?,
+                output: json_opt(&n.output)?,
                 created_at: n.created_at,
                 start_time: n.start_time,
                 end_time: n.end_time,
@@ -369,52 +378,48 @@ impl TraceState {
             })
         };
         for (i, n) in nodes.iter().enumerate() {
+            let i = super::tree::arena_index(i);
             for p in &n.parent_ids {
                 let p = find(self, p)?;
-                self.nodes[i].parents.push(p);
+                self.tree.node_mut(i).parents.push(p);
             }
             for c in &n.children {
                 let c = find(self, c)?;
-                self.nodes[i].children.push(c);
+                self.tree.node_mut(i).children.push(c);
             }
         }
-        self.root = match root {
+        self.tree.root = match root {
             Some(r) => Some(find(self, &r)?),
             None => None,
         };
         for c in &current {
             let c = find(self, c)?;
-            self.current.push(c);
+            self.tree.current.push(c);
         }
         for l in logs {
             let node = find(self, &l.node_id)?;
-            let start = self.log_text.len();
-            self.log_text.push_str(&l.message);
-            // What the line's event payload takes, roughly: its text, its
-            // data as JSON and the keys around them.
-            let data_len = serde_json::to_vec(&l.data).map_or(0, |v| v.len());
-            let cost = l.message.len() + data_len + 96 + super::state::LOG_LINE_OVERHEAD;
-            self.log_bytes += cost;
-            self.logs.push_back(LogRec {
-                timestamp: l.timestamp,
-                level: l.level,
-                msg: (start, self.log_text.len()),
-                data: l.data,
-                node,
-                cost,
-            });
+            let msg = value::text(&[&l.message]);
+            let data = value::json_opt(&l.data).map_err(|_| bad_value("logs"))?;
+            self.logs
+                .push(LogRec::new(l.timestamp, l.level, msg, data, node));
             last_ts = last_ts.max(l.timestamp);
         }
         // Everything restored is in storage already.
-        self.logs_flushed = self.logs.len();
+        self.logs.flushed = self.logs.end();
         for sd in spaces {
-            self.space_entries += sd.data.len();
             let sid = ShortId::parse(&sd.info.id).ok_or_else(|| {
                 Error::corrupt(loc("spaces"), format!("bad space id {:?}", sd.info.id))
             })?;
-            self.spaces.push(SpaceRec {
+            let mut data = self.spaces.new_map();
+            for (k, v) in &sd.data {
+                data.insert(k.clone(), value::json(v).map_err(|_| bad_value("spaces"))?);
+            }
+            self.spaces.entries += data.len();
+            let label = sd.info.label;
+            self.spaces.list.push(SpaceRec {
                 id: sid,
-                label: Cow::Owned(sd.info.label),
+                title: (!label.is_empty()).then(|| value::text(&[&label])),
+                label: Cow::Owned(label),
                 space_type: Cow::Owned(sd.info.space_type),
                 icon: Cow::Owned(sd.info.icon),
                 description: Cow::Owned(sd.info.description),
@@ -422,19 +427,16 @@ impl TraceState {
                 metadata: sd.info.metadata,
                 created_at: sd.info.created_at,
                 updated_at: sd.info.updated_at,
-                data: sd.data,
+                data,
             });
         }
-        let skip = events.len().saturating_sub(self.limits.history);
         let mut finished = matches!(
             self.status,
             TraceStatus::Completed | TraceStatus::Cancelled | TraceStatus::Failed
         );
-        let mut next_seq = 1;
-        for (i, ev) in events.into_iter().enumerate() {
-            next_seq = ev.seq + 1;
+        for ev in events {
             last_ts = last_ts.max(ev.timestamp);
-            if ev.kind == crate::event::EventKind::Complete {
+            if ev.kind == EventKind::Complete {
                 finished = true;
                 // The reference never updates the stored status (spec §9.4
                 // #28): take it from the terminal event.
@@ -446,34 +448,24 @@ impl TraceState {
                     };
                 }
             }
-            if i < skip {
-                self.evicted_max_ts = ev.timestamp;
-                continue;
-            }
-            let short = |s: &str| {
-                if s.is_empty() {
-                    None
-                } else {
-                    ShortId::parse(s)
-                }
-            };
-            self.history.push_back(StoredEvent {
-                seq: ev.seq,
-                kind: ev.kind,
-                timestamp: ev.timestamp,
-                node: short(&ev.node_id),
-                space: short(&ev.space_id),
-                bytes: Bytes::clone(&ev.bytes),
-                data_range: ev.data_range,
-            });
+            self.events.restore_event(ev);
         }
-        if self.status == TraceStatus::Pending && self.root.is_some() {
+        if self.status == TraceStatus::Pending && self.tree.root.is_some() {
             // Stored by the reference, whose stored status stays `pending`.
             self.status = TraceStatus::Running;
         }
-        self.next_seq = next_seq;
         self.finished = finished;
         self.last_ts = last_ts;
         Ok(())
     }
+}
+
+/// A space's values as a pretty-printed JSON object (the `data` document).
+fn write_values_pretty(buf: &mut Vec<u8>, data: &super::spaces::SpaceValues) {
+    let map: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), value::decode(v)))
+        .collect();
+    // Serializing a map of values into a Vec cannot fail.
+    let _ = serde_json::to_writer_pretty(buf, &map);
 }

@@ -97,7 +97,7 @@ pub(crate) fn terminal_counts(events: &[Event]) -> HashMap<String, usize> {
         .iter()
         .filter(|e| matches!(e.kind, EventKind::NodeComplete | EventKind::NodeFailed))
     {
-        *m.entry(e.node_id.clone()).or_insert(0) += 1;
+        *m.entry(e.node_id().to_owned()).or_insert(0) += 1;
     }
     m
 }

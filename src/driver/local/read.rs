@@ -307,10 +307,7 @@ fn order_logs(logs: Vec<LogEntry>, events: &[Event]) -> Vec<LogEntry> {
         if e.kind != EventKind::LogAdded {
             continue;
         }
-        if let Some(l) = by_node
-            .get_mut(e.node_id.as_str())
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(l) = by_node.get_mut(e.node_id()).and_then(VecDeque::pop_front) {
             out.push(l);
         }
     }

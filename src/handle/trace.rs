@@ -1,18 +1,24 @@
 //! [`Trace`]: the handle to one loaded trace.
 
 use std::fmt::Display;
+use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::node::Node;
-use super::state::{Target, TraceState};
+use super::{HandleCore, failure};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::event::{Cursor, Event};
+use crate::event::log::LogHost;
+use crate::event::{Cursor, Event, value};
 use crate::id::TraceId;
 use crate::model::{Level, LogEntry, NodeData, SpaceData, SpaceInfo, TraceInfo, TraceStatus};
 use crate::options::{NodeOptions, ParallelInput, SpaceOptions};
-use crate::subscribe::{Subscription, register};
+use crate::pool::SlotKey;
+use crate::subscribe::Subscription;
+use crate::trace::state::{Target, TraceState};
+use crate::trace::tree::{NodeSpec, NodeSpecs};
 
 /// A handle to a loaded trace. Cheap to clone; `Send + Sync`; usable from
 /// many threads at once (operations on one trace are serialised by its slot lock).
@@ -49,9 +55,7 @@ use crate::subscribe::{Subscription, register};
 /// ```
 #[must_use = "dropping the last handle releases the trace"]
 pub struct Trace {
-    engine: Engine,
-    idx: u32,
-    generation: u64,
+    core: HandleCore,
     id: TraceId,
 }
 
@@ -59,59 +63,40 @@ impl std::fmt::Debug for Trace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trace")
             .field("id", &self.id)
-            .field("slot", &self.idx)
-            .field("generation", &self.generation)
+            .field("slot", &self.core.key.idx)
+            .field("generation", &self.core.key.generation)
             .finish()
     }
 }
 
 impl Clone for Trace {
     fn clone(&self) -> Trace {
-        // Counted while the trace is loaded; a clone of a released handle
-        // is just as stale as the original.
-        self.engine
-            .core()
-            .pool
-            .get(self.idx)
-            .lease
-            .acquire(self.generation);
         Trace {
-            engine: self.engine.clone(),
-            idx: self.idx,
-            generation: self.generation,
+            core: self.core.acquire(),
             id: self.id,
         }
     }
 }
 
-impl Drop for Trace {
-    fn drop(&mut self) {
-        self.engine.core().drop_handle(self.idx, self.generation);
-    }
-}
-
 impl Trace {
     /// Wraps a handle whose lease the caller already counted.
-    pub(crate) fn new(engine: Engine, idx: u32, generation: u64, id: TraceId) -> Trace {
+    pub(crate) fn new(engine: Engine, key: SlotKey, id: TraceId) -> Trace {
         Trace {
-            engine,
-            idx,
-            generation,
+            core: HandleCore::counted(engine, key),
             id,
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut TraceState) -> Result<R>) -> Result<R> {
-        self.engine.core().with_state(self.idx, self.generation, f)
+        self.core.with(f)
     }
 
     fn node_handle(&self, st: &TraceState, n: u32) -> Node {
         Node::counted(
-            self.engine.clone(),
-            self.idx,
-            self.generation,
+            self.core.engine.clone(),
+            self.core.key,
             n,
-            st.nodes[n as usize].id,
+            st.tree.node(n).id,
         )
     }
 
@@ -122,7 +107,7 @@ impl Trace {
 
     /// The engine this trace belongs to.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.core.engine
     }
 
     /// Adds a node after the current nodes (the first call creates the root).
@@ -132,12 +117,16 @@ impl Trace {
     /// *all* current nodes (an implicit join after `parallel`), and it becomes
     /// the only current node.
     ///
+    /// `input` is any `Serialize` value (`json!(..)`, a string, a number,
+    /// a struct); `null` means none.
+    ///
     /// # Errors
-    /// `TraceFinished`, `Released`, `ShutDown`.
-    pub fn add(&self, input: impl Into<Value>, opts: NodeOptions) -> Result<Node> {
-        let input = input.into();
+    /// `InvalidValue` (the input or metadata does not serialize),
+    /// `LimitExceeded` (`"nodes"`), `TraceFinished`, `Released`, `ShutDown`.
+    pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
+        let spec = NodeSpec::new(&input, opts)?;
         self.with(|st| {
-            let n = st.add(input, opts)?;
+            let n = st.add(spec)?;
             Ok(self.node_handle(st, n))
         })
     }
@@ -147,25 +136,20 @@ impl Trace {
     /// current nodes. One `node_start` event carries all branches.
     ///
     /// # Errors
-    /// `EmptyParallel`, `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    /// `EmptyParallel`, `NoRoot`, `InvalidValue`, `LimitExceeded`
+    /// (`"nodes"`: all branches or none), `TraceFinished`, `Released`, `ShutDown`.
     pub fn parallel(&self, inputs: Vec<ParallelInput>) -> Result<Vec<Node>> {
+        let specs = specs_of(inputs)?;
         self.with(|st| {
-            let (first, count) = st.parallel(None, inputs)?;
+            let (first, count) = st.parallel(None, specs)?;
             Ok((first..first + count)
                 .map(|n| self.node_handle(st, n))
                 .collect())
         })
     }
 
-    fn chain_log(&self, level: Level, msg: &str, data: Value) -> &Trace {
-        self.engine.core().log_chained(
-            self.idx,
-            self.generation,
-            Target::Current,
-            level,
-            msg,
-            data,
-        );
+    fn chain_log<T: Serialize + ?Sized>(&self, level: Level, msg: &str, data: &T) -> &Trace {
+        self.core.log(Target::Current, level, msg, data);
         self
     }
 
@@ -174,18 +158,18 @@ impl Trace {
     /// Sets the output of every current node (`node_updated` each).
     ///
     /// # Errors
-    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
-    pub fn set_output(&self, output: impl Into<Value>) -> Result<()> {
-        let output = output.into();
+    /// `InvalidValue`, `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_output(&self, output: impl Serialize) -> Result<()> {
+        let output = value::json_opt(&output)?;
         self.with(|st| st.set_output(Target::Current, output))
     }
 
     /// Sets a metadata key on every current node (`node_updated` each).
     ///
     /// # Errors
-    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
-    pub fn set_metadata(&self, key: &str, value: impl Into<Value>) -> Result<()> {
-        let value = value.into();
+    /// `InvalidValue`, `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_metadata(&self, key: &str, value: impl Serialize) -> Result<()> {
+        let value = value::json(&value)?;
         self.with(|st| st.set_metadata(Target::Current, key, value))
     }
 
@@ -193,8 +177,9 @@ impl Trace {
     /// finished ones are skipped. `Some(output)` sets their output first.
     ///
     /// # Errors
-    /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
+    /// `InvalidValue`, `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
     pub fn complete(&self, output: Option<Value>) -> Result<()> {
+        let output = output.map(|v| value::json_opt(&v)).transpose()?;
         self.with(|st| st.complete(Target::Current, output))
     }
 
@@ -204,18 +189,18 @@ impl Trace {
     /// # Errors
     /// `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
     pub fn fail(&self, err: impl Display) -> Result<()> {
-        let msg = err.to_string();
-        self.with(|st| st.fail(Target::Current, &msg))
+        let (error, line) = failure(&err);
+        self.with(|st| st.fail(Target::Current, &error, &line))
     }
 
     /// The root node, once the first `add` happened.
     pub fn root(&self) -> Result<Option<NodeData>> {
-        self.with(|st| Ok(st.root.map(|r| st.node_data(r))))
+        self.with(|st| Ok(st.tree.root.map(|r| st.tree.node_data(r))))
     }
 
     /// A node by id (`None` if this trace has no such node).
     pub fn node(&self, node_id: &str) -> Result<Option<NodeData>> {
-        self.with(|st| Ok(st.find_node(node_id).map(|n| st.node_data(n))))
+        self.with(|st| Ok(st.find_node(node_id).map(|n| st.tree.node_data(n))))
     }
 
     /// A handle to a node by id, for node-level operations.
@@ -232,16 +217,24 @@ impl Trace {
 
     /// The current nodes (the cursor).
     pub fn current_nodes(&self) -> Result<Vec<NodeData>> {
-        self.with(|st| Ok(st.current.iter().map(|&n| st.node_data(n)).collect()))
+        self.with(|st| {
+            Ok(st
+                .tree
+                .current
+                .iter()
+                .map(|&n| st.tree.node_data(n))
+                .collect())
+        })
     }
 
     /// Every node once: root first, then breadth-first.
     pub fn all_nodes(&self) -> Result<Vec<NodeData>> {
         self.with(|st| {
             Ok(st
+                .tree
                 .bfs_order()
                 .into_iter()
-                .map(|n| st.node_data(n))
+                .map(|n| st.tree.node_data(n))
                 .collect())
         })
     }
@@ -252,9 +245,9 @@ impl Trace {
     /// `NodeNotFound` for an unknown node id, `Released`, `ShutDown`.
     pub fn logs(&self, node_id: Option<&str>) -> Result<Vec<LogEntry>> {
         self.with(|st| match node_id {
-            None => Ok(st.logs(None)),
+            None => Ok(st.logs.entries(&st.tree, None)),
             Some(id) => match st.find_node(id) {
-                Some(n) => Ok(st.logs(Some(n))),
+                Some(n) => Ok(st.logs.entries(&st.tree, Some(n))),
                 None => Err(Error::NodeNotFound),
             },
         })
@@ -262,7 +255,7 @@ impl Trace {
 
     /// Trace metadata.
     pub fn trace_info(&self) -> Result<TraceInfo> {
-        let driver = self.engine.driver_name();
+        let driver = self.core.engine.driver_name();
         self.with(|st| Ok(st.trace_info(driver)))
     }
 
@@ -272,8 +265,9 @@ impl Trace {
         match self.with(|st| Ok(st.status)) {
             Ok(s) => s,
             Err(_) => self
+                .core
                 .engine
-                .released_status(self.idx, self.generation)
+                .released_status(self.core.key)
                 .unwrap_or(TraceStatus::Cancelled),
         }
     }
@@ -305,7 +299,7 @@ impl Trace {
     /// # Errors
     /// `Released`, `ShutDown`.
     pub fn mark_cancelled(&self, reason: impl Display) -> Result<()> {
-        let reason = reason.to_string();
+        let reason = value::text(&[&reason.to_string()]);
         self.with(|st| {
             st.mark_cancelled(&reason);
             Ok(())
@@ -354,15 +348,12 @@ impl Trace {
     /// Sets a key (`memory_add` for a new key, `memory_update` when overwriting).
     ///
     /// # Errors
-    /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
-    pub fn set_space_value(
-        &self,
-        space_id: &str,
-        key: &str,
-        value: impl Into<Value>,
-    ) -> Result<()> {
-        let value = value.into();
-        self.with(|st| st.set_space_value(space_id, key, value))
+    /// `InvalidValue`, `SpaceNotFound`, `LimitExceeded` (`"space_entries"`),
+    /// `TraceFinished`, `Released`, `ShutDown`.
+    pub fn set_space_value(&self, space_id: &str, key: &str, value: impl Serialize) -> Result<()> {
+        let value = value::json(&value)?;
+        let key_text = value::text(&[key]);
+        self.with(|st| st.set_space_value(space_id, key, key_text, value))
     }
 
     /// A key's value (`None` if the key is absent).
@@ -384,7 +375,8 @@ impl Trace {
     /// # Errors
     /// `SpaceNotFound`, `TraceFinished`, `Released`, `ShutDown`.
     pub fn delete_space_value(&self, space_id: &str, key: &str) -> Result<()> {
-        self.with(|st| st.delete_space_value(space_id, key))
+        let key_text = value::text(&[key]);
+        self.with(|st| st.delete_space_value(space_id, key, key_text))
     }
 
     /// Deletes every key (`memory_delete` with `cleared: true`).
@@ -426,30 +418,14 @@ impl Trace {
     /// # Errors
     /// `LimitExceeded` (`"subscribers"`) at `max_subscribers`; `Released`, `ShutDown`.
     pub fn subscribe_from(&self, cursor: Cursor) -> Result<Subscription> {
-        let core = self.engine.core();
-        let (shared, min_ts) = self.with(|st| {
-            let (start, min_ts) = match cursor {
-                Cursor::Seq(n) => (n, i64::MIN),
-                Cursor::Time(ms) => {
-                    // Events older than the retained history may match: start
-                    // at the oldest evicted one so the gap is reported as lag.
-                    let start = if st.evicted_max_ts >= ms {
-                        1
-                    } else {
-                        st.seq_at_time(ms)
-                    };
-                    (start, ms)
-                }
-            };
-            Ok((register(st, start)?, min_ts))
-        })?;
+        let (reader, shared) = self.with(|st| st.events.add_reader(cursor))?;
+        let host: Arc<dyn LogHost> = self.core.engine.core().clone();
         Ok(Subscription::new(
-            core.clone(),
-            self.idx,
-            self.generation,
+            host,
+            self.core.key,
+            reader,
             self.id,
             shared,
-            min_ts,
         ))
     }
 
@@ -458,17 +434,9 @@ impl Trace {
     /// # Errors
     /// `Released`, `ShutDown`.
     pub fn events(&self, cursor: Cursor) -> Result<Vec<Event>> {
-        let id = self.id;
         self.with(|st| {
-            Ok(st
-                .history
-                .iter()
-                .filter(|e| match cursor {
-                    Cursor::Seq(n) => e.seq >= n,
-                    Cursor::Time(ms) => e.timestamp >= ms,
-                })
-                .map(|e| e.to_event(id.as_str()))
-                .collect())
+            let st = &mut *st;
+            Ok(st.events.snapshot(cursor, st.id.as_str(), &st.tree))
         })
     }
 
@@ -478,6 +446,14 @@ impl Trace {
     /// # Errors
     /// `Released` if this handle's trace was already released; `ShutDown`.
     pub fn release(&self) -> Result<()> {
-        self.engine.release_handle(self.idx, self.generation)
+        self.core.engine.release_handle(self.core.key)
     }
+}
+
+/// Serializes parallel inputs before the lock.
+pub(super) fn specs_of(inputs: Vec<ParallelInput>) -> Result<NodeSpecs> {
+    inputs
+        .into_iter()
+        .map(|pi| NodeSpec::new(&pi.input, pi.options))
+        .collect()
 }

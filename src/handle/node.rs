@@ -2,15 +2,21 @@
 
 use std::fmt::Display;
 
+use serde::Serialize;
 use serde_json::Value;
 use smallvec::SmallVec;
 
-use super::state::{Target, TraceState};
+use super::trace::specs_of;
+use super::{HandleCore, failure};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::event::value;
 use crate::id::ShortId;
 use crate::model::{Level, NodeData, NodeStatus};
 use crate::options::{NodeOptions, ParallelInput};
+use crate::pool::SlotKey;
+use crate::trace::state::{Target, TraceState};
+use crate::trace::tree::NodeSpec;
 
 /// A handle to a node. Cheap to clone; `Send + Sync`.
 ///
@@ -36,9 +42,7 @@ use crate::options::{NodeOptions, ParallelInput};
 /// # Ok(()) }
 /// ```
 pub struct Node {
-    engine: Engine,
-    idx: u32,
-    generation: u64,
+    core: HandleCore,
     node: u32,
     id: ShortId,
 }
@@ -47,60 +51,48 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("id", &self.id)
-            .field("slot", &self.idx)
-            .field("generation", &self.generation)
+            .field("slot", &self.core.key.idx)
+            .field("generation", &self.core.key.generation)
             .finish()
     }
 }
 
 impl Clone for Node {
     fn clone(&self) -> Node {
-        Node::counted(
-            self.engine.clone(),
-            self.idx,
-            self.generation,
-            self.node,
-            self.id,
-        )
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.engine.core().drop_handle(self.idx, self.generation);
+        Node {
+            core: self.core.acquire(),
+            node: self.node,
+            id: self.id,
+        }
     }
 }
 
 impl Node {
-    /// A new handle, counted in the trace's lease while the trace is loaded.
-    pub(crate) fn counted(
-        engine: Engine,
-        idx: u32,
-        generation: u64,
-        node: u32,
-        id: ShortId,
-    ) -> Node {
-        engine.core().pool.get(idx).lease.acquire(generation);
+    /// A new handle of node `node` (counted in the trace's lease).
+    pub(crate) fn counted(engine: Engine, key: SlotKey, node: u32, id: ShortId) -> Node {
+        engine
+            .core()
+            .pool
+            .get(key.idx)
+            .lease
+            .acquire(key.generation);
         Node {
-            engine,
-            idx,
-            generation,
+            core: HandleCore::counted(engine, key),
             node,
             id,
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut TraceState) -> Result<R>) -> Result<R> {
-        self.engine.core().with_state(self.idx, self.generation, f)
+        self.core.with(f)
     }
 
     fn handle(&self, st: &TraceState, n: u32) -> Node {
         Node::counted(
-            self.engine.clone(),
-            self.idx,
-            self.generation,
+            self.core.engine.clone(),
+            self.core.key,
             n,
-            st.nodes[n as usize].id,
+            st.tree.node(n).id,
         )
     }
 
@@ -113,10 +105,10 @@ impl Node {
     ///
     /// # Errors
     /// `TraceFinished`, `Released`, `ShutDown`.
-    pub fn add(&self, input: impl Into<Value>, opts: NodeOptions) -> Result<Node> {
-        let input = input.into();
+    pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
+        let spec = NodeSpec::new(&input, opts)?;
         self.with(|st| {
-            let n = st.add_child(self.node, input, opts)?;
+            let n = st.add_child(self.node, spec)?;
             Ok(self.handle(st, n))
         })
     }
@@ -126,8 +118,9 @@ impl Node {
     /// # Errors
     /// `EmptyParallel`, `TraceFinished`, `Released`, `ShutDown`.
     pub fn parallel(&self, inputs: Vec<ParallelInput>) -> Result<Vec<Node>> {
+        let specs = specs_of(inputs)?;
         self.with(|st| {
-            let (first, count) = st.parallel(Some(self.node), inputs)?;
+            let (first, count) = st.parallel(Some(self.node), specs)?;
             Ok((first..first + count).map(|n| self.handle(st, n)).collect())
         })
     }
@@ -141,32 +134,25 @@ impl Node {
     pub fn join(
         &self,
         parents: &[&Node],
-        input: impl Into<Value>,
+        input: impl Serialize,
         opts: NodeOptions,
     ) -> Result<Node> {
         let mut idxs: SmallVec<[u32; 4]> = SmallVec::new();
         for p in parents {
-            if p.idx != self.idx || p.generation != self.generation {
+            if p.core.key != self.core.key {
                 return Err(Error::NodeNotFound);
             }
             idxs.push(p.node);
         }
-        let input = input.into();
+        let spec = NodeSpec::new(&input, opts)?;
         self.with(|st| {
-            let n = st.join(&idxs, input, opts)?;
+            let n = st.join(&idxs, spec)?;
             Ok(self.handle(st, n))
         })
     }
 
-    fn chain_log(&self, level: Level, msg: &str, data: Value) -> &Node {
-        self.engine.core().log_chained(
-            self.idx,
-            self.generation,
-            Target::Node(self.node),
-            level,
-            msg,
-            data,
-        );
+    fn chain_log<T: Serialize + ?Sized>(&self, level: Level, msg: &str, data: &T) -> &Node {
+        self.core.log(Target::Node(self.node), level, msg, data);
         self
     }
 
@@ -176,8 +162,8 @@ impl Node {
     ///
     /// # Errors
     /// `TraceFinished`, `Released`, `ShutDown`.
-    pub fn set_output(&self, output: impl Into<Value>) -> Result<()> {
-        let output = output.into();
+    pub fn set_output(&self, output: impl Serialize) -> Result<()> {
+        let output = value::json_opt(&output)?;
         self.with(|st| st.set_output(Target::Node(self.node), output))
     }
 
@@ -185,8 +171,8 @@ impl Node {
     ///
     /// # Errors
     /// `TraceFinished`, `Released`, `ShutDown`.
-    pub fn set_metadata(&self, key: &str, value: impl Into<Value>) -> Result<()> {
-        let value = value.into();
+    pub fn set_metadata(&self, key: &str, value: impl Serialize) -> Result<()> {
+        let value = value::json(&value)?;
         self.with(|st| st.set_metadata(Target::Node(self.node), key, value))
     }
 
@@ -208,6 +194,7 @@ impl Node {
     /// # Errors
     /// `NodeFinished` if already terminal; `TraceFinished`, `Released`, `ShutDown`.
     pub fn complete(&self, output: Option<Value>) -> Result<()> {
+        let output = output.map(|v| value::json_opt(&v)).transpose()?;
         self.with(|st| st.complete(Target::Node(self.node), output))
     }
 
@@ -216,8 +203,8 @@ impl Node {
     /// # Errors
     /// `NodeFinished` if already terminal; `TraceFinished`, `Released`, `ShutDown`.
     pub fn fail(&self, err: impl Display) -> Result<()> {
-        let msg = err.to_string();
-        self.with(|st| st.fail(Target::Node(self.node), &msg))
+        let (error, line) = failure(&err);
+        self.with(|st| st.fail(Target::Node(self.node), &error, &line))
     }
 
     /// A snapshot of the node.
@@ -225,6 +212,6 @@ impl Node {
     /// # Errors
     /// `Released`, `ShutDown`.
     pub fn data(&self) -> Result<NodeData> {
-        self.with(|st| Ok(st.node_data(self.node)))
+        self.with(|st| Ok(st.tree.node_data(self.node)))
     }
 }

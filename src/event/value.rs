@@ -1,0 +1,211 @@
+//! Caller values as JSON bytes, produced before any trace lock is taken.
+//!
+//! Inputs, outputs, metadata, space values, log data and log text are
+//! serialized on the caller's thread into a per-thread arena and kept as
+//! shared [`Bytes`]: the trace stores and snapshots them by reference count,
+//! events point at them, and nothing is re-serialized or deep-copied under
+//! the lock. An arena chunk is reused once every value carved from it is
+//! gone, so steady-state recording allocates nothing.
+
+use std::cell::RefCell;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Size of a fresh per-thread chunk.
+const CHUNK: usize = 16 * 1024;
+/// A chunk that grew beyond this (one huge value) is not kept.
+const KEEP: usize = 256 * 1024;
+
+thread_local! {
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    ARENA.with(|a| {
+        let mut arena = a.borrow_mut();
+        if !arena.is_empty() {
+            drop(arena.split());
+        }
+        if arena.capacity() < 256 {
+            // Takes the chunk back when every value carved from it is gone.
+            arena.reserve(CHUNK);
+        }
+        let r = f(&mut arena);
+        if arena.capacity() > KEEP {
+            *arena = BytesMut::new();
+        }
+        r
+    })
+}
+
+/// A caller value as JSON.
+///
+/// # Errors
+/// [`Error::InvalidValue`] when it does not serialize to JSON (e.g. a map
+/// with non-string keys).
+pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<Bytes> {
+    with_arena(|arena| {
+        let r = serde_json::to_writer((&mut *arena).writer(), v);
+        let bytes = arena.split().freeze();
+        match r {
+            Ok(()) => Ok(bytes),
+            Err(_) => Err(Error::InvalidValue),
+        }
+    })
+}
+
+/// A caller value as JSON, `None` for `null` (absent input or output).
+///
+/// # Errors
+/// As [`json`].
+pub(crate) fn json_opt<T: Serialize + ?Sized>(v: &T) -> Result<Option<Bytes>> {
+    json(v).map(|b| (&b[..] != b"null").then_some(b))
+}
+
+/// JSON written by `f` (payloads encoded when their event happens).
+pub(crate) fn write(f: impl FnOnce(&mut super::json::JsonOut<'_>)) -> Bytes {
+    with_arena(|arena| {
+        f(&mut super::json::JsonOut::new(arena));
+        arena.split().freeze()
+    })
+}
+
+/// Text copied as is (log messages): `parts` concatenated.
+pub(crate) fn text(parts: &[&str]) -> Bytes {
+    with_arena(|arena| {
+        for p in parts {
+            arena.put_slice(p.as_bytes());
+        }
+        arena.split().freeze()
+    })
+}
+
+/// The text of bytes made by [`text`] (valid UTF-8 by construction).
+pub(crate) fn as_str(b: &Bytes) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
+/// Decodes stored JSON bytes back into a value (snapshots, documents).
+pub(crate) fn decode(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or(serde_json::Value::Null)
+}
+
+/// A JSON object kept as its entries' encoded values plus the encoded
+/// object itself (node metadata): setting a key re-joins the bytes, and an
+/// event or snapshot shares the object.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JsonMap {
+    entries: Vec<(String, Bytes)>,
+    object: Option<Bytes>,
+}
+
+impl JsonMap {
+    /// Encodes a caller map.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] when a value does not serialize.
+    pub(crate) fn from_map(m: &serde_json::Map<String, serde_json::Value>) -> Result<JsonMap> {
+        let mut map = JsonMap::default();
+        if m.is_empty() {
+            return Ok(map);
+        }
+        map.entries.reserve(m.len());
+        for (k, v) in m {
+            map.entries.push((k.clone(), json(v)?));
+        }
+        map.join();
+        Ok(map)
+    }
+
+    /// Sets `key` (a new key goes last; an existing one keeps its place).
+    pub(crate) fn insert(&mut self, key: &str, value: Bytes) {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.entries.push((key.to_owned(), value)),
+        }
+        self.join();
+    }
+
+    fn join(&mut self) {
+        self.object = (!self.entries.is_empty()).then(|| {
+            with_arena(|arena| {
+                arena.put_u8(b'{');
+                for (i, (k, v)) in self.entries.iter().enumerate() {
+                    if i > 0 {
+                        arena.put_u8(b',');
+                    }
+                    let _ = serde_json::to_writer((&mut *arena).writer(), k);
+                    arena.put_u8(b':');
+                    arena.put_slice(v);
+                }
+                arena.put_u8(b'}');
+                arena.split().freeze()
+            })
+        });
+    }
+
+    /// The encoded object, `None` when empty.
+    pub(crate) fn object(&self) -> Option<&Bytes> {
+        self.object.as_ref()
+    }
+
+    /// Whether there are no keys.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Decodes the object (snapshots).
+    pub(crate) fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.clone(), decode(v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_round_trip_and_null_is_absent() {
+        let v = json(&json!({"k": [1, "two", null]})).unwrap();
+        assert_eq!(&v[..], br#"{"k":[1,"two",null]}"#);
+        assert_eq!(decode(&v), json!({"k": [1, "two", null]}));
+        assert!(json_opt(&serde_json::Value::Null).unwrap().is_none());
+        assert_eq!(&json_opt("x").unwrap().unwrap()[..], br#""x""#);
+        assert_eq!(
+            as_str(&text(&["Node failed: ", "boom"])),
+            "Node failed: boom"
+        );
+    }
+
+    #[test]
+    fn json_maps_keep_insertion_order_and_rejoin() {
+        let mut src = serde_json::Map::new();
+        src.insert("b".into(), json!(1));
+        src.insert("a\"q".into(), json!({"x": [true]}));
+        let mut m = JsonMap::from_map(&src).unwrap();
+        assert_eq!(&m.object().unwrap()[..], br#"{"b":1,"a\"q":{"x":[true]}}"#);
+        m.insert("b", json(&"two").unwrap());
+        m.insert("c", json(&serde_json::Value::Null).unwrap());
+        assert_eq!(
+            decode(m.object().unwrap()),
+            json!({"b": "two", "a\"q": {"x": [true]}, "c": null})
+        );
+        assert_eq!(m.to_map().keys().collect::<Vec<_>>(), ["b", "a\"q", "c"]);
+    }
+
+    #[test]
+    fn a_value_that_does_not_serialize_is_an_error() {
+        let mut m = std::collections::HashMap::new();
+        m.insert(vec![1u8], 1);
+        assert!(matches!(json(&m), Err(Error::InvalidValue)));
+        // The arena is still usable.
+        assert_eq!(&json(&1).unwrap()[..], b"1");
+    }
+}

@@ -1,0 +1,123 @@
+//! The handles callers hold: [`Trace`] and [`Node`], and how an engine hands
+//! them out (`create`, `load`, `open`).
+//!
+//! A handle is an engine plus a [`SlotKey`] (slot index and generation) —
+//! plus, for a node, the node's index — sharing one [`HandleCore`]: every
+//! call serializes the caller's values first (no lock held), then locks the
+//! slot, checks the generation and operates on the trace's state. A handle
+//! kept after its trace was released gets
+//! [`Error::Released`](crate::Error::Released) and never touches the slot's
+//! next occupant. Every handle of one checkout counts in the slot's lease:
+//! dropping the last one releases the trace.
+
+/// The chainable logging methods shared by [`Trace`] and [`Node`]; each
+/// handle provides `chain_log(level, msg, data) -> &Self`.
+macro_rules! chainable_logs {
+    ($ty:ty, $on:literal) => {
+        #[doc = concat!("Logs at `info` on ", $on, " (dropped and counted in `EngineStats::logs_dropped` when there is nowhere to log).")]
+        pub fn info(&self, msg: impl AsRef<str>) -> &$ty {
+            self.chain_log(Level::Info, msg.as_ref(), &())
+        }
+        #[doc = concat!("Logs at `debug` on ", $on, ".")]
+        pub fn debug(&self, msg: impl AsRef<str>) -> &$ty {
+            self.chain_log(Level::Debug, msg.as_ref(), &())
+        }
+        #[doc = concat!("Logs at `warn` on ", $on, ".")]
+        pub fn warn(&self, msg: impl AsRef<str>) -> &$ty {
+            self.chain_log(Level::Warn, msg.as_ref(), &())
+        }
+        #[doc = concat!("Logs at `error` on ", $on, ".")]
+        pub fn error(&self, msg: impl AsRef<str>) -> &$ty {
+            self.chain_log(Level::Error, msg.as_ref(), &())
+        }
+        #[doc = concat!("Logs a message with structured data on ", $on, " (any `Serialize` value: `json!(..)`, a number, a string, a struct; `null` for none). A value that does not serialize drops the line (counted in `EngineStats::logs_dropped`).")]
+        pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl serde::Serialize) -> &$ty {
+            self.chain_log(level, msg.as_ref(), &data)
+        }
+    };
+}
+
+mod checkout;
+mod node;
+mod trace;
+
+pub use node::Node;
+pub use trace::Trace;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::event::value;
+use crate::model::Level;
+use crate::pool::SlotKey;
+use crate::trace::state::{Target, TraceState};
+
+/// What every handle is: an engine and the key of its trace's slot. Its
+/// clones count in the slot's lease; dropping it uncounts.
+struct HandleCore {
+    engine: Engine,
+    key: SlotKey,
+}
+
+impl HandleCore {
+    /// Wraps a key whose lease the caller already counted.
+    fn counted(engine: Engine, key: SlotKey) -> HandleCore {
+        HandleCore { engine, key }
+    }
+
+    /// Counts another handle of this trace (a clone of a released handle is
+    /// just as stale as the original).
+    fn acquire(&self) -> HandleCore {
+        self.engine
+            .core()
+            .pool
+            .get(self.key.idx)
+            .lease
+            .acquire(self.key.generation);
+        HandleCore {
+            engine: self.engine.clone(),
+            key: self.key,
+        }
+    }
+
+    /// Runs `f` on the trace's state under its slot lock.
+    fn with<R>(&self, f: impl FnOnce(&mut TraceState) -> Result<R>) -> Result<R> {
+        self.engine.core().with_state(self.key, f)
+    }
+
+    /// Chainable logging to `target`: never fails, counts what it drops.
+    fn log<T: Serialize + ?Sized>(&self, target: Target, level: Level, msg: &str, data: &T) {
+        let core = self.engine.core();
+        match value::json_opt(data) {
+            Ok(data) => core.log_chained(self.key, target, level, value::text(&[msg]), data),
+            Err(_) => {
+                core.counters
+                    .logs_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for HandleCore {
+    fn drop(&mut self) {
+        self.engine.core().drop_handle(self.key);
+    }
+}
+
+impl std::fmt::Debug for HandleCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandleCore")
+            .field("slot", &self.key.idx)
+            .field("generation", &self.key.generation)
+            .finish()
+    }
+}
+
+/// The error text and the log line of a failure (`fail`).
+fn failure(err: &dyn std::fmt::Display) -> (Bytes, Bytes) {
+    let msg = err.to_string();
+    (value::text(&[&msg]), value::text(&["Node failed: ", &msg]))
+}
