@@ -20,9 +20,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn cycles(e: &tracepool::Engine, n: u64) {
     for _ in 0..n {
-        let t = e
-            .create(tracepool::TraceOptions::new())
-            .expect("create");
+        let t = e.create(tracepool::TraceOptions::new()).expect("create");
         t.release().expect("release");
     }
 }

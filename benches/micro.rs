@@ -79,7 +79,9 @@ fn bench_log(c: &mut Criterion) {
     let (tp, bl) = (engine(), Baseline::default());
     let mut g = c.benchmark_group("log_line");
     g.bench_function("tracepool", |b| b.iter_custom(|n| blocks(&tp, n, log_line)));
-    g.bench_function("baseline_blocking", |b| b.iter_custom(|n| blocks(&bl, n, log_line)));
+    g.bench_function("baseline_blocking", |b| {
+        b.iter_custom(|n| blocks(&bl, n, log_line))
+    });
     g.finish();
 }
 
@@ -141,9 +143,11 @@ fn bench_fanout(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("tracepool", subs), &subs, |b, &s| {
             b.iter_custom(|n| fanout_tracepool(&tp, s, n))
         });
-        g.bench_with_input(BenchmarkId::new("baseline_blocking", subs), &subs, |b, &s| {
-            b.iter_custom(|n| fanout_baseline(&bl, s, n))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("baseline_blocking", subs),
+            &subs,
+            |b, &s| b.iter_custom(|n| fanout_baseline(&bl, s, n)),
+        );
     }
     g.finish();
 }

@@ -116,8 +116,8 @@ fn ten_fastrace() {
     let root = fastrace::Span::root("trace", fastrace::prelude::SpanContext::random());
     let _g = root.set_local_parent();
     for l in LABELS.iter() {
-        let _s = fastrace::local::LocalSpan::enter_with_local_parent(*l)
-            .with_property(|| ("label", *l));
+        let _s =
+            fastrace::local::LocalSpan::enter_with_local_parent(*l).with_property(|| ("label", *l));
         fastrace::local::LocalSpan::add_event(fastrace::Event::new("log line"));
     }
 }

@@ -38,7 +38,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use serde_json::Value;
 use tracepool::{Engine, NodeOptions, Trace, TraceOptions};
 
@@ -169,7 +171,8 @@ fn event_vs_traces(c: &mut Criterion) {
                     let start = Instant::now();
                     std::thread::scope(|sc| {
                         for (w, set) in sets.iter().enumerate() {
-                            let n = iters / threads as u64 + u64::from((w as u64) < iters % threads as u64);
+                            let n = iters / threads as u64
+                                + u64::from((w as u64) < iters % threads as u64);
                             sc.spawn(move || {
                                 for i in 0..n as usize {
                                     set[i % set.len()].info("one log line");

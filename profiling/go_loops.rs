@@ -165,7 +165,11 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
-        let threads = if name.starts_with("concurrent_") { 2 } else { 1 };
+        let threads = if name.starts_with("concurrent_") {
+            2
+        } else {
+            1
+        };
         let (ns, n) = match engine.as_str() {
             "tracepool" => measure(target, |n| timed(&tp, name, n, threads, &runner)),
             "harness" => measure(target, |n| timed(&Nothing, name, n, threads, &runner)),

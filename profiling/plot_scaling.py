@@ -72,6 +72,8 @@ def svg_chart(path, title, xlabel, ylabel, series, logx=True, logy=True, categor
     if logy:
         yt_vals = ticks_log(min(ys), max(ys))
         ylo, yhi = yt_vals[0], yt_vals[-1]
+        if len(yt_vals) <= 3:  # few decades: label 2x and 5x too
+            yt_vals = sorted({v * m for v in yt_vals[:-1] for m in (1, 2, 5)} | {yhi})
         ty = math.log10
     else:
         ylo, yhi = 0.0, max(ys) * 1.1
@@ -124,7 +126,7 @@ def main():
     nodes = [(n, curve(f"event_vs_nodes/{n}")) for n in ("log", "add")]
     subs = [("one event, S subscribers", curve("event_vs_subscribers"))]
     cats = ["1x1", "2x1", "2x8", "2x64", "2x512"]
-    traces = [("per event, whole machine",
+    traces = [("whole machine",
                [(i, d[("event_vs_traces", c)]) for i, c in enumerate(cats) if ("event_vs_traces", c) in d])]
     rel = [(k, curve(f"release_vs_nodes/{k}")) for k in ("call", "drained")]
     made = [

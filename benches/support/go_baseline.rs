@@ -478,7 +478,11 @@ impl PubSub {
         let _ = self.bus.try_send(u);
     }
 
-    fn subscribe_with_history(&self, history: Vec<Update>, buffer: usize) -> mpsc::Receiver<Update> {
+    fn subscribe_with_history(
+        &self,
+        history: Vec<Update>,
+        buffer: usize,
+    ) -> mpsc::Receiver<Update> {
         let (tx, rx) = mpsc::channel(buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.subs.write().unwrap().insert(id, tx);
@@ -778,12 +782,7 @@ impl Manager {
         let m = self.clone();
         let (sid, k) = (space_id.to_owned(), key.to_owned());
         self.ask(
-            move |r| {
-                Cmd::SpaceOp(
-                    Box::new(move |_st| m.drv.get_space_key(&m.id, &sid, &k)),
-                    r,
-                )
-            },
+            move |r| Cmd::SpaceOp(Box::new(move |_st| m.drv.get_space_key(&m.id, &sid, &k)), r),
             None,
         )
         .await
@@ -966,24 +965,25 @@ impl GoBaseline {
     pub fn time(&self, lp: Loop, iters: u64, tasks: usize) -> Duration {
         let core = self.core.clone();
         let tasks = tasks.max(1) as u64;
-        self.rt.block_on(self.rt.spawn(async move {
-            let start = Instant::now();
-            let mut handles = Vec::with_capacity(tasks as usize);
-            for w in 0..tasks {
-                let per = iters / tasks + u64::from(w < iters % tasks);
-                let core = core.clone();
-                handles.push(tokio::spawn(async move {
-                    for i in 0..per as usize {
-                        run_loop(&core, lp, i).await;
-                    }
-                }));
-            }
-            for h in handles {
-                h.await.expect("loop task");
-            }
-            start.elapsed()
-        }))
-        .expect("timing task")
+        self.rt
+            .block_on(self.rt.spawn(async move {
+                let start = Instant::now();
+                let mut handles = Vec::with_capacity(tasks as usize);
+                for w in 0..tasks {
+                    let per = iters / tasks + u64::from(w < iters % tasks);
+                    let core = core.clone();
+                    handles.push(tokio::spawn(async move {
+                        for i in 0..per as usize {
+                            run_loop(&core, lp, i).await;
+                        }
+                    }));
+                }
+                for h in handles {
+                    h.await.expect("loop task");
+                }
+                start.elapsed()
+            }))
+            .expect("timing task")
     }
 }
 
