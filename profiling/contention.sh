@@ -13,13 +13,17 @@ BENCH_ARGS="${BENCH_ARGS:-}"
 cd "$(dirname "$0")/.."
 DIR="${CARGO_TARGET_DIR:-target}/criterion/contention"
 OUT="$(mktemp)"
-trap 'rm -f "$OUT"' EXIT
+LOG="$(mktemp)"
+trap 'rm -f "$OUT" "$LOG"' EXIT
 cargo bench --bench contention --no-run >/dev/null 2>&1 || cargo bench --bench contention --no-run
 r=1
 while [ "$r" -le "$RUNS" ]; do
     echo "run $r/$RUNS" >&2
     # shellcheck disable=SC2086
-    cargo bench --bench contention -- --noplot $BENCH_ARGS >/dev/null
+    if ! cargo bench --bench contention -- --noplot $BENCH_ARGS >"$LOG" 2>&1; then
+        cat "$LOG" >&2
+        exit 1
+    fi
     for t in 1 2; do
         printf '%s\t%s\n' "$t" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["median"]["point_estimate"])' "$DIR/create_release/$t/new/estimates.json")" >> "$OUT"
     done
