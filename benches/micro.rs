@@ -1,12 +1,12 @@
-//! Micro-benchmarks of tracepool's hot path, each next to the baseline port
-//! of the reference design (or, for the slot pool, next to `object_pool::Pool`
-//! and plain allocation).
+//! Micro-benchmarks of tracepool's hot path, each next to the blocking port
+//! of the reference design (`support/baseline.rs`, rows `baseline_blocking`:
+//! its round trips are futex wake-ups, so read these ratios as an upper
+//! bound; the Go-shaped port is compared on whole loops in `reference.rs`).
 //!
 //! ```text
 //! cargo bench --bench micro
 //! ```
 
-use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,7 @@ fn bench_add_complete(c: &mut Criterion) {
     g.bench_function("tracepool", |b| {
         b.iter_custom(|n| blocks(&tp, n, add_complete))
     });
-    g.bench_function("baseline", |b| {
+    g.bench_function("baseline_blocking", |b| {
         b.iter_custom(|n| blocks(&bl, n, add_complete))
     });
     g.finish();
@@ -79,7 +79,9 @@ fn bench_log(c: &mut Criterion) {
     let (tp, bl) = (engine(), Baseline::default());
     let mut g = c.benchmark_group("log_line");
     g.bench_function("tracepool", |b| b.iter_custom(|n| blocks(&tp, n, log_line)));
-    g.bench_function("baseline", |b| b.iter_custom(|n| blocks(&bl, n, log_line)));
+    g.bench_function("baseline_blocking", |b| {
+        b.iter_custom(|n| blocks(&bl, n, log_line))
+    });
     g.finish();
 }
 
@@ -141,80 +143,29 @@ fn bench_fanout(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("tracepool", subs), &subs, |b, &s| {
             b.iter_custom(|n| fanout_tracepool(&tp, s, n))
         });
-        g.bench_with_input(BenchmarkId::new("baseline", subs), &subs, |b, &s| {
-            b.iter_custom(|n| fanout_baseline(&bl, s, n))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("baseline_blocking", subs),
+            &subs,
+            |b, &s| b.iter_custom(|n| fanout_baseline(&bl, s, n)),
+        );
     }
     g.finish();
 }
 
 // ---- slot checkout + release --------------------------------------------------
 
-/// The containers of a trace slot (a stand-in for tracepool's private
-/// `TraceState`, with the same kinds of buffers), filled with one simple
-/// trace's worth of data and reset in place.
-#[derive(Default)]
-struct SlotState {
-    nodes: Vec<(u64, Value, Value)>,
-    node_index: HashMap<u64, u32>,
-    logs: Vec<(i64, u32, u32)>,
-    log_text: String,
-    history: VecDeque<(u64, [u8; 32])>,
-    pending: VecDeque<(u64, [u8; 32])>,
-    spaces: Vec<u64>,
-}
-
-impl SlotState {
-    fn fill(&mut self) {
-        self.nodes.push((1, Value::Null, Value::Bool(true)));
-        self.node_index.insert(1, 0);
-        self.log_text.push_str("one log line");
-        self.logs.push((1, 0, 12));
-        for seq in 1..=3 {
-            self.history.push_back((seq, [0; 32]));
-            self.pending.push_back((seq, [0; 32]));
-        }
-    }
-    fn reset(&mut self) {
-        self.nodes.clear();
-        self.node_index.clear();
-        self.logs.clear();
-        self.log_text.clear();
-        self.history.clear();
-        self.pending.clear();
-        self.spaces.clear();
-    }
-}
-
+/// The real slot pool: `create` + `release` of an empty trace (id generation,
+/// registry, `init` event, hand-off to a worker that resets the slot in place
+/// and returns it). The pool-versus-allocation comparison of a stand-in state
+/// is `benches/pool.rs`; the same cycle on 1 and 2 threads is
+/// `benches/contention.rs`.
 fn bench_slot(c: &mut Criterion) {
     let tp = engine();
-    let pool = object_pool::Pool::new(64, || {
-        let mut s = SlotState::default();
-        s.fill();
-        s.reset();
-        s
-    });
     let mut g = c.benchmark_group("slot");
-    // The real thing: checkout, registry, init event, reset, checkin.
     g.bench_function("tracepool_create_release", |b| {
         b.iter(|| {
             let t = tp.create(tracepool::TraceOptions::new()).expect("create");
             t.release().expect("release");
-        })
-    });
-    g.bench_function("object_pool", |b| {
-        b.iter(|| {
-            let mut s = pool.pull(SlotState::default);
-            s.fill();
-            black_box(&*s);
-            s.reset();
-        })
-    });
-    g.bench_function("plain_alloc", |b| {
-        b.iter(|| {
-            let mut s = Box::new(SlotState::default());
-            s.fill();
-            black_box(&*s);
         })
     });
     g.finish();

@@ -1,5 +1,16 @@
-//! A faithful Rust port of the *reference's design* (YaoApp/yao `trace`,
-//! version B; reference spec §3, §6.1, §7), kept only to compare against.
+//! The **blocking** Rust port of the *reference's design* (YaoApp/yao `trace`,
+//! version B; reference spec §3, §6.1, §7), kept only to compare against and
+//! reported as the labelled `baseline_blocking` row.
+//!
+//! Its callers are OS threads that block on every round trip to a trace's
+//! state worker (`blocking_send` + `blocking_recv`, a futex wake-up and a park
+//! each, ~13 µs on the project's VM), and its driver only serializes: it
+//! overstates the Go original's cost (where a goroutine hand-off is a
+//! fraction of a microsecond) by up to ~6x. The ratios against "the
+//! reference" come from the Go-shaped port, `go_baseline.rs`, which runs the
+//! same design on tasks and models the Go figures' store driver. This file
+//! stays because the heap profile (`profiling/heap_profile.rs`) and the task
+//! test (`tests/tasks_steady.rs`) use it.
 //!
 //! Not part of the library: included with `#[path]` by the benches, the
 //! profiling programs and the tests that need it.
