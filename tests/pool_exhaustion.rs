@@ -103,16 +103,19 @@ fn wait_policy_fails_after_the_timeout() {
 
 #[test]
 fn wait_policy_serves_several_waiters() {
-    let engine = engine(2, Exhausted::Wait(Duration::from_secs(10)));
+    // Their own wait would last far longer than the test allows them: only
+    // the releases can serve them in time.
+    let engine = engine(2, Exhausted::Wait(Duration::from_secs(120)));
     let held: Vec<_> = (0..2)
         .map(|_| engine.create(TraceOptions::new()).unwrap())
         .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
     let waiters: Vec<_> = (0..2)
         .map(|_| {
-            let e = engine.clone();
+            let (e, tx) = (engine.clone(), tx.clone());
             std::thread::spawn(move || {
                 let t = e.create(TraceOptions::new());
-                (t, Instant::now())
+                let _ = tx.send((t, Instant::now()));
             })
         })
         .collect();
@@ -128,20 +131,27 @@ fn wait_policy_serves_several_waiters() {
     for t in held {
         t.release().unwrap();
     }
-    let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
-    let mut new_ids = Vec::new();
-    for (t, at) in &got {
-        let t = t
-            .as_ref()
-            .unwrap_or_else(|e| panic!("a waiter failed: {e:?}"));
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let (t, at) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a waiter was not woken by the releases");
+        let t = t.unwrap_or_else(|e| panic!("a waiter failed: {e:?}"));
         assert!(
-            *at >= released_at,
+            at >= released_at,
             "a waiter got a slot before one was released"
         );
-        new_ids.push(t.id().to_owned());
+        served.push(t);
     }
-    assert_ne!(new_ids[0], new_ids[1], "each waiter has its own trace");
-    assert!(new_ids.iter().all(|id| !ids.contains(id)));
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert_ne!(
+        served[0].id(),
+        served[1].id(),
+        "each waiter has its own trace"
+    );
+    assert!(served.iter().all(|t| !ids.iter().any(|id| id == t.id())));
     let st = engine.stats();
     assert_eq!((st.in_use, st.waiting, st.free), (2, 0, 0), "{st:?}");
 }
