@@ -42,11 +42,25 @@ fn memory_driver_run_is_clean() {
 fn summary_figures_are_exact_and_split_engine_and_storage_time() {
     let dir = tempfile::tempdir().unwrap();
     // Two in-memory traces take about a millisecond: the elapsed time must
-    // say so (not a multiple of a progress-polling interval).
-    let out = run_ok(&["--memory", "--traces", "2", "--workers", "1"], dir.path());
-    let traces = field(&out, "traces ");
-    let secs = number_after(&traces, " in ");
-    assert!(secs < 0.09, "2 in-memory traces took {secs} s? {out}");
+    // say so (not a multiple of a progress-polling interval, 0.1 s). The
+    // fastest of three runs, so that one run slowed down by a busy machine
+    // does not fail it.
+    let runs: Vec<(f64, String)> = (0..3)
+        .map(|_| {
+            let out = run_ok(&["--memory", "--traces", "2", "--workers", "1"], dir.path());
+            (number_after(&field(&out, "traces "), " in "), out)
+        })
+        .collect();
+    let fastest = runs
+        .iter()
+        .map(|(secs, _)| *secs)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        fastest < 0.09,
+        "2 in-memory traces took {fastest} s at best? {}",
+        runs[0].1
+    );
+    let out = runs[0].1.clone();
     // The memory driver writes nothing, so it reports no bytes written.
     let storage = field(&out, "storage ");
     assert!(

@@ -111,12 +111,14 @@ fn generated_ids_have_the_reference_shape() {
 }
 
 /// Counts the storage lookups `create` makes, and refuses a new trace's
-/// first batch for ids in `taken` (as a driver does when storage already
-/// has the id: another engine, an earlier run).
+/// first batch for ids in `taken`, or for every id while `all_taken` is set
+/// (as a driver does when storage already has the id: another engine, an
+/// earlier run).
 #[derive(Debug, Default, Clone)]
 struct Lookups {
     exists: std::sync::Arc<std::sync::atomic::AtomicU64>,
     taken: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    all_taken: std::sync::Arc<std::sync::atomic::AtomicBool>,
     written: std::sync::Arc<std::sync::Mutex<Vec<(String, bool, usize)>>>,
 }
 
@@ -125,7 +127,9 @@ impl tracepool::Driver for Lookups {
         "lookups"
     }
     fn write(&self, batch: &tracepool::WriteBatch<'_>) -> tracepool::Result<()> {
-        if batch.is_new_trace() && self.taken.lock().unwrap().contains(batch.trace_id) {
+        let taken = self.all_taken.load(std::sync::atomic::Ordering::SeqCst)
+            || self.taken.lock().unwrap().contains(batch.trace_id);
+        if batch.is_new_trace() && taken {
             return Err(Error::AlreadyExists);
         }
         self.written.lock().unwrap().push((
@@ -167,23 +171,30 @@ fn generated_ids_need_no_storage_lookup_and_are_unique_per_engine() {
     }
     assert_eq!(d.exists.load(SeqCst), 0, "no lookup for generated ids");
     // A caller-given id costs exactly one lookup.
-    let _t = engine.create(TraceOptions::new().id("given-1")).unwrap();
+    let t = engine.create(TraceOptions::new().id("given-1")).unwrap();
     assert_eq!(d.exists.load(SeqCst), 1);
     // The first batch of a created trace is marked new; later ones are not.
     engine.flush_blocking().unwrap();
+    t.add("later", NodeOptions::new()).unwrap();
+    engine.flush_blocking().unwrap();
     let written = d.written.lock().unwrap();
-    let given: Vec<_> = written.iter().filter(|w| w.0 == "given-1").collect();
-    assert!(given[0].1, "first batch is new");
+    let given: Vec<bool> = written
+        .iter()
+        .filter(|w| w.0 == "given-1")
+        .map(|w| w.1)
+        .collect();
+    assert_eq!(given, [true, false], "only the first batch is new");
 }
 
 #[test]
 fn an_id_storage_already_has_is_refused_never_merged() {
     let d = Lookups::default();
     let engine = lookups_engine(&d);
-    // Simulate a clash with a trace of another engine, which storage holds.
+    // Simulate a clash with a trace of another engine, which storage holds
+    // (refused from the first batch on, whenever the worker writes it).
+    d.all_taken.store(true, std::sync::atomic::Ordering::SeqCst);
     let t = engine.create(TraceOptions::new()).unwrap();
     let id = t.id().to_owned();
-    d.taken.lock().unwrap().insert(id.clone());
     t.add("x", NodeOptions::new()).unwrap();
     let err = engine.flush_blocking().unwrap_err();
     assert!(err.to_string().contains(&id), "{err}");

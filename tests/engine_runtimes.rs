@@ -25,6 +25,7 @@ async fn follow_live(e: &Engine) -> Vec<u64> {
         tokio::spawn(async move {
             for i in 0..5 {
                 t.add(i, NodeOptions::new()).unwrap();
+                // Pacing: the follower waits for live events in between.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             t.mark_complete().unwrap();
@@ -67,7 +68,7 @@ fn built_in_a_current_thread_runtime_and_shut_down_inside_it() {
         assert_eq!(
             e.stats().live_tasks,
             2,
-            "workers run on the engine's own runtime"
+            "the engine's worker threads run, whatever runtime it was built in"
         );
         assert_eq!(follow_live(&e).await, expected());
         // Shutting down inside an async context must neither panic nor block forever.

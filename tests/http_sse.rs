@@ -15,6 +15,13 @@ use tracepool::{
     Cursor, Engine, Event, NodeOptions, ParallelInput, SpaceOptions, Trace, TraceOptions,
 };
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// A trace with one event of (almost) every kind, finished.
 fn busy_trace(engine: &Engine) -> Trace {
     let t = engine
@@ -98,6 +105,7 @@ fn live_events_follow_the_history_without_gap_or_duplicate() {
             for i in 0..50 {
                 t.info(format!("live line {i}"));
                 if i % 10 == 0 {
+                    // Pacing: the stream catches up in between.
                     thread::sleep(Duration::from_millis(5));
                 }
             }
@@ -179,7 +187,11 @@ fn since_seq_and_since_time_choose_where_the_stream_starts() {
     for i in 0..5 {
         t.info(format!("early {i}"));
     }
-    thread::sleep(Duration::from_millis(30));
+    // The late events get a later millisecond than every early one.
+    let early = t.events(Cursor::Seq(0)).unwrap().last().unwrap().timestamp;
+    wait_until(10, "the clock to pass the early events", || {
+        now_ms() > early
+    });
     t.info("late 0").info("late 1");
     t.mark_complete().unwrap();
     let all = t.events(Cursor::Seq(0)).unwrap();

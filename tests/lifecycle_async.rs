@@ -38,6 +38,34 @@ async fn with_ticker<T>(f: impl std::future::Future<Output = T>) -> (T, Duration
     (r, took, n)
 }
 
+/// Polls `engine.stats().waiting` until it is `n`, for at most 10 s (from
+/// a thread other than the waiters').
+fn wait_for_waiters(engine: &Engine, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().waiting != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} callers wait for a slot after 10 s, expected {n}",
+            engine.stats().waiting
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// [`wait_for_waiters`] from a task on the waiters' (single) thread: yields
+/// to them between looks.
+async fn waiters_queued(engine: &Engine, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().waiting != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} callers wait for a slot after 10 s, expected {n}",
+            engine.stats().waiting
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 #[test]
 fn create_async_on_a_full_pool_keeps_the_runtime_running() {
     let engine = Engine::builder()
@@ -55,16 +83,26 @@ fn create_async_on_a_full_pool_keeps_the_runtime_running() {
         assert!(took >= Duration::from_millis(100), "waited {took:?}");
         assert!(ticks >= 30, "{ticks} ticks in {took:?}");
 
-        // Succeeds when a slot is released by another thread meanwhile.
+        // Succeeds when a slot is released by another thread meanwhile:
+        // once the task is seen waiting, the releaser keeps it waiting
+        // 120 ms (pacing: time for the interval task to tick), then drops
+        // the last handle.
+        let e = engine.clone();
         let releaser = std::thread::spawn(move || {
+            wait_for_waiters(&e, 1);
             std::thread::sleep(Duration::from_millis(120));
+            let released_at = Instant::now();
             drop(held);
+            released_at
         });
         let (r, took, ticks) = with_ticker(engine.create_async(TraceOptions::new())).await;
+        let got_at = Instant::now();
         let t = r.unwrap();
+        let released_at = releaser.join().unwrap();
+        assert!(got_at >= released_at, "got a slot before one was freed");
         assert!(took >= Duration::from_millis(100), "waited {took:?}");
         assert!(ticks >= 30, "{ticks} ticks in {took:?}");
-        releaser.join().unwrap();
+        assert_eq!(engine.stats().waiting, 0);
         t.add("in", NodeOptions::new()).unwrap();
     });
 }
@@ -88,6 +126,8 @@ fn a_cancelled_create_async_holds_no_slot() {
             .await;
             assert!(r.is_err(), "cancelled by the timeout");
         }
+        // The cancelled waiters left the queue.
+        assert_eq!(engine.stats().waiting, 0);
         // The cancelled waiters left no trace: the freed slot goes to the
         // next caller at once.
         drop(held);
@@ -119,10 +159,12 @@ fn a_waiter_cancelled_after_its_wake_up_passes_the_slot_on() {
     current_thread().block_on(async {
         let e1 = engine.clone();
         let first = tokio::spawn(async move { e1.create_async(TraceOptions::new()).await });
-        tokio::task::yield_now().await;
+        // The first is queued before the second (the order matters: the
+        // freed slot must go to the first).
+        waiters_queued(&engine, 1).await;
         let e2 = engine.clone();
         let second = tokio::spawn(async move { e2.create_async(TraceOptions::new()).await });
-        tokio::task::yield_now().await;
+        waiters_queued(&engine, 2).await;
         drop(held);
         first.abort();
         let got = tokio::time::timeout(Duration::from_secs(5), async {
@@ -135,6 +177,7 @@ fn a_waiter_cancelled_after_its_wake_up_passes_the_slot_on() {
         .await
         .expect("the second waiter was served");
         assert!(got.is_ok(), "{got:?}");
+        assert_eq!(engine.stats().waiting, 0);
     });
 }
 

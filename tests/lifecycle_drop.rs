@@ -178,7 +178,8 @@ fn idle_keep_loaded_traces_are_reaped_but_never_under_a_handle() {
     // Its subscription ended after what was emitted.
     let got = events_only(drain_blocking(&mut sub));
     assert_eq!(kinds(&got), [EventKind::Init]);
-    // The one with a handle stays, however long it is idle.
+    // The one with a handle stays, however long it is idle. (This sleep
+    // proves an absence: five idle timeouts pass without a reap.)
     std::thread::sleep(Duration::from_millis(300));
     assert!(engine.is_loaded(&held_id));
     assert!(held.root().is_ok());
@@ -203,7 +204,8 @@ fn activity_keeps_an_idle_keeper_loaded() {
         t.add("in", NodeOptions::new()).unwrap();
         t.id().to_owned()
     };
-    // Events every 30 ms for 450 ms (three idle timeouts): still loaded.
+    // Events every 30 ms (pacing) for 450 ms (three idle timeouts): still
+    // loaded.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(450) {
         engine.load(&id).unwrap().info("tick");
@@ -240,18 +242,25 @@ fn reads_after_the_last_drop_see_storage_at_once() {
 
 #[test]
 fn a_drop_never_blocks_a_full_pool_waiter_forever() {
-    // A waiter on a full pool gets the slot freed by another thread's drop.
-    let engine = memory(1, Exhausted::Wait(Duration::from_secs(10)));
+    // A waiter on a full pool gets the slot freed by another thread's drop,
+    // woken by it (its own wait would last far longer than the 10 s allowed).
+    let engine = memory(1, Exhausted::Wait(Duration::from_secs(120)));
     let t = engine.create(TraceOptions::new()).unwrap();
     let e = engine.clone();
     let waiter =
         std::thread::spawn(move || e.create(TraceOptions::new()).map(|t| t.id().to_owned()));
-    std::thread::sleep(Duration::from_millis(20));
+    // The waiter is queued for a slot before the drop (else the drop would
+    // free a slot nobody waits for).
+    assert!(
+        eventually(10, || engine.stats().waiting == 1),
+        "the waiter never queued"
+    );
+    assert!(!waiter.is_finished(), "the waiter returned on a full pool");
     drop(t);
     let got = within(10, move || waiter.join().unwrap());
     assert!(got.is_ok(), "{got:?}");
     let d = engine.stats();
-    assert_eq!(d.auto_released, 2);
+    assert_eq!((d.auto_released, d.waiting), (2, 0), "{d:?}");
 }
 
 #[test]

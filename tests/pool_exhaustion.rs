@@ -40,23 +40,49 @@ fn error_policy_fails_at_once() {
     assert_eq!(c.id(), "custom");
 }
 
+/// Polls `engine.stats().waiting` until it is `n` (a bounded wait: the
+/// callers announce themselves as they start waiting).
+fn wait_for_waiters(engine: &Engine, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = engine.stats().waiting;
+        if waiting == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} callers wait for a slot after 10 s, expected {n}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn wait_policy_succeeds_when_a_slot_is_released_in_time() {
     let engine = engine(1, Exhausted::Wait(Duration::from_secs(5)));
     let a = engine.create(TraceOptions::new()).unwrap();
     a.add("x", NodeOptions::new()).unwrap();
+    let e = engine.clone();
     let releaser = std::thread::spawn(move || {
+        // Once the caller waits, keep it waiting a while (this sleep paces
+        // the release; the waiting itself is observed), then release.
+        wait_for_waiters(&e, 1);
         std::thread::sleep(Duration::from_millis(100));
+        let released_at = Instant::now();
         a.release().unwrap();
+        released_at
     });
     let t0 = Instant::now();
     let b = engine.create(TraceOptions::new()).unwrap();
-    let waited = t0.elapsed();
-    releaser.join().unwrap();
-    assert!(waited >= Duration::from_millis(80), "waited {waited:?}");
+    let (got_at, waited) = (Instant::now(), t0.elapsed());
+    let released_at = releaser.join().unwrap();
+    assert!(got_at >= released_at, "got a slot before one was released");
+    // The caller was seen waiting before the 100 ms began.
+    assert!(waited >= Duration::from_millis(100), "waited {waited:?}");
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
     assert!(b.root().unwrap().is_none());
-    assert_eq!(engine.stats().in_use, 1);
+    let st = engine.stats();
+    assert_eq!((st.in_use, st.waiting), (1, 0), "{st:?}");
 }
 
 #[test]
@@ -77,35 +103,57 @@ fn wait_policy_fails_after_the_timeout() {
 
 #[test]
 fn wait_policy_serves_several_waiters() {
-    let engine = engine(2, Exhausted::Wait(Duration::from_secs(5)));
+    // Their own wait would last far longer than the test allows them: only
+    // the releases can serve them in time.
+    let engine = engine(2, Exhausted::Wait(Duration::from_secs(120)));
     let held: Vec<_> = (0..2)
         .map(|_| engine.create(TraceOptions::new()).unwrap())
         .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
     let waiters: Vec<_> = (0..2)
         .map(|_| {
-            let e = engine.clone();
+            let (e, tx) = (engine.clone(), tx.clone());
             std::thread::spawn(move || {
                 let t = e.create(TraceOptions::new());
-                (t, Instant::now())
+                let _ = tx.send((t, Instant::now()));
             })
         })
         .collect();
-    // Give the waiters time to block (best effort: what is asserted below
-    // holds either way).
-    std::thread::sleep(Duration::from_millis(50));
+    // Both callers really wait: they are queued for a slot and neither has
+    // returned.
+    wait_for_waiters(&engine, 2);
+    assert!(
+        waiters.iter().all(|w| !w.is_finished()),
+        "a caller returned although every slot is taken"
+    );
     let released_at = Instant::now();
+    let ids: Vec<String> = held.iter().map(|t| t.id().to_owned()).collect();
     for t in held {
         t.release().unwrap();
     }
-    let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
-    for (t, at) in &got {
-        assert!(t.is_ok(), "{t:?}");
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let (t, at) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a waiter was not woken by the releases");
+        let t = t.unwrap_or_else(|e| panic!("a waiter failed: {e:?}"));
         assert!(
-            *at >= released_at,
+            at >= released_at,
             "a waiter got a slot before one was released"
         );
+        served.push(t);
     }
-    assert_eq!(engine.stats().in_use, 2);
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert_ne!(
+        served[0].id(),
+        served[1].id(),
+        "each waiter has its own trace"
+    );
+    assert!(served.iter().all(|t| !ids.iter().any(|id| id == t.id())));
+    let st = engine.stats();
+    assert_eq!((st.in_use, st.waiting, st.free), (2, 0, 0), "{st:?}");
 }
 
 #[test]

@@ -31,9 +31,10 @@ fn reused_slot_shows_nothing_of_the_previous_trace() {
     let sp = t1.create_space(SpaceOptions::new().label("S")).unwrap();
     t1.set_space_value(&sp.id, "big", json!("x".repeat(100_000)))
         .unwrap();
-    let _sub = t1.subscribe().unwrap();
+    let mut sub = t1.subscribe().unwrap();
     t1.mark_complete().unwrap();
     let id1 = t1.id().to_owned();
+    let t1_events = history(&t1);
     t1.release().unwrap();
     assert_eq!(engine.stats().free, 1);
 
@@ -58,13 +59,17 @@ fn reused_slot_shows_nothing_of_the_previous_trace() {
     assert_eq!(kinds(&ev), [EventKind::Init]);
     assert_eq!(ev[0].seq, 1);
     assert_eq!(ev[0].trace_id(), t2.id());
-    // The old subscription is not attached to the new occupant; only the
-    // kept `_sub` is alive.
+    // The subscription kept from the first occupant is still counted (the
+    // reset neither dropped nor duplicated it) ...
     assert_eq!(engine.stats().subscribers, 1);
     // The new occupant works normally.
     let r2 = t2.add("x", NodeOptions::new()).unwrap();
     assert_eq!(t2.all_nodes().unwrap().len(), 1);
     assert_eq!(r2.data().unwrap().parent_ids, Vec::<String>::new());
+    // ... and it delivers the first occupant's events only, then ends.
+    assert_eq!(events_only(drain_blocking(&mut sub)), t1_events);
+    drop(sub);
+    assert_eq!(engine.stats().subscribers, 0);
     // And the first occupant's handles are all stale.
     assert!(matches!(root.data(), Err(Error::Released)));
     assert!(matches!(t1.all_nodes(), Err(Error::Released)));

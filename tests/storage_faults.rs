@@ -205,11 +205,16 @@ fn a_failed_batch_is_retried_and_lands_exactly_once_in_order() {
         let e = engine(&d);
         let t = e.create(TraceOptions::new()).unwrap();
         let id = t.id().to_owned();
-        // Spread the work over several flushes.
-        for i in 0..6 {
+        // Spread the work over several batches: each step waits until the
+        // worker has handed the driver one more batch (so the 4th call,
+        // failing or not, exists).
+        for i in 0..6u64 {
             t.add(json!(i), NodeOptions::new()).unwrap();
             t.info("step");
-            std::thread::sleep(Duration::from_millis(4));
+            assert!(
+                wait_until(|| d.calls.load(Ordering::SeqCst) > i),
+                "nth={nth}: no batch for step {i}"
+            );
         }
         t.mark_complete().unwrap();
         let n = t.events(Cursor::Seq(0)).unwrap().len() as u64;
@@ -285,6 +290,16 @@ fn write_queue_bound_drops_oldest_and_counts_while_the_driver_is_down() {
     for _ in 0..100 {
         t.info("x");
     }
+    // While the driver is down: two writes that started after the last
+    // event failed (the first took the whole queue, the second retried what
+    // the failure put back).
+    let calls = d.calls.load(Ordering::SeqCst);
+    assert!(
+        wait_until(|| d.failures.load(Ordering::SeqCst) >= calls + 2),
+        "no retry after a failed write ({} calls, {} failed)",
+        d.calls.load(Ordering::SeqCst),
+        d.failures.load(Ordering::SeqCst)
+    );
     let emitted = t.events(Cursor::Seq(0)).unwrap().len() as u64;
     d.fail_all.store(false, Ordering::SeqCst);
     let id = t.id().to_owned();
@@ -294,7 +309,12 @@ fn write_queue_bound_drops_oldest_and_counts_while_the_driver_is_down() {
     e.flush_blocking().unwrap();
     let stored = stored(&d, &id);
     let s = e.stats();
-    assert!(stored.len() <= 16, "bounded: {}", stored.len());
+    // The 16 newest were queued when the driver came back, and written.
+    assert_eq!(
+        stored.len(),
+        16,
+        "bounded, and written once the driver works"
+    );
     assert_eq!(s.events_dropped + stored.len() as u64, emitted, "{s:?}");
     // What survived is the newest events, in order.
     assert_eq!(

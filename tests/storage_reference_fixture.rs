@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use tracepool::{
-    Cursor, Engine, EventKind, Exhausted, Level, NodeOptions, NodeStatus, TraceStatus,
+    Cursor, Engine, Error, EventKind, Exhausted, Level, NodeOptions, NodeStatus, TraceStatus,
 };
 
 const ID: &str = "20250101123456789012";
@@ -344,5 +344,8 @@ fn reference_trace_with_complete_event_is_finished() {
     // The stored status says "pending" (the reference never updates it);
     // the terminal event decides.
     assert_eq!(trace.status(), TraceStatus::Completed);
-    assert!(trace.add("x", NodeOptions::new()).is_err());
+    assert!(matches!(
+        trace.add("x", NodeOptions::new()),
+        Err(Error::TraceFinished)
+    ));
 }

@@ -98,10 +98,13 @@ fn auto_complete_parent_concurrent() {
                 .collect(),
         )
         .unwrap();
+    // The three complete at the same moment.
+    let start = std::sync::Barrier::new(br.len());
     std::thread::scope(|s| {
         for b in &br {
+            let start = &start;
             s.spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                start.wait();
                 b.complete(Some(json!({"done": true}))).unwrap();
             });
         }

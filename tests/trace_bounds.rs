@@ -227,7 +227,12 @@ fn the_engine_wide_write_behind_bound_drops_the_oldest_queued_events() {
     for _ in 0..5_000 {
         root.info(&pad);
     }
-    let _ = engine.flush_blocking();
+    // The driver never takes a batch: flush reports it (and publishes the
+    // counters).
+    assert!(
+        matches!(engine.flush_blocking(), Err(Error::Storage { .. })),
+        "flush reports the failing driver"
+    );
     let st = engine.stats();
     // About 5 MB were emitted; what stayed queued is within the bound (plus
     // one publishing step of 64 KiB).

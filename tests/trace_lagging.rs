@@ -165,6 +165,7 @@ fn slow_reader_against_concurrent_writer() {
     while let Some(d) = sub.blocking_recv() {
         i += 1;
         if i.is_multiple_of(7) {
+            // Pacing: the reader is slower than the writer.
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
         match d {

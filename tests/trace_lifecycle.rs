@@ -6,8 +6,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -16,41 +16,62 @@ use tracepool::{
     TraceStatus,
 };
 
+/// Polls `f` (for at most 10 s) until it holds.
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// How long a writer keeps going before the test gives up on the release.
+const WRITER_DEADLINE: Duration = Duration::from_secs(20);
+
 #[test]
 fn release_while_writing() {
     let engine = engine(4, 2);
     let trace = engine.create(TraceOptions::new()).unwrap();
     trace.add("root", NodeOptions::new()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let logged = Arc::new(AtomicUsize::new(0));
+    // Writers that have written at least once.
+    let writing = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let t = trace.clone();
-            let stop = stop.clone();
-            let logged = logged.clone();
+            let writing = writing.clone();
             std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
+                let deadline = Instant::now() + WRITER_DEADLINE;
+                // Writes until the release: returns how many writes succeeded.
+                for n in 0usize.. {
                     t.info(format!("writer {i} tick"));
                     // A Result method tells us whether the trace is still there.
                     match t.set_metadata("tick", i) {
-                        Ok(()) => {
-                            logged.fetch_add(1, Ordering::Relaxed);
+                        Ok(()) if n == 0 => {
+                            writing.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(Error::Released) => break,
+                        Ok(()) => {}
+                        Err(Error::Released) => return n,
                         Err(e) => panic!("unexpected error {e:?}"),
                     }
+                    assert!(
+                        Instant::now() < deadline,
+                        "writer {i} never saw the release"
+                    );
                 }
+                unreachable!()
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(10));
+    // Released while every writer writes.
+    wait_until("every writer to write", || {
+        writing.load(Ordering::Relaxed) == 20
+    });
     let id = trace.id().to_owned();
     within(5, move || engine.release(&id)).unwrap();
-    stop.store(true, Ordering::Relaxed);
     for h in handles {
-        h.join().unwrap();
+        let writes = h.join().unwrap();
+        assert!(writes > 0, "a writer ended before it wrote");
     }
-    assert!(logged.load(Ordering::Relaxed) > 0);
     assert!(matches!(trace.set_metadata("k", 1), Err(Error::Released)));
 }
 
@@ -59,32 +80,42 @@ fn release_during_space_ops() {
     let engine = engine(4, 2);
     let trace = engine.create(TraceOptions::new()).unwrap();
     let space = trace.create_space(SpaceOptions::new().label("S")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let writing = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..10)
         .map(|i| {
             let t = trace.clone();
             let sid = space.id.clone();
-            let stop = stop.clone();
+            let writing = writing.clone();
             std::thread::spawn(move || {
                 let key = format!("key_{i}");
-                while !stop.load(Ordering::Relaxed) {
+                let deadline = Instant::now() + WRITER_DEADLINE;
+                // Until the release (the only way out).
+                for n in 0usize.. {
                     match t.set_space_value(&sid, &key, i) {
                         Ok(()) => match t.get_space_value(&sid, &key) {
                             // Only this thread writes this key.
                             Ok(v) => assert_eq!(v, Some(json!(i))),
-                            Err(Error::Released) => break,
+                            Err(Error::Released) => return,
                             Err(e) => panic!("unexpected error {e:?}"),
                         },
-                        Err(Error::Released) => break,
+                        Err(Error::Released) => return,
                         Err(e) => panic!("unexpected error {e:?}"),
                     }
+                    if n == 0 {
+                        writing.fetch_add(1, Ordering::Relaxed);
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "writer {i} never saw the release"
+                    );
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until("every writer to write", || {
+        writing.load(Ordering::Relaxed) == 10
+    });
     trace.release().unwrap();
-    stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.join().unwrap();
     }
@@ -199,8 +230,10 @@ fn release_emits_no_event_and_hands_everything_to_the_driver() {
     assert_eq!((st.events_dropped, st.draining, st.in_use), (0, 0, 0));
 }
 
+/// The engine's own view: slots, events and its worker threads. (Threads
+/// and tasks as a user sees them: `tests/tasks_steady.rs`.)
 #[test]
-fn rapid_create_release_loop_keeps_tasks_constant() {
+fn rapid_create_release_loop_returns_every_slot_and_keeps_the_workers() {
     let engine = engine(4, 2);
     assert_eq!(engine.stats().live_tasks, 2);
     for i in 0..100 {
@@ -226,22 +259,36 @@ fn concurrent_all_pattern() {
     trace.add("root", NodeOptions::new()).unwrap();
     let space = trace.create_space(SpaceOptions::new()).unwrap();
     let t = trace.clone();
-    within(10, move || {
+    let writing = Arc::new(AtomicUsize::new(0));
+    within(30, move || {
         std::thread::scope(|s| {
             for i in 0..10 {
                 let t = t.clone();
                 let sid = space.id.clone();
+                let writing = writing.clone();
                 s.spawn(move || {
-                    for j in 0..20 {
+                    let deadline = Instant::now() + WRITER_DEADLINE;
+                    // Writes until the trace is finished or released.
+                    for j in 0usize.. {
                         t.info(format!("child {i} {j}"));
-                        match t.set_space_value(&sid, &format!("child_{i}_{j}"), j) {
-                            Ok(()) | Err(Error::TraceFinished) | Err(Error::Released) => {}
+                        // 20 keys per child (overwritten): within the bounds.
+                        let key = format!("child_{i}_{}", j % 20);
+                        match t.set_space_value(&sid, &key, j) {
+                            Ok(()) if j == 0 => {
+                                writing.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(()) => {}
+                            Err(Error::TraceFinished) | Err(Error::Released) => return,
                             Err(e) => panic!("unexpected {e:?}"),
                         }
+                        assert!(Instant::now() < deadline, "child {i} never saw the end");
                     }
                 });
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Completed and released while every child writes.
+            wait_until("every child to write", || {
+                writing.load(Ordering::Relaxed) == 10
+            });
             t.mark_complete().unwrap();
             t.release().unwrap();
         });

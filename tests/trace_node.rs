@@ -79,11 +79,14 @@ fn parallel_operations_then_merge() {
         assert_eq!(b.data().unwrap().parent_ids, [root.id()]);
     }
     assert_eq!(root.data().unwrap().children.len(), 3);
+    // The branches log, then complete, at the same moment.
+    let start = std::sync::Barrier::new(br.len());
     std::thread::scope(|s| {
         for (i, b) in br.iter().enumerate() {
+            let start = &start;
             s.spawn(move || {
                 b.info("working");
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                start.wait();
                 b.complete(Some(json!({"worker": i, "status": "ok"})))
                     .unwrap();
             });

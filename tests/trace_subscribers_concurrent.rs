@@ -4,8 +4,8 @@
 
 mod common;
 
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
@@ -39,6 +39,18 @@ fn pick_cursor(trace: &Trace, i: usize) -> Cursor {
     }
 }
 
+/// Waits (at most 20 s) until `flag` is set.
+fn wait_for(flag: &AtomicBool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !flag.load(Ordering::Acquire) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriptions were never all attached"
+        );
+        std::thread::yield_now();
+    }
+}
+
 fn expected(all: &[Event], c: Cursor) -> Vec<Event> {
     all.iter()
         .filter(|e| match c {
@@ -49,10 +61,16 @@ fn expected(all: &[Event], c: Cursor) -> Vec<Event> {
         .collect()
 }
 
+/// Iterations a writer may make before every subscription is attached
+/// (then it waits for them), and makes at least after that.
+const MAX_BEFORE: usize = 4_000;
+const AFTER: usize = 16;
+
 #[test]
 fn subscribers_attached_during_writes_see_exactly_their_suffix() {
-    let total = 3 + WRITERS * PER_WRITER * 2 + 1;
-    let engine = engine_with(2, 2, total + 16, total + 16);
+    // Every event fits in history and in each subscriber's buffer.
+    let bound = 3 + WRITERS * (MAX_BEFORE + AFTER) * 2 + 1 + 16;
+    let engine = engine_with(2, 2, bound, bound);
     let trace = engine.create(TraceOptions::new()).unwrap();
     let root = trace.add("root", NodeOptions::new()).unwrap();
     let space = trace.create_space(SpaceOptions::new()).unwrap();
@@ -61,31 +79,53 @@ fn subscribers_attached_during_writes_see_exactly_their_suffix() {
         .enable_all()
         .build()
         .unwrap();
-    let writing = Arc::new(AtomicBool::new(true));
-    let start = Arc::new(Barrier::new(WRITERS + 1));
+    let attached = AtomicBool::new(false);
+    let start = Barrier::new(WRITERS + 1);
 
     let mut seen: Vec<Seen> = Vec::new();
-    std::thread::scope(|s| {
-        for w in 0..WRITERS {
-            let (root, trace, space, start) = (&root, &trace, &space, start.clone());
-            s.spawn(move || {
-                start.wait();
-                for k in 0..PER_WRITER {
-                    root.info(format!("w{w} k{k}"));
-                    trace
-                        .set_space_value(&space.id, &format!("w{w}_{k}"), k)
-                        .unwrap();
-                    if k % 16 == 0 {
-                        std::thread::yield_now();
+    let iterations: usize = std::thread::scope(|s| {
+        // The writers keep writing until every subscription is attached, and
+        // a little longer: each subscription is made while they write.
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (root, trace, space, start, attached) =
+                    (&root, &trace, &space, &start, &attached);
+                s.spawn(move || {
+                    start.wait();
+                    // The iteration count to stop at (at least
+                    // PER_WRITER), once every subscription is attached.
+                    let mut stop_at = None;
+                    for k in 0.. {
+                        root.info(format!("w{w} k{k}"));
+                        // At most 400 keys per writer: within the entry bound.
+                        trace
+                            .set_space_value(&space.id, &format!("w{w}_{}", k % 400), k)
+                            .unwrap();
+                        if k % 16 == 0 {
+                            std::thread::yield_now();
+                        }
+                        if stop_at.is_none() {
+                            if k + 1 == MAX_BEFORE {
+                                wait_for(attached);
+                            }
+                            if attached.load(Ordering::Acquire) {
+                                stop_at = Some((k + 1 + AFTER).max(PER_WRITER));
+                            }
+                        }
+                        if stop_at == Some(k + 1) {
+                            return k + 1;
+                        }
                     }
-                }
-            });
-        }
+                    unreachable!()
+                })
+            })
+            .collect();
         start.wait();
 
         let mut blocking = Vec::new();
         let mut tasks = Vec::new();
         for i in 0..12 {
+            // Pacing: spreads the cursors over the history being written.
             std::thread::sleep(Duration::from_micros(300));
             let cursor = pick_cursor(&trace, i);
             let mut sub = trace.subscribe_from(cursor).unwrap();
@@ -107,18 +147,10 @@ fn subscribers_attached_during_writes_see_exactly_their_suffix() {
                 })),
             }
         }
-        // Wait for the writers (they are the only other scoped threads
-        // besides the blocking readers, which end after `complete`).
-        let t = trace.clone();
-        let w = writing.clone();
-        s.spawn(move || {
-            // Completed once every writer's events are in.
-            while t.events(Cursor::Seq(0)).unwrap().len() < total - 1 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            t.mark_complete().unwrap();
-            w.store(false, Ordering::Release);
-        });
+        attached.store(true, Ordering::Release);
+        // Every writer's events are in: the trace completes, the streams end.
+        let iterations = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        trace.mark_complete().unwrap();
         for t in tasks {
             let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), t).await });
             seen.push(r.expect("async subscriber ended").unwrap());
@@ -126,11 +158,12 @@ fn subscribers_attached_during_writes_see_exactly_their_suffix() {
         for b in blocking {
             seen.push(b.join().unwrap());
         }
+        iterations
     });
-    assert!(!writing.load(Ordering::Acquire));
 
     let all = history(&trace);
-    assert_eq!(all.len(), total);
+    // init, root start, space_created, 2 per iteration, complete.
+    assert_eq!(all.len(), 3 + 2 * iterations + 1);
     assert_contiguous_from(&all, 1);
     assert_eq!(seen.len(), 12);
     for s in seen {

@@ -5,12 +5,22 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tracepool::{Cursor, Delivery, Error, EventKind, NodeOptions, SpaceOptions, TraceOptions};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -98,16 +108,17 @@ fn subscribe_from_time_applies_to_history_and_live() {
         .unwrap();
     trace.info("one");
     trace.complete(Some(json!("step1 result"))).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let resume = now + 25;
+    let resume = now_ms() + 100;
     // A time cursor slightly in the future, attached now: events emitted
     // before that time are filtered out of the live stream as well.
     let mut live = trace.subscribe_from(Cursor::Time(resume)).unwrap();
-    trace.info("before resume"); // timestamp < resume
-    std::thread::sleep(Duration::from_millis(40));
+    trace.info("before resume"); // timestamp < resume (checked below)
+    // Until the clock reaches the cursor (events are stamped with it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while now_ms() < resume {
+        assert!(Instant::now() < deadline, "the clock does not advance");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     trace
         .add("s2", NodeOptions::new().label("Finalizing"))
         .unwrap();
@@ -196,16 +207,116 @@ fn waiting_subscriber_is_woken_by_release() {
     let trace = engine.create(TraceOptions::new()).unwrap();
     trace.add("x", NodeOptions::new()).unwrap();
     let mut sub = trace.subscribe().unwrap();
-    let reader = std::thread::spawn(move || events_only(drain_blocking(&mut sub)));
-    std::thread::sleep(Duration::from_millis(30));
+    // The reader hands on each delivery as it gets it; its channel closes
+    // when the stream ends.
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::Builder::new()
+        .name("sub-reader".into())
+        .spawn(move || {
+            while let Some(d) = sub.blocking_recv() {
+                tx.send(d).unwrap();
+            }
+        })
+        .unwrap();
+    let next_kind = || match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Delivery::Event(e)) => e.kind,
+        other => panic!("expected an event, got {other:?}"),
+    };
+    // The replay, read: the reader then waits for live events.
+    assert_eq!(next_kind(), EventKind::Init);
+    assert_eq!(next_kind(), EventKind::NodeStart);
     trace.info("late");
-    std::thread::sleep(Duration::from_millis(10));
+    assert_eq!(next_kind(), EventKind::LogAdded, "woken by a live event");
+    // The reader is blocked in `blocking_recv` again: the release must wake
+    // it and end its stream.
+    wait_until_asleep("sub-reader");
     trace.release().unwrap();
-    let got = within(5, move || reader.join().unwrap());
     assert_eq!(
-        kinds(&got),
-        [EventKind::Init, EventKind::NodeStart, EventKind::LogAdded]
+        rx.recv_timeout(Duration::from_secs(5)),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "the stream ended after the release"
     );
+    within(5, move || reader.join().unwrap());
+}
+
+/// Waits (at most 10 s) until the thread named `name` sleeps (state `S` in
+/// `/proc/self/task/*/stat`): a reader blocked in `blocking_recv`.
+fn wait_until_asleep(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let asleep = std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task (Linux)")
+            .filter_map(Result::ok)
+            .any(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // `pid (comm) state ...`
+                comm.trim_end() == name
+                    && stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('S'))
+            });
+        if asleep {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never blocked");
+        std::thread::yield_now();
+    }
+}
+
+/// Counts its wake-ups.
+#[derive(Debug, Default)]
+struct WakeCount(AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The same, step by step: a subscription that returned `Pending` is woken
+/// by the next live event and by the release, and only then has something.
+#[test]
+fn a_pending_subscription_is_woken_by_a_live_event_and_by_release() {
+    let engine = engine(1, 1);
+    let trace = engine.create(TraceOptions::new()).unwrap();
+    trace.add("x", NodeOptions::new()).unwrap();
+    let mut sub = trace.subscribe().unwrap();
+    let woken = Arc::new(WakeCount::default());
+    let waker = Waker::from(woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut poll = || sub.poll_recv(&mut cx);
+    let wakes = || woken.0.load(Ordering::SeqCst);
+
+    let mut replay = Vec::new();
+    while let Poll::Ready(d) = poll() {
+        replay.push(d.expect("the stream goes on"));
+    }
+    assert_eq!(
+        kinds(&events_only(replay)),
+        [EventKind::Init, EventKind::NodeStart]
+    );
+    let before = wakes();
+    trace.info("late");
+    assert!(
+        wakes() > before,
+        "a live event wakes the pending subscription"
+    );
+    match poll() {
+        Poll::Ready(Some(Delivery::Event(e))) => assert_eq!(e.kind, EventKind::LogAdded),
+        other => panic!("expected the live event, got {other:?}"),
+    }
+    assert!(poll().is_pending());
+    let before = wakes();
+    trace.release().unwrap();
+    assert!(
+        wakes() > before,
+        "the release wakes the pending subscription"
+    );
+    assert!(matches!(poll(), Poll::Ready(None)), "and its stream ends");
 }
 
 #[test]
@@ -263,19 +374,30 @@ fn async_recv_is_woken_by_live_events() {
     let trace = engine.create(TraceOptions::new()).unwrap();
     let mut sub = trace.subscribe().unwrap();
     let rt = runtime();
+    let (ack, acks) = mpsc::channel::<u64>();
     let task = rt.spawn(async move {
         let mut got = Vec::new();
         while let Some(d) = sub.recv().await {
+            if let Delivery::Event(e) = &d {
+                let _ = ack.send(e.seq);
+            }
             got.push(d);
         }
         got
     });
     let writer = trace.clone();
     std::thread::spawn(move || {
+        // Each event is emitted once the task has received every earlier
+        // one: the task is waiting (or about to) whenever one arrives.
+        let caught_up = |t: &tracepool::Trace| {
+            let last = t.events(Cursor::Seq(0)).unwrap().last().unwrap().seq;
+            while acks.recv_timeout(Duration::from_secs(5)).expect("ack") < last {}
+        };
         for i in 0..20 {
-            std::thread::sleep(Duration::from_millis(2));
+            caught_up(&writer);
             writer.add(json!(i), NodeOptions::new()).unwrap();
         }
+        caught_up(&writer);
         writer.mark_complete().unwrap();
     });
     let got = rt

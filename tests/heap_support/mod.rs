@@ -5,7 +5,8 @@
 //! heap statistics after warm-up (every slot used once, then a few more
 //! cycles) and after [`CYCLES`] more create → scenario → mark complete →
 //! release cycles. Branches run inline on the test thread; the engine's one
-//! worker is idle (flush interval one hour; `release` writes synchronously).
+//! worker is idle (flush interval one hour; the memory driver is handed
+//! nothing, and a released slot is free at once).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -94,16 +95,41 @@ fn measure(n: usize, mut f: impl FnMut()) -> Phase {
     }
 }
 
-fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Threads:")
-                    .and_then(|v| v.trim().parse().ok())
-            })
+/// The state letter of each thread named `tracepool-*`
+/// (`/proc/self/task/*/stat`: `pid (comm) state ...`).
+fn engine_thread_states() -> Vec<char> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task (Linux)")
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            comm.starts_with("tracepool-").then_some(state)
         })
-        .unwrap_or(0)
+        .collect()
+}
+
+/// Waits (at most 10 s) until the engine's `n` threads have been asleep
+/// (`S`) in five looks in a row, 2 ms apart (the sleep paces the looks; a
+/// thread briefly blocked on a lock while starting is awake again by the
+/// next look).
+fn wait_until_engine_threads_idle(n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut asleep_in_a_row = 0;
+    while asleep_in_a_row < 5 {
+        let states = engine_thread_states();
+        if states.len() == n && states.iter().all(|&s| s == 'S') {
+            asleep_in_a_row += 1;
+        } else {
+            asleep_in_a_row = 0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine's threads never went idle: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -129,14 +155,11 @@ pub(crate) fn main(s: Scenario, max_blocks_per_cycle: f64) {
         .build()
         .expect("engine");
 
-    // tokio starts its worker thread asynchronously (through its blocking
-    // pool, which allocates): wait until it is up so that does not land in
-    // the measurement.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while threads() < 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    // Each engine thread (one worker, the ticker) makes an allocation of
+    // its own as it starts, a millisecond or two after the build: wait until
+    // both sleep in their idle wait, so that does not land in the
+    // measurement.
+    wait_until_engine_threads_idle(2);
 
     // Warm-up: every slot holds a trace of this scenario at once, then a few
     // sequential cycles more.
