@@ -2,7 +2,7 @@
 //! for op, on tracepool's memory driver — and on the two Rust ports of the
 //! reference design — printing the time per loop. `profiling/go_loops.sh`
 //! runs it in 5 fresh processes and prints medians and the ratios to the Go
-//! figures of `shared/reference/go-benchmarks.md`.
+//! figures of the Go figures in [docs/PERFORMANCE.md](docs/PERFORMANCE.md).
 //!
 //! ```sh
 //! cargo run --release --example go_loops -- [--engine tracepool|go_baseline|baseline_blocking|harness]
@@ -53,7 +53,7 @@ mod loops;
 use loops::{IdBuf, Loops, timed};
 use scenarios::{Lvl, ScenarioEngine, SubscribeEngine, ThreadPool};
 
-/// The loops, in the order of go-benchmarks.md.
+/// The loops, in the order of the Go package's benchmark file.
 const LOOPS: [&str; 6] = [
     "simple",
     "complex",

@@ -3,7 +3,7 @@
 # Go-shaped baseline and on a do-nothing engine (the harness's own cost),
 # each in ROUNDS fresh processes, engines alternating within a round; prints
 # the medians and the ratios to the Go figures of
-# shared/reference/go-benchmarks.md (taken as given).
+# Go figures listed in docs/PERFORMANCE.md (taken as given).
 #
 #   profiling/go_loops.sh                 # 5 rounds, 1 s per loop
 #   ROUNDS=5 SECS=1 ENGINES="tracepool go_baseline baseline_blocking harness" profiling/go_loops.sh
@@ -34,7 +34,7 @@ while [ "$r" -le "$ROUNDS" ]; do
 done
 python3 - "$OUT" <<'PY'
 import statistics, sys
-GO = {  # ns per loop, go-benchmarks.md (Store driver on an in-memory map)
+GO = {  # ns per loop, the Go figures of docs/PERFORMANCE.md (Store driver on an in-memory map)
     "simple": 24500, "complex": 267000, "concurrent_simple": 20700,
     "concurrent_complex": 168000, "subscription": 47100, "space_operations": 324000,
 }

@@ -38,8 +38,8 @@
 //!   stops the pubsub without waiting; `Remove` = `Release` + `DeleteTrace`.
 //!
 //! **The driver is the reference's store driver on an in-memory key-value
-//! map** ([`KvStore`]), because that is the configuration of the Go figures
-//! in `shared/reference/go-benchmarks.md` ("Store driver on an in-memory
+//! map** ([`KvStore`]), because that is the configuration the Go figures in
+//! docs/PERFORMANCE.md were measured with ("Store driver on an in-memory
 //! map"). Spec §5.3, work per call:
 //! - `SaveUpdate`: under the driver's mutex, read `P:T:updates` (one JSON array
 //!   of every event so far), decode it, append, re-encode the whole array,

@@ -278,7 +278,6 @@ impl EventLog {
     pub(crate) fn push(&mut self, mut rec: Record, trace_id: &str, nodes: &dyn NodeWriter) -> u64 {
         let seq = self.next_seq;
         rec.seq = seq;
-        self.next_seq += 1;
         if self.lim.persists {
             if self.pending_len() >= self.lim.pending {
                 // The driver is not keeping up and the bound is reached: drop
@@ -291,6 +290,7 @@ impl EventLog {
         if self.history.len() >= self.lim.history.max(1) {
             self.evict_oldest(trace_id, nodes);
         }
+        self.next_seq += 1;
         self.history.push_back(Entry::Rec(rec));
         if !self.lim.persists {
             self.unsent_from = self.next_seq;
