@@ -22,8 +22,6 @@ use std::sync::{Arc, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::builder::Config;
 use super::flush::{FlushState, Signal};
 use super::registry::Registry;
@@ -31,8 +29,9 @@ use super::ticker::TickerShared;
 use super::workers::{WAKE_AT, WorkerQueue};
 use crate::driver::{Driver, WriteBatch};
 use crate::error::{Error, Result};
-use crate::event::encode::NodeWriter;
+use crate::event::encode::Source;
 use crate::event::log::{EventLog, LogHost};
+use crate::event::value::Val;
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::Level;
 use crate::pool::{Dropped, SlotKey, SlotPool, lock};
@@ -163,8 +162,8 @@ impl Core {
         key: SlotKey,
         target: Target,
         level: Level,
-        msg: Bytes,
-        data: Option<Bytes>,
+        msg: Val,
+        data: Option<Val>,
     ) {
         let r = self.with_state(key, |st| {
             st.log(target, level, msg, data);
@@ -387,8 +386,8 @@ impl Core {
             return Err(Error::Released);
         }
         {
-            let st = &mut *st;
-            st.events.detach_readers(st.id.as_str(), &st.tree);
+            let (log, src) = st.split();
+            log.detach_readers(&src);
         }
         slot.released.store(
             (generation << 8) | u64::from(st.status.to_u8()),
@@ -587,15 +586,16 @@ impl LogHost for Core {
         &self,
         slot: u32,
         generation: u64,
-        f: &mut dyn FnMut(&mut EventLog, &str, &dyn NodeWriter, bool),
+        f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool),
     ) -> bool {
         let slot = self.pool.get(slot);
         let mut st = lock(&slot.state);
         if !st.is_live(generation) {
             return false;
         }
-        let st = &mut *st;
-        f(&mut st.events, st.id.as_str(), &st.tree, st.finished);
+        let finished = st.finished;
+        let (log, src) = st.split();
+        f(log, &src, finished);
         true
     }
 

@@ -33,10 +33,10 @@ use std::task::Waker;
 
 use bytes::BytesMut;
 
-use super::encode::{NodeWriter, encode};
-use super::record::{Entry, Record};
+use super::encode::{Source, encode};
+use super::record::{Entry, PayloadRec, Record};
 use super::wire::ARENA_CHUNK;
-use super::{Cursor, Delivery, Event};
+use super::{Cursor, Delivery, Event, EventKind};
 use crate::error::{Error, Result};
 
 /// The bounds of one log, from the engine builder.
@@ -245,6 +245,10 @@ pub(crate) struct EventLog {
     pub(crate) stat_evicted: u64,
     /// Queued events dropped (bound reached) since then.
     pub(crate) stat_pending_dropped: u64,
+    /// Tests: every event also encoded the moment it is recorded (not
+    /// cached), to compare with the lazily encoded history.
+    #[cfg(test)]
+    pub(crate) eager: Option<Vec<Event>>,
 }
 
 impl EventLog {
@@ -268,34 +272,52 @@ impl EventLog {
             stat_emitted: 0,
             stat_evicted: 0,
             stat_pending_dropped: 0,
+            #[cfg(test)]
+            eager: None,
         }
     }
 
-    /// Appends a recorded event: numbers it, retains it, queues it for the
-    /// driver, and readies the wakers of waiting readers. `trace_id` and
-    /// `nodes` encode a record that leaves the history before the driver
-    /// took it. Returns its seq.
-    pub(crate) fn push(&mut self, mut rec: Record, trace_id: &str, nodes: &dyn NodeWriter) -> u64 {
+    /// Appends an event: numbers and records it, retains it, queues it for
+    /// the driver, and readies the wakers of waiting readers. `src` encodes
+    /// a record that leaves the history before the driver took it. Returns
+    /// its seq.
+    #[inline]
+    pub(crate) fn push(
+        &mut self,
+        kind: EventKind,
+        ts: i64,
+        payload: PayloadRec,
+        src: &dyn Source,
+    ) -> u64 {
         let seq = self.next_seq;
-        rec.seq = seq;
+        let rec = Record {
+            seq,
+            ts,
+            kind,
+            payload,
+        };
+        #[cfg(test)]
+        if let Some(eager) = &mut self.eager {
+            eager.push(encode(&mut BytesMut::new(), &rec, src));
+        }
         if self.lim.persists {
             if self.pending_len() >= self.lim.pending {
                 // The driver is not keeping up and the bound is reached: drop
                 // the oldest queued write and count it (never silent, never
                 // unbounded).
-                self.drop_oldest_pending();
+                self.drop_oldest_pending(src);
             }
-            self.pending_bytes += rec.approx_len();
+            self.pending_bytes += rec.approx_len(src);
         }
         if self.history.len() >= self.lim.history.max(1) {
-            self.evict_oldest(trace_id, nodes);
+            self.evict_oldest(src);
         }
         self.next_seq += 1;
         self.history.push_back(Entry::Rec(rec));
         if !self.lim.persists {
             self.unsent_from = self.next_seq;
         } else {
-            self.account_pending();
+            self.account_pending(src);
         }
         self.stat_emitted += 1;
         if !self.waiting.is_empty() {
@@ -310,7 +332,7 @@ impl EventLog {
         seq
     }
 
-    fn evict_oldest(&mut self, trace_id: &str, nodes: &dyn NodeWriter) {
+    fn evict_oldest(&mut self, src: &dyn Source) {
         let Some(old) = self.history.pop_front() else {
             return;
         };
@@ -326,8 +348,8 @@ impl EventLog {
                     ev
                 }
                 Entry::Rec(r) => {
-                    self.pending_bytes = self.pending_bytes.saturating_sub(r.approx_len());
-                    encode(&mut self.arena, trace_id, &r, nodes)
+                    self.pending_bytes = self.pending_bytes.saturating_sub(r.approx_len(src));
+                    encode(&mut self.arena, &r, src)
                 }
             };
             self.pending_bytes += ev.bytes.len();
@@ -345,12 +367,12 @@ impl EventLog {
     }
 
     /// Drops the oldest queued write (counted). Returns its bytes.
-    fn drop_oldest_pending(&mut self) -> usize {
+    fn drop_oldest_pending(&mut self, src: &dyn Source) -> usize {
         let n = if let Some(ev) = self.spilled.pop_front() {
             ev.bytes.len()
         } else if self.unsent_from < self.next_seq {
             let n = self.entry(self.unsent_from).map_or(0, |e| match e {
-                Entry::Rec(r) => r.approx_len(),
+                Entry::Rec(r) => r.approx_len(src),
                 Entry::Wire(ev) => ev.bytes.len(),
             });
             self.unsent_from += 1;
@@ -366,7 +388,7 @@ impl EventLog {
     /// Publishes this trace's queued bytes to the engine-wide total once they
     /// grew by a step, and enforces the engine-wide bound: over it, this
     /// trace's oldest queued events are dropped (counted).
-    fn account_pending(&mut self) {
+    fn account_pending(&mut self, src: &dyn Source) {
         if self.pending_bytes < self.pending_published + PENDING_STEP {
             return;
         }
@@ -378,7 +400,7 @@ impl EventLog {
         }
         let mut over = total - self.lim.pending_bytes;
         while over > 0 && self.pending_len() > 0 {
-            over = over.saturating_sub(self.drop_oldest_pending().max(1));
+            over = over.saturating_sub(self.drop_oldest_pending(src).max(1));
         }
         if self.pending_published > self.pending_bytes {
             let freed = self.pending_published - self.pending_bytes;
@@ -398,9 +420,9 @@ impl EventLog {
 
     /// Bytes queued for the driver (`extra`: log lines held elsewhere) are
     /// accounted like events: published in steps, bounded engine-wide.
-    pub(crate) fn add_pending_bytes(&mut self, extra: usize) {
+    pub(crate) fn add_pending_bytes(&mut self, extra: usize, src: &dyn Source) {
         self.pending_bytes += extra;
-        self.account_pending();
+        self.account_pending(src);
     }
 
     /// Whether events wait for the driver.
@@ -417,7 +439,7 @@ impl EventLog {
     }
 
     /// Encodes the retained records with seq in `[from, to)` in place.
-    fn encode_range(&mut self, from: u64, to: u64, trace_id: &str, nodes: &dyn NodeWriter) {
+    fn encode_range(&mut self, from: u64, to: u64, src: &dyn Source) {
         let oldest = self.next_seq - self.history.len() as u64;
         let from = from.max(oldest);
         let to = to.min(self.next_seq);
@@ -427,23 +449,31 @@ impl EventLog {
         let (a, b) = ((from - oldest) as usize, (to - oldest) as usize);
         for e in self.history.range_mut(a..b) {
             if let Entry::Rec(r) = e {
-                let ev = encode(&mut self.arena, trace_id, r, nodes);
+                let ev = encode(&mut self.arena, r, src);
                 *e = Entry::Wire(ev);
             }
         }
     }
 
+    /// Encodes the record of `seq` if it is retained and not encoded yet
+    /// (what it refers to is about to change: a log line leaving memory).
+    pub(crate) fn encode_seq(&mut self, seq: u64, src: &dyn Source) {
+        self.encode_range(seq, seq + 1, src);
+    }
+
+    /// Encodes every retained record (what they refer to is about to go: a
+    /// space being deleted).
+    pub(crate) fn encode_all(&mut self, src: &dyn Source) {
+        let oldest = self.next_seq - self.history.len() as u64;
+        self.encode_range(oldest, self.next_seq, src);
+    }
+
     /// Moves every event queued for the driver into `out` (encoding them),
     /// in seq order.
-    pub(crate) fn take_pending(
-        &mut self,
-        out: &mut VecDeque<Event>,
-        trace_id: &str,
-        nodes: &dyn NodeWriter,
-    ) {
+    pub(crate) fn take_pending(&mut self, out: &mut VecDeque<Event>, src: &dyn Source) {
         out.extend(self.spilled.drain(..));
         let from = self.unsent_from;
-        self.encode_range(from, self.next_seq, trace_id, nodes);
+        self.encode_range(from, self.next_seq, src);
         let oldest = self.next_seq - self.history.len() as u64;
         let skip = from.saturating_sub(oldest) as usize;
         for e in self.history.iter().skip(skip) {
@@ -459,7 +489,7 @@ impl EventLog {
     /// Puts back the events of a failed write (older than anything queued),
     /// so the next batch retries them; beyond the bound the oldest are
     /// dropped and counted.
-    pub(crate) fn restore_pending(&mut self, events: &mut VecDeque<Event>) {
+    pub(crate) fn restore_pending(&mut self, events: &mut VecDeque<Event>, src: &dyn Source) {
         while let Some(ev) = events.pop_back() {
             if self.pending_len() >= self.lim.pending {
                 self.stat_pending_dropped += 1 + events.len() as u64;
@@ -469,7 +499,7 @@ impl EventLog {
             self.pending_bytes += ev.bytes.len();
             self.spilled.push_front(ev);
         }
-        self.account_pending();
+        self.account_pending(src);
     }
 
     /// Drops every event queued for the driver; returns how many.
@@ -483,17 +513,12 @@ impl EventLog {
     }
 
     /// Events of the retained history matching `cursor`, encoded.
-    pub(crate) fn snapshot(
-        &mut self,
-        cursor: Cursor,
-        trace_id: &str,
-        nodes: &dyn NodeWriter,
-    ) -> Vec<Event> {
+    pub(crate) fn snapshot(&mut self, cursor: Cursor, src: &dyn Source) -> Vec<Event> {
         let from = match cursor {
             Cursor::Seq(n) => n,
             Cursor::Time(ms) => self.seq_at_time(ms),
         };
-        self.encode_range(from, self.next_seq, trace_id, nodes);
+        self.encode_range(from, self.next_seq, src);
         self.history
             .iter()
             .filter_map(|e| match e {
@@ -594,8 +619,7 @@ impl EventLog {
         max: usize,
         out: &mut VecDeque<Delivery>,
         waker: Option<&Waker>,
-        trace_id: &str,
-        nodes: &dyn NodeWriter,
+        src: &dyn Source,
     ) -> ReadResult {
         let Some(Some(reader)) = self.readers.get(key as usize) else {
             return ReadResult {
@@ -612,7 +636,7 @@ impl EventLog {
         let (from, _) = view.clamp(&cursor);
         // Everything available (events the reader skips by time included):
         // each is encoded once, and the next reader shares it.
-        self.encode_range(from, self.next_seq, trace_id, nodes);
+        self.encode_range(from, self.next_seq, src);
         let view = View {
             entries: &self.history,
             end: self.next_seq,
@@ -659,7 +683,7 @@ impl EventLog {
     /// unread events, the retained history is encoded and moves (no copy)
     /// into one shared [`Frozen`] they all keep; each reader's waker is
     /// readied.
-    pub(crate) fn detach_readers(&mut self, trace_id: &str, nodes: &dyn NodeWriter) {
+    pub(crate) fn detach_readers(&mut self, src: &dyn Source) {
         if self.reader_count == 0 {
             return;
         }
@@ -671,7 +695,7 @@ impl EventLog {
             .any(|r| r.cursor.next_seq < end);
         let frozen = unread.then(|| {
             let oldest = end - self.history.len() as u64;
-            self.encode_range(oldest, end, trace_id, nodes);
+            self.encode_range(oldest, end, src);
             // What the driver has not taken yet stays queued for it (the
             // frozen history shares the bytes).
             let skip = self.unsent_from.saturating_sub(oldest) as usize;
@@ -775,13 +799,12 @@ pub(crate) fn read_frozen(
 /// (subscriptions) do not depend on it.
 pub(crate) trait LogHost: Send + Sync + std::fmt::Debug {
     /// Runs `f` on the log of the live trace `(slot, generation)` under its
-    /// lock, with the trace's id, its node writer and whether it is
-    /// finished. `false` when that trace is not live (released).
+    /// lock, with the trace as a payload source and whether it is finished. `false` when that trace is not live (released).
     fn with_log(
         &self,
         slot: u32,
         generation: u64,
-        f: &mut dyn FnMut(&mut EventLog, &str, &dyn NodeWriter, bool),
+        f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool),
     ) -> bool;
     /// Counts events skipped by `Lagged` deliveries.
     fn count_lagged(&self, missed: u64);

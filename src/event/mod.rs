@@ -145,10 +145,10 @@ pub struct Event {
 /// Where the envelope's string fields and the payload sit in an event's bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Offsets {
-    pub(crate) trace: (usize, usize),
-    pub(crate) node: (usize, usize),
-    pub(crate) space: (usize, usize),
-    pub(crate) data: (usize, usize),
+    pub(crate) trace: (u32, u32),
+    pub(crate) node: (u32, u32),
+    pub(crate) space: (u32, u32),
+    pub(crate) data: (u32, u32),
 }
 
 impl PartialEq for Event {
@@ -161,7 +161,8 @@ impl PartialEq for Event {
 }
 
 impl Event {
-    fn slice(&self, (a, b): (usize, usize)) -> &str {
+    fn slice(&self, (a, b): (u32, u32)) -> &str {
+        let (a, b) = (a as usize, b as usize);
         // The ranges are checked when the event is built: ASCII ids (or a
         // validated UTF-8 slice of a decoded event).
         std::str::from_utf8(self.bytes.get(a..b).unwrap_or_default()).unwrap_or_default()
@@ -186,7 +187,7 @@ impl Event {
     pub fn data(&self) -> Value {
         let (a, b) = self.at.data;
         self.bytes
-            .get(a..b)
+            .get(a as usize..b as usize)
             .and_then(|d| serde_json::from_slice(d).ok())
             .unwrap_or(Value::Null)
     }

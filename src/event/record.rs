@@ -1,5 +1,5 @@
-//! What the caller's thread records per event: numbering, envelope ids and
-//! a compact payload record — no JSON is written under the trace lock.
+//! What the caller's thread records per event: numbering, timestamp and a
+//! compact payload record — no JSON is written under the trace lock.
 //!
 //! A record holds the fields that can change after the event (a node's
 //! status, times, output, metadata) by value, and caller values as the
@@ -8,11 +8,12 @@
 //! index — never changes while the trace is loaded, so encoding a record
 //! later yields exactly the event that happened.
 
-use bytes::Bytes;
+use super::encode::Source;
+use super::value::Val;
 
 use super::{Event, EventKind};
 use crate::id::ShortId;
-use crate::model::{Level, NodeStatus, TraceStatus};
+use crate::model::{NodeStatus, TraceStatus};
 
 /// A node's changeable fields at one moment (for `node_updated`).
 #[derive(Debug, Clone)]
@@ -23,12 +24,15 @@ pub(crate) struct NodeSnap {
     /// Children are only ever appended: the node's first `children`.
     pub(crate) children: u32,
     /// The metadata object (`None`: empty).
-    pub(crate) metadata: Option<Bytes>,
+    pub(crate) metadata: Option<Val>,
     /// The output (`None`: none).
-    pub(crate) output: Option<Bytes>,
+    pub(crate) output: Option<Val>,
 }
 
-/// The payload of an event not yet encoded.
+/// The payload of an event not yet encoded. Node events name their node by
+/// index (its id and creation-time fields are the tree's, immutable); a log
+/// line by its index in the trace's whole log (its record is encoded before
+/// the line leaves memory).
 #[derive(Debug, Clone)]
 pub(crate) enum PayloadRec {
     /// `init`: `{"trace_id": ..}`.
@@ -37,39 +41,31 @@ pub(crate) enum PayloadRec {
     NodeStart(u32),
     /// `node_start` of parallel branches (contiguous indices), as created.
     NodesStart { first: u32, count: u32 },
-    /// `node_complete`.
-    NodeComplete {
-        end_time: i64,
-        duration: i64,
-        output: Option<Bytes>,
-    },
+    /// `node_complete` (end time: the event's timestamp).
+    NodeComplete { node: u32, output: Option<Val> },
     /// `node_failed` (failed or cancelled); `error` is text.
     NodeFailed {
+        node: u32,
         status: NodeStatus,
-        end_time: i64,
-        duration: i64,
-        error: Bytes,
+        error: Val,
     },
     /// `node_updated`: the whole node at that moment.
-    NodeUpdated { node: u32, snap: NodeSnap },
-    /// `log_added`: `msg` is text, `data` JSON (`None`: `null`).
-    LogAdded {
-        level: Level,
-        msg: Bytes,
-        data: Option<Bytes>,
-    },
-    /// `memory_add` / `memory_update`: `key` and `title` are text, `value` JSON.
+    NodeUpdated { node: u32, snap: Box<NodeSnap> },
+    /// `log_added` of this line of the trace's log; `bytes`: its text and
+    /// data together (for the byte bound before it is encoded).
+    LogAdded { line: u64, bytes: u32 },
+    /// `memory_add` / `memory_update`: `key` is text, `value` JSON.
     Memory {
-        key: Bytes,
-        value: Bytes,
-        title: Option<Bytes>,
+        space: ShortId,
+        key: Val,
+        value: Val,
     },
     /// `memory_delete` of a key (text), or of all keys (`None`).
-    MemoryDelete { key: Option<Bytes> },
+    MemoryDelete { space: ShortId, key: Option<Val> },
     /// `complete` (completed or cancelled).
     Complete { status: TraceStatus, total: i64 },
     /// A payload encoded when the event happened (rare events: spaces).
-    Encoded(Bytes),
+    Encoded { space: ShortId, payload: Val },
 }
 
 /// An event recorded but not yet encoded.
@@ -78,26 +74,29 @@ pub(crate) struct Record {
     pub(crate) seq: u64,
     pub(crate) ts: i64,
     pub(crate) kind: EventKind,
-    pub(crate) node: Option<ShortId>,
-    pub(crate) space: Option<ShortId>,
     pub(crate) payload: PayloadRec,
 }
 
 impl Record {
     /// Roughly what the encoded event will take (for the write-behind
     /// queue's byte bound before it is encoded).
-    pub(crate) fn approx_len(&self) -> usize {
-        let b = |o: &Option<Bytes>| o.as_ref().map_or(0, Bytes::len);
+    pub(crate) fn approx_len(&self, src: &dyn Source) -> usize {
+        let b = |o: &Option<Val>| o.as_ref().map_or(0, |v| v.len());
         140 + match &self.payload {
             PayloadRec::Init | PayloadRec::Complete { .. } => 40,
-            PayloadRec::NodeStart(_) | PayloadRec::NodeUpdated { .. } => 320,
-            PayloadRec::NodesStart { count, .. } => 320 * *count as usize,
+            PayloadRec::NodeStart(n) => 320 + src.node_bytes(*n),
+            PayloadRec::NodeUpdated { node, snap } => {
+                320 + src.node_bytes(*node) + b(&snap.output) + b(&snap.metadata)
+            }
+            PayloadRec::NodesStart { first, count } => (*first..*first + *count)
+                .map(|n| 320 + src.node_bytes(n))
+                .sum(),
             PayloadRec::NodeComplete { output, .. } => 80 + b(output),
             PayloadRec::NodeFailed { error, .. } => 80 + error.len(),
-            PayloadRec::LogAdded { msg, data, .. } => 80 + msg.len() + b(data),
-            PayloadRec::Memory { key, value, title } => 80 + key.len() + value.len() + b(title),
-            PayloadRec::MemoryDelete { key } => 40 + b(key),
-            PayloadRec::Encoded(p) => p.len(),
+            PayloadRec::LogAdded { bytes, .. } => 100 + *bytes as usize,
+            PayloadRec::Memory { key, value, .. } => 100 + key.len() + value.len(),
+            PayloadRec::MemoryDelete { key, .. } => 40 + b(key),
+            PayloadRec::Encoded { payload, .. } => payload.len(),
         }
     }
 }

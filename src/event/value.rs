@@ -1,11 +1,14 @@
 //! Caller values as JSON bytes, produced before any trace lock is taken.
 //!
 //! Inputs, outputs, metadata, space values, log data and log text are
-//! serialized on the caller's thread into a per-thread arena and kept as
-//! shared [`Bytes`]: the trace stores and snapshots them by reference count,
-//! events point at them, and nothing is re-serialized or deep-copied under
-//! the lock. An arena chunk is reused once every value carved from it is
-//! gone, so steady-state recording allocates nothing.
+//! serialized on the caller's thread and kept as a [`Val`]: up to
+//! [`INLINE`] bytes inline (most values: numbers, short strings, one-field
+//! objects, log lines), longer ones as shared [`Bytes`] carved out of a
+//! per-thread arena. The trace stores and snapshots them by copy or
+//! reference count, events point at them, and nothing is re-serialized or
+//! deep-copied under the lock. A short value costs no atomic operation and
+//! no allocation; an arena chunk is reused once every value carved from it
+//! is gone, so steady-state recording allocates nothing.
 
 use std::cell::RefCell;
 
@@ -18,26 +21,85 @@ use crate::error::{Error, Result};
 const CHUNK: usize = 16 * 1024;
 /// A chunk that grew beyond this (one huge value) is not kept.
 const KEEP: usize = 256 * 1024;
+/// Longest value kept inline.
+pub(crate) const INLINE: usize = 23;
+
+/// The bytes of one caller value (JSON, or text): inline when short.
+#[derive(Clone)]
+pub(crate) enum Val {
+    /// `len` bytes of `buf`.
+    Inline { len: u8, buf: [u8; INLINE] },
+    /// A slice of a shared arena chunk.
+    Shared(Bytes),
+}
+
+impl Default for Val {
+    fn default() -> Self {
+        Val::Inline {
+            len: 0,
+            buf: [0; INLINE],
+        }
+    }
+}
+
+impl std::ops::Deref for Val {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Val::Inline { len, buf } => &buf[..*len as usize],
+            Val::Shared(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
+
+impl PartialEq for Val {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
 
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+/// Writes one value into the per-thread arena with `f` and keeps it: inline
+/// when short (the arena's bytes are then reused), else split off shared.
+fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> (Val, R) {
     ARENA.with(|a| {
         let mut arena = a.borrow_mut();
-        if !arena.is_empty() {
-            drop(arena.split());
-        }
-        if arena.capacity() < 256 {
+        if arena.capacity() - arena.len() < 256 {
+            if !arena.is_empty() {
+                drop(arena.split());
+            }
             // Takes the chunk back when every value carved from it is gone.
             arena.reserve(CHUNK);
         }
+        let start = arena.len();
         let r = f(&mut arena);
+        let n = arena.len() - start;
+        let val = if n <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..n].copy_from_slice(&arena[start..]);
+            arena.truncate(start);
+            Val::Inline { len: n as u8, buf }
+        } else {
+            if start > 0 {
+                // Bytes an earlier split left behind: not part of this value.
+                drop(arena.split_to(start));
+            }
+            Val::Shared(arena.split().freeze())
+        };
         if arena.capacity() > KEEP {
             *arena = BytesMut::new();
         }
-        r
+        (val, r)
     })
 }
 
@@ -46,45 +108,39 @@ fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
 /// # Errors
 /// [`Error::InvalidValue`] when it does not serialize to JSON (e.g. a map
 /// with non-string keys).
-pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<Bytes> {
-    with_arena(|arena| {
-        let r = serde_json::to_writer((&mut *arena).writer(), v);
-        let bytes = arena.split().freeze();
-        match r {
-            Ok(()) => Ok(bytes),
-            Err(_) => Err(Error::InvalidValue),
-        }
-    })
+pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<Val> {
+    let (val, r) = with_arena(|arena| serde_json::to_writer(arena.writer(), v));
+    match r {
+        Ok(()) => Ok(val),
+        Err(_) => Err(Error::InvalidValue),
+    }
 }
 
 /// A caller value as JSON, `None` for `null` (absent input or output).
 ///
 /// # Errors
 /// As [`json`].
-pub(crate) fn json_opt<T: Serialize + ?Sized>(v: &T) -> Result<Option<Bytes>> {
-    json(v).map(|b| (&b[..] != b"null").then_some(b))
+pub(crate) fn json_opt<T: Serialize + ?Sized>(v: &T) -> Result<Option<Val>> {
+    json(v).map(|b| (*b != *b"null").then_some(b))
 }
 
 /// JSON written by `f` (payloads encoded when their event happens).
-pub(crate) fn write(f: impl FnOnce(&mut super::json::JsonOut<'_>)) -> Bytes {
-    with_arena(|arena| {
-        f(&mut super::json::JsonOut::new(arena));
-        arena.split().freeze()
-    })
+pub(crate) fn write(f: impl FnOnce(&mut super::json::JsonOut<'_>)) -> Val {
+    with_arena(|arena| f(&mut super::json::JsonOut::new(arena))).0
 }
 
 /// Text copied as is (log messages): `parts` concatenated.
-pub(crate) fn text(parts: &[&str]) -> Bytes {
+pub(crate) fn text(parts: &[&str]) -> Val {
     with_arena(|arena| {
         for p in parts {
             arena.put_slice(p.as_bytes());
         }
-        arena.split().freeze()
     })
+    .0
 }
 
-/// The text of bytes made by [`text`] (valid UTF-8 by construction).
-pub(crate) fn as_str(b: &Bytes) -> &str {
+/// The text of a value made by [`text`] (valid UTF-8 by construction).
+pub(crate) fn as_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or_default()
 }
 
@@ -98,8 +154,8 @@ pub(crate) fn decode(b: &[u8]) -> serde_json::Value {
 /// event or snapshot shares the object.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JsonMap {
-    entries: Vec<(String, Bytes)>,
-    object: Option<Bytes>,
+    entries: Vec<(String, Val)>,
+    object: Option<Val>,
 }
 
 impl JsonMap {
@@ -121,7 +177,7 @@ impl JsonMap {
     }
 
     /// Sets `key` (a new key goes last; an existing one keeps its place).
-    pub(crate) fn insert(&mut self, key: &str, value: Bytes) {
+    pub(crate) fn insert(&mut self, key: &str, value: Val) {
         match self.entries.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
             None => self.entries.push((key.to_owned(), value)),
@@ -142,13 +198,13 @@ impl JsonMap {
                     arena.put_slice(v);
                 }
                 arena.put_u8(b'}');
-                arena.split().freeze()
             })
+            .0
         });
     }
 
     /// The encoded object, `None` when empty.
-    pub(crate) fn object(&self) -> Option<&Bytes> {
+    pub(crate) fn object(&self) -> Option<&Val> {
         self.object.as_ref()
     }
 

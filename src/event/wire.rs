@@ -20,6 +20,12 @@ use crate::error::Result;
 /// Size of a fresh arena chunk; events are carved out of it without allocating.
 pub(crate) const ARENA_CHUNK: usize = 16 * 1024;
 
+/// An offset into an event's bytes (an event of 4 GiB or more has its
+/// fields read as empty).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn put_int(buf: &mut BytesMut, v: impl itoa::Integer) {
     let mut b = itoa::Buffer::new();
     buf.put_slice(b.format(v).as_bytes());
@@ -50,11 +56,11 @@ pub(crate) fn encode(
     if arena.capacity() < 1024 {
         arena.reserve(ARENA_CHUNK);
     }
-    let field = |arena: &mut BytesMut, key: &[u8], value: &str| -> (usize, usize) {
+    let field = |arena: &mut BytesMut, key: &[u8], value: &str| -> (u32, u32) {
         arena.put_slice(key);
-        let start = arena.len();
+        let start = offset(arena.len());
         arena.put_slice(value.as_bytes());
-        (start, arena.len())
+        (start, offset(arena.len()))
     };
     arena.put_slice(br#"{"type":""#);
     arena.put_slice(env.kind.as_str().as_bytes());
@@ -64,9 +70,9 @@ pub(crate) fn encode(
     arena.put_slice(br#"","timestamp":"#);
     put_int(arena, env.timestamp);
     arena.put_slice(br#","data":"#);
-    let start = arena.len();
+    let start = offset(arena.len());
     data(&mut JsonOut::new(arena));
-    let end = arena.len();
+    let end = offset(arena.len());
     arena.put_slice(br#","seq":"#);
     put_int(arena, env.seq);
     arena.put_u8(b'}');
@@ -105,18 +111,21 @@ struct RawEnvelope<'a> {
 /// Decodes a wire-format event. A missing `seq` (events written by the
 /// reference) decodes as 0; the caller numbers such events.
 pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
+    if u32::try_from(bytes.len()).is_err() {
+        return Err(corrupt(location, "event of 4 GiB or more"));
+    }
     let env: RawEnvelope<'_> =
         serde_json::from_slice(&bytes).map_err(|e| corrupt(location, format!("bad event: {e}")))?;
     let kind = EventKind::parse(env.kind)
         .ok_or_else(|| corrupt(location, format!("unknown event type {:?}", env.kind)))?;
     let base = bytes.as_ptr() as usize;
-    let range = |raw: &RawValue| -> (usize, usize) {
+    let range = |raw: &RawValue| -> (u32, u32) {
         let s = raw.get();
         let off = s.as_ptr() as usize - base;
-        (off, off + s.len())
+        (offset(off), offset(off + s.len()))
     };
     // An id is a plain JSON string: its offsets are those of its text.
-    let id = |raw: Option<&RawValue>, name: &str| -> Result<(usize, usize)> {
+    let id = |raw: Option<&RawValue>, name: &str| -> Result<(u32, u32)> {
         let Some(raw) = raw else { return Ok((0, 0)) };
         let s = raw.get();
         if s == "null" {

@@ -16,23 +16,29 @@ macro_rules! chainable_logs {
     ($ty:ty, $on:literal) => {
         #[doc = concat!("Logs at `info` on ", $on, " (dropped and counted in `EngineStats::logs_dropped` when there is nowhere to log).")]
         pub fn info(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Info, msg.as_ref(), &())
+            self.chain_log(Level::Info, msg.as_ref(), None)
         }
         #[doc = concat!("Logs at `debug` on ", $on, ".")]
         pub fn debug(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Debug, msg.as_ref(), &())
+            self.chain_log(Level::Debug, msg.as_ref(), None)
         }
         #[doc = concat!("Logs at `warn` on ", $on, ".")]
         pub fn warn(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Warn, msg.as_ref(), &())
+            self.chain_log(Level::Warn, msg.as_ref(), None)
         }
         #[doc = concat!("Logs at `error` on ", $on, ".")]
         pub fn error(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Error, msg.as_ref(), &())
+            self.chain_log(Level::Error, msg.as_ref(), None)
         }
         #[doc = concat!("Logs a message with structured data on ", $on, " (any `Serialize` value: `json!(..)`, a number, a string, a struct; `null` for none). A value that does not serialize drops the line (counted in `EngineStats::logs_dropped`).")]
         pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl serde::Serialize) -> &$ty {
-            self.chain_log(level, msg.as_ref(), &data)
+            match crate::event::value::json_opt(&data) {
+                Ok(data) => self.chain_log(level, msg.as_ref(), data),
+                Err(_) => {
+                    self.core.count_dropped_log();
+                    self
+                }
+            }
         }
     };
 }
@@ -44,12 +50,9 @@ mod trace;
 pub use node::Node;
 pub use trace::Trace;
 
-use bytes::Bytes;
-use serde::Serialize;
-
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::event::value;
+use crate::event::value::{self, Val};
 use crate::model::Level;
 use crate::pool::SlotKey;
 use crate::trace::state::{Target, TraceState};
@@ -88,16 +91,19 @@ impl HandleCore {
     }
 
     /// Chainable logging to `target`: never fails, counts what it drops.
-    fn log<T: Serialize + ?Sized>(&self, target: Target, level: Level, msg: &str, data: &T) {
-        let core = self.engine.core();
-        match value::json_opt(data) {
-            Ok(data) => core.log_chained(self.key, target, level, value::text(&[msg]), data),
-            Err(_) => {
-                core.counters
-                    .logs_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+    fn log(&self, target: Target, level: Level, msg: &str, data: Option<Val>) {
+        self.engine
+            .core()
+            .log_chained(self.key, target, level, value::text(&[msg]), data);
+    }
+
+    /// Counts a chainable log line that could not be recorded.
+    fn count_dropped_log(&self) {
+        self.engine
+            .core()
+            .counters
+            .logs_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -117,7 +123,7 @@ impl std::fmt::Debug for HandleCore {
 }
 
 /// The error text and the log line of a failure (`fail`).
-fn failure(err: &dyn std::fmt::Display) -> (Bytes, Bytes) {
+fn failure(err: &dyn std::fmt::Display) -> (Val, Val) {
     let msg = err.to_string();
     (value::text(&[&msg]), value::text(&["Node failed: ", &msg]))
 }

@@ -10,7 +10,7 @@ use super::trace::specs_of;
 use super::{HandleCore, failure};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::event::value;
+use crate::event::value::{self, Val};
 use crate::id::ShortId;
 use crate::model::{Level, NodeData, NodeStatus};
 use crate::options::{NodeOptions, ParallelInput};
@@ -151,7 +151,7 @@ impl Node {
         })
     }
 
-    fn chain_log<T: Serialize + ?Sized>(&self, level: Level, msg: &str, data: &T) -> &Node {
+    fn chain_log(&self, level: Level, msg: &str, data: Option<Val>) -> &Node {
         self.core.log(Target::Node(self.node), level, msg, data);
         self
     }

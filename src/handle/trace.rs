@@ -11,7 +11,8 @@ use super::{HandleCore, failure};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::log::LogHost;
-use crate::event::{Cursor, Event, value};
+use crate::event::value::{self, Val};
+use crate::event::{Cursor, Event};
 use crate::id::TraceId;
 use crate::model::{Level, LogEntry, NodeData, SpaceData, SpaceInfo, TraceInfo, TraceStatus};
 use crate::options::{NodeOptions, ParallelInput, SpaceOptions};
@@ -148,7 +149,7 @@ impl Trace {
         })
     }
 
-    fn chain_log<T: Serialize + ?Sized>(&self, level: Level, msg: &str, data: &T) -> &Trace {
+    fn chain_log(&self, level: Level, msg: &str, data: Option<Val>) -> &Trace {
         self.core.log(Target::Current, level, msg, data);
         self
     }
@@ -435,8 +436,8 @@ impl Trace {
     /// `Released`, `ShutDown`.
     pub fn events(&self, cursor: Cursor) -> Result<Vec<Event>> {
         self.with(|st| {
-            let st = &mut *st;
-            Ok(st.events.snapshot(cursor, st.id.as_str(), &st.tree))
+            let (log, src) = st.split();
+            Ok(log.snapshot(cursor, &src))
         })
     }
 

@@ -212,14 +212,12 @@ impl Subscription {
             let mut r = none;
             let mut finished = false;
             let (reader, buf) = (self.reader, &mut self.buf);
-            let live = self.host.with_log(
-                self.key.idx,
-                self.key.generation,
-                &mut |log, id, nodes, fin| {
-                    r = log.read(reader, BATCH, buf, waker, id, nodes);
-                    finished = fin;
-                },
-            );
+            let live =
+                self.host
+                    .with_log(self.key.idx, self.key.generation, &mut |log, src, fin| {
+                        r = log.read(reader, BATCH, buf, waker, src);
+                        finished = fin;
+                    });
             if live {
                 // A finished trace emits nothing more, and `complete` is
                 // behind us when nothing was left to read.
@@ -264,7 +262,7 @@ impl Drop for Subscription {
         }
         let (reader, shared) = (self.reader, &self.shared);
         self.host
-            .with_log(self.key.idx, self.key.generation, &mut |log, _, _, _| {
+            .with_log(self.key.idx, self.key.generation, &mut |log, _, _| {
                 log.remove_reader(reader, shared);
             });
     }

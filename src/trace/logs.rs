@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use crate::event::value::Val;
 
 use super::tree::Tree;
 use crate::event::value;
@@ -23,10 +23,12 @@ pub(crate) struct LogRec {
     pub(crate) timestamp: i64,
     pub(crate) level: Level,
     /// The message (text).
-    pub(crate) msg: Bytes,
+    pub(crate) msg: Val,
     /// The data (JSON); `None` for `null`.
-    pub(crate) data: Option<Bytes>,
+    pub(crate) data: Option<Val>,
     pub(crate) node: u32,
+    /// Seq of the line's `log_added` event.
+    pub(crate) seq: u64,
     /// What this line counts against `max_log_bytes`.
     pub(crate) cost: usize,
 }
@@ -40,17 +42,18 @@ impl LogRec {
     pub(crate) fn new(
         timestamp: i64,
         level: Level,
-        msg: Bytes,
-        data: Option<Bytes>,
+        msg: Val,
+        data: Option<Val>,
         node: u32,
     ) -> LogRec {
-        let cost = msg.len() + data.as_ref().map_or(4, Bytes::len) + LINE_OVERHEAD;
+        let cost = msg.len() + data.as_ref().map_or(4, |v| v.len()) + LINE_OVERHEAD;
         LogRec {
             timestamp,
             level,
             msg,
             data,
             node,
+            seq: 0,
             cost,
         }
     }

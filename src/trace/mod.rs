@@ -5,10 +5,14 @@
 //! `crate::event::log`'s; the handles callers hold are `crate::handle`'s.
 
 pub(crate) mod logs;
+pub(crate) mod payload;
 pub(crate) mod persist;
 pub(crate) mod spaces;
 pub(crate) mod state;
 pub(crate) mod tree;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};

@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::logs::LogRec;
@@ -20,7 +19,7 @@ use super::tree::NodeRec;
 use crate::driver::format::{InfoDoc, PersistNode, SpaceDoc};
 use crate::driver::{DocBuf, DocKind, StoredTrace};
 use crate::error::{Error, Result};
-use crate::event::value::{self, JsonMap};
+use crate::event::value::{self, JsonMap, Val};
 use crate::event::{Event, EventKind};
 use crate::id::{ShortId, TraceId};
 use crate::model::TraceStatus;
@@ -158,13 +157,14 @@ impl TraceState {
         lines.lines.push(d);
         let added = lines.buf.len() - before;
         self.unflushed_lines = lines;
-        self.events.add_pending_bytes(added);
+        let (log, src) = self.split();
+        log.add_pending_bytes(added, &src);
     }
 
     /// Moves everything queued for the driver into `w` (which must be empty).
     pub(crate) fn take_writes(&mut self, w: &mut WriteScratch) {
-        self.events
-            .take_pending(&mut w.events, self.id.as_str(), &self.tree);
+        let (log, src) = self.split();
+        log.take_pending(&mut w.events, &src);
         if !self.limits.documents {
             return;
         }
@@ -279,14 +279,16 @@ impl TraceState {
     /// Puts back what a failed write took, so the next batch retries it.
     /// Events newer than the bound are kept; the oldest are dropped and counted.
     pub(crate) fn restore_writes(&mut self, w: &mut WriteScratch) {
-        self.events.restore_pending(&mut w.events);
+        let (log, src) = self.split();
+        log.restore_pending(&mut w.events, &src);
         if !self.limits.documents {
             return;
         }
         // The lines keep their encoding; newer lines are already queued
         // behind them (or still in memory, after `logs_flushed`).
         let added = self.unflushed_lines.prepend(w);
-        self.events.add_pending_bytes(added);
+        let (log, src) = self.split();
+        log.add_pending_bytes(added, &src);
         for d in &w.docs {
             match d.kind {
                 DocKind::Info => self.info_dirty = true,
@@ -344,7 +346,7 @@ impl TraceState {
                 return Err(Error::corrupt(loc("nodes"), "too many nodes"));
             }
             let metadata = JsonMap::from_map(&n.metadata).map_err(|_| bad_value("nodes"))?;
-            let json_opt = |v: &Option<serde_json::Value>| -> Result<Option<Bytes>> {
+            let json_opt = |v: &Option<serde_json::Value>| -> Result<Option<Val>> {
                 match v {
                     Some(v) => value::json_opt(v).map_err(|_| bad_value("nodes")),
                     None => Ok(None),
@@ -418,7 +420,6 @@ impl TraceState {
             let label = sd.info.label;
             self.spaces.list.push(SpaceRec {
                 id: sid,
-                title: (!label.is_empty()).then(|| value::text(&[&label])),
                 label: Cow::Owned(label),
                 space_type: Cow::Owned(sd.info.space_type),
                 icon: Cow::Owned(sd.info.icon),

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use crate::event::value::Val;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
@@ -24,7 +24,7 @@ const RETAIN_SPACES: usize = 64;
 const RETAIN_SPACE_KEYS: usize = 1024;
 
 /// Values of a space by key, in insertion order.
-pub(crate) type SpaceValues = IndexMap<String, Bytes>;
+pub(crate) type SpaceValues = IndexMap<String, Val>;
 
 /// One space.
 #[derive(Debug)]
@@ -38,8 +38,6 @@ pub(crate) struct SpaceRec {
     pub(crate) metadata: Map<String, Value>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
-    /// The label as text for `memory_*` payloads (`None` when empty).
-    pub(crate) title: Option<Bytes>,
     pub(crate) data: SpaceValues,
 }
 
@@ -132,7 +130,6 @@ impl TraceState {
                 break id;
             }
         };
-        let title = (!opts.label.is_empty()).then(|| value::text(&[&opts.label]));
         let data = self.spaces.new_map();
         let sp = SpaceRec {
             id,
@@ -144,7 +141,6 @@ impl TraceState {
             metadata: opts.metadata,
             created_at: ts,
             updated_at: ts,
-            title,
             data,
         };
         // The payload is the space itself (the reference's TraceSpace),
@@ -169,10 +165,8 @@ impl TraceState {
         self.touch_space(id, SPACE_META);
         self.emit(
             EventKind::SpaceCreated,
-            None,
-            Some(id),
             ts,
-            PayloadRec::Encoded(payload),
+            PayloadRec::Encoded { space: id, payload },
         );
         Ok(info)
     }
@@ -182,6 +176,10 @@ impl TraceState {
         self.check_open()?;
         let si = self.spaces.find(space)?;
         let ts = self.tick();
+        // Its `memory_*` records name it by id (their title is its label):
+        // encode them while it exists.
+        let (log, src) = self.split();
+        log.encode_all(&src);
         let rec = self.spaces.list.remove(si);
         self.spaces.entries -= rec.data.len();
         let id = rec.id;
@@ -194,10 +192,8 @@ impl TraceState {
         });
         self.emit(
             EventKind::SpaceDeleted,
-            None,
-            Some(id),
             ts,
-            PayloadRec::Encoded(payload),
+            PayloadRec::Encoded { space: id, payload },
         );
         Ok(())
     }
@@ -208,8 +204,8 @@ impl TraceState {
         &mut self,
         space: &str,
         key: &str,
-        key_text: Bytes,
-        value: Bytes,
+        key_text: Val,
+        value: Val,
     ) -> Result<()> {
         self.check_open()?;
         let si = self.spaces.find(space)?;
@@ -246,7 +242,7 @@ impl TraceState {
             }
         };
         sp.updated_at = ts;
-        let (id, title) = (sp.id, sp.title.clone());
+        let id = sp.id;
         if !existed {
             self.spaces.entries += 1;
         }
@@ -258,13 +254,11 @@ impl TraceState {
         };
         self.emit(
             kind,
-            None,
-            Some(id),
             ts,
             PayloadRec::Memory {
+                space: id,
                 key: key_text,
                 value,
-                title,
             },
         );
         Ok(())
@@ -289,7 +283,7 @@ impl TraceState {
         &mut self,
         space: &str,
         key: &str,
-        key_text: Bytes,
+        key_text: Val,
     ) -> Result<()> {
         self.check_open()?;
         let si = self.spaces.find(space)?;
@@ -304,10 +298,9 @@ impl TraceState {
         self.touch_space(id, SPACE_META | SPACE_DATA);
         self.emit(
             EventKind::MemoryDelete,
-            None,
-            Some(id),
             ts,
             PayloadRec::MemoryDelete {
+                space: id,
                 key: Some(key_text),
             },
         );
@@ -328,10 +321,11 @@ impl TraceState {
         self.touch_space(id, SPACE_META | SPACE_DATA);
         self.emit(
             EventKind::MemoryDelete,
-            None,
-            Some(id),
             ts,
-            PayloadRec::MemoryDelete { key: None },
+            PayloadRec::MemoryDelete {
+                space: id,
+                key: None,
+            },
         );
         Ok(())
     }

@@ -24,18 +24,19 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::event::value::Val;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use super::logs::{LogRec, Logs};
+use super::payload::TraceSource;
 use super::persist::EncodedLines;
 use super::spaces::Spaces;
 use super::tree::{NodeSpec, NodeSpecs, Tree, arena_index};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::event::log::{EventLog, LogLimits};
-use crate::event::record::{PayloadRec, Record};
+use crate::event::record::PayloadRec;
 use crate::id::{ShortId, TraceId, now_ms};
 use crate::model::{Level, NodeStatus, TraceInfo, TraceStatus};
 use crate::options::TraceOptions;
@@ -233,7 +234,7 @@ impl TraceState {
         self.created_at = ts;
         self.updated_at = ts;
         self.touch_info();
-        self.emit(EventKind::Init, None, None, ts, PayloadRec::Init);
+        self.emit(EventKind::Init, ts, PayloadRec::Init);
     }
 
     /// Whether anything is left for the driver: queued events or lines,
@@ -332,25 +333,25 @@ impl TraceState {
 
     // ---- emission ---------------------------------------------------------
 
-    /// Records one event (numbered by the log; encoded later, when first read).
-    pub(crate) fn emit(
-        &mut self,
-        kind: EventKind,
-        node: Option<ShortId>,
-        space: Option<ShortId>,
-        ts: i64,
-        payload: PayloadRec,
-    ) {
-        let rec = Record {
-            seq: 0,
-            ts,
-            kind,
-            node,
-            space,
-            payload,
-        };
-        self.events.push(rec, self.id.as_str(), &self.tree);
+    /// Records one event (numbered by the log; encoded later, when first
+    /// read). Returns its seq.
+    pub(crate) fn emit(&mut self, kind: EventKind, ts: i64, payload: PayloadRec) -> u64 {
         self.updated_at = ts;
+        let (log, src) = self.split();
+        log.push(kind, ts, payload, &src)
+    }
+
+    /// The event log, and the rest of the trace as the encoder's source.
+    pub(crate) fn split(&mut self) -> (&mut EventLog, TraceSource<'_>) {
+        (
+            &mut self.events,
+            TraceSource {
+                id: &self.id,
+                tree: &self.tree,
+                logs: &self.logs,
+                spaces: &self.spaces,
+            },
+        )
     }
 
     // ---- checks -------------------------------------------------------------
@@ -402,7 +403,7 @@ impl TraceState {
     /// Moves `n` to a terminal status and emits `node_complete`/`node_failed`.
     /// Returns false (and does nothing) if the node is already terminal: this
     /// compare-and-set is what keeps terminal events to one per node.
-    fn finish_node(&mut self, n: u32, status: NodeStatus, error: Option<&Bytes>, ts: i64) -> bool {
+    fn finish_node(&mut self, n: u32, status: NodeStatus, error: Option<&Val>, ts: i64) -> bool {
         let node = self.tree.node_mut(n);
         if node.status.is_terminal() {
             return false;
@@ -410,28 +411,26 @@ impl TraceState {
         node.status = status;
         node.end_time = ts;
         node.updated_at = ts;
-        let (id, duration) = (node.id, ts - node.start_time);
-        let payload = if status == NodeStatus::Completed {
-            PayloadRec::NodeComplete {
-                end_time: ts,
-                duration,
-                output: node.output.clone(),
-            }
+        let (kind, payload) = if status == NodeStatus::Completed {
+            (
+                EventKind::NodeComplete,
+                PayloadRec::NodeComplete {
+                    node: n,
+                    output: node.output.clone(),
+                },
+            )
         } else {
-            PayloadRec::NodeFailed {
-                status,
-                end_time: ts,
-                duration,
-                error: error.cloned().unwrap_or_default(),
-            }
+            (
+                EventKind::NodeFailed,
+                PayloadRec::NodeFailed {
+                    node: n,
+                    status,
+                    error: error.cloned().unwrap_or_default(),
+                },
+            )
         };
         self.touch_node(n);
-        let kind = if status == NodeStatus::Completed {
-            EventKind::NodeComplete
-        } else {
-            EventKind::NodeFailed
-        };
-        self.emit(kind, Some(id), None, ts, payload);
+        self.emit(kind, ts, payload);
         true
     }
 
@@ -443,14 +442,7 @@ impl TraceState {
     }
 
     fn emit_node_start(&mut self, idx: u32, ts: i64) {
-        let id = self.tree.node(idx).id;
-        self.emit(
-            EventKind::NodeStart,
-            Some(id),
-            None,
-            ts,
-            PayloadRec::NodeStart(idx),
-        );
+        self.emit(EventKind::NodeStart, ts, PayloadRec::NodeStart(idx));
     }
 
     /// `Trace::add`: a node after the current nodes (or the root).
@@ -523,8 +515,6 @@ impl TraceState {
         }
         self.emit(
             EventKind::NodeStart,
-            None,
-            None,
             ts,
             PayloadRec::NodesStart { first, count },
         );
@@ -561,19 +551,17 @@ impl TraceState {
     fn updated(&mut self, n: u32, ts: i64) {
         let node = self.tree.node_mut(n);
         node.updated_at = ts;
-        let (id, snap) = (node.id, node.snap());
+        let snap = Box::new(node.snap());
         self.touch_node(n);
         self.emit(
             EventKind::NodeUpdated,
-            Some(id),
-            None,
             ts,
             PayloadRec::NodeUpdated { node: n, snap },
         );
     }
 
     /// Sets the output of the targets (`None`: no output).
-    pub(crate) fn set_output(&mut self, t: Target, output: Option<Bytes>) -> Result<()> {
+    pub(crate) fn set_output(&mut self, t: Target, output: Option<Val>) -> Result<()> {
         let targets = self.require_targets(t)?;
         let ts = self.tick();
         for n in targets {
@@ -584,7 +572,7 @@ impl TraceState {
     }
 
     /// Sets a metadata key (to a serialized value) on the targets.
-    pub(crate) fn set_metadata(&mut self, t: Target, key: &str, value: Bytes) -> Result<()> {
+    pub(crate) fn set_metadata(&mut self, t: Target, key: &str, value: Val) -> Result<()> {
         let targets = self.require_targets(t)?;
         let ts = self.tick();
         for n in targets {
@@ -621,7 +609,7 @@ impl TraceState {
     /// Completes the targets. For `Target::Current`, terminal nodes are
     /// skipped; for one node, a terminal node is an error. `Some(output)`
     /// sets the output first (`Some(None)`: a `null` output, i.e. none).
-    pub(crate) fn complete(&mut self, t: Target, output: Option<Option<Bytes>>) -> Result<()> {
+    pub(crate) fn complete(&mut self, t: Target, output: Option<Option<Val>>) -> Result<()> {
         let targets = self.require_targets(t)?;
         if let Target::Node(n) = t {
             self.ensure_unfinished(n)?;
@@ -641,7 +629,7 @@ impl TraceState {
 
     /// Fails the targets: an error log line `line` on each, then
     /// `node_failed` with `error`.
-    pub(crate) fn fail(&mut self, t: Target, error: &Bytes, line: &Bytes) -> Result<()> {
+    pub(crate) fn fail(&mut self, t: Target, error: &Val, line: &Val) -> Result<()> {
         let targets = self.require_targets(t)?;
         if let Target::Node(n) = t {
             self.ensure_unfinished(n)?;
@@ -667,25 +655,31 @@ impl TraceState {
 
     // ---- logs ---------------------------------------------------------------
 
-    fn push_log(&mut self, n: u32, level: Level, msg: Bytes, data: Option<Bytes>, ts: i64) {
-        let id = self.tree.node(n).id;
-        self.logs
-            .push(LogRec::new(ts, level, msg.clone(), data.clone(), n));
-        self.emit(
+    fn push_log(&mut self, n: u32, level: Level, msg: Val, data: Option<Val>, ts: i64) {
+        let line = self.logs.end() as u64;
+        let bytes = msg.len() + data.as_ref().map_or(4, |d| d.len());
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.logs.push(LogRec::new(ts, level, msg, data, n));
+        let seq = self.emit(
             EventKind::LogAdded,
-            Some(id),
-            None,
             ts,
-            PayloadRec::LogAdded { level, msg, data },
+            PayloadRec::LogAdded { line, bytes },
         );
+        if let Some(l) = self.logs.lines.back_mut() {
+            l.seq = seq;
+        }
         self.evict_logs();
     }
 
     /// Lets the oldest log lines leave memory until the rest fits in
     /// `max_log_bytes` (they stay in storage: a line not yet handed to the
-    /// driver is encoded for it first).
+    /// driver is encoded for it first, and so is its event).
     fn evict_logs(&mut self) {
         while self.logs.over(self.limits.max_log_bytes) {
+            if let Some(seq) = self.logs.lines.front().map(|l| l.seq) {
+                let (log, src) = self.split();
+                log.encode_seq(seq, &src);
+            }
             if self.limits.documents && self.logs.base >= self.logs.flushed {
                 self.stash_oldest_log_line();
                 self.logs.flushed = self.logs.base + 1;
@@ -698,7 +692,7 @@ impl TraceState {
     }
 
     /// Chainable logging: never fails; a log with nowhere to go is counted.
-    pub(crate) fn log(&mut self, t: Target, level: Level, msg: Bytes, data: Option<Bytes>) {
+    pub(crate) fn log(&mut self, t: Target, level: Level, msg: Val, data: Option<Val>) {
         if self.finished || (matches!(t, Target::Current) && self.tree.current.is_empty()) {
             self.stat_logs_dropped += 1;
             return;
@@ -736,8 +730,6 @@ impl TraceState {
         let total = self.total_duration(ts);
         self.emit(
             EventKind::Complete,
-            None,
-            None,
             ts,
             PayloadRec::Complete {
                 status: TraceStatus::Completed,
@@ -749,7 +741,7 @@ impl TraceState {
 
     /// Cancels every unfinished node (`node_failed`, status `cancelled`), then
     /// emits `complete` with status `cancelled`. Does nothing on a finished trace.
-    pub(crate) fn mark_cancelled(&mut self, reason: &Bytes) -> bool {
+    pub(crate) fn mark_cancelled(&mut self, reason: &Val) -> bool {
         if self.finished {
             return false;
         }
@@ -763,8 +755,6 @@ impl TraceState {
         let total = self.total_duration(ts);
         self.emit(
             EventKind::Complete,
-            None,
-            None,
             ts,
             PayloadRec::Complete {
                 status: TraceStatus::Cancelled,

@@ -6,21 +6,18 @@
 //! creation-time fields (id, parents, label, type, icon, description,
 //! input, initial metadata, created/start time) never change afterwards:
 //! a recorded `node_start` refers to its node by index and is encoded from
-//! these fields whenever it is first read. Children are only appended, so
-//! a `node_updated` record keeps how many there were.
+//! these fields whenever it is first read (see `payload`). Children are only
+//! appended, so a `node_updated` record keeps how many there were.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use bytes::Bytes;
 use serde::Serialize;
 use smallvec::SmallVec;
 
 use crate::error::Result;
-use crate::event::encode::NodeWriter;
-use crate::event::json::JsonOut;
 use crate::event::record::NodeSnap;
-use crate::event::value::{self, JsonMap};
+use crate::event::value::{self, JsonMap, Val};
 use crate::id::{IdMap, ShortId};
 use crate::model::{NodeData, NodeStatus};
 use crate::options::NodeOptions;
@@ -32,7 +29,7 @@ const RETAIN_NODES: usize = 1024;
 /// before the trace lock is taken).
 #[derive(Debug)]
 pub(crate) struct NodeSpec {
-    pub(crate) input: Option<Bytes>,
+    pub(crate) input: Option<Val>,
     pub(crate) label: Cow<'static, str>,
     pub(crate) node_type: Cow<'static, str>,
     pub(crate) icon: Cow<'static, str>,
@@ -80,11 +77,11 @@ pub(crate) struct NodeRec {
     /// The metadata now.
     pub(crate) metadata: JsonMap,
     /// The metadata object when the node was created.
-    pub(crate) initial_metadata: Option<Bytes>,
+    pub(crate) initial_metadata: Option<Val>,
     pub(crate) auto_complete_parent: Option<bool>,
     pub(crate) status: NodeStatus,
-    pub(crate) input: Option<Bytes>,
-    pub(crate) output: Option<Bytes>,
+    pub(crate) input: Option<Val>,
+    pub(crate) output: Option<Val>,
     pub(crate) created_at: i64,
     pub(crate) start_time: i64,
     pub(crate) end_time: i64,
@@ -264,71 +261,5 @@ impl Tree {
         }
         self.root = None;
         self.current.clear();
-    }
-
-    fn write_ids(&self, out: &mut JsonOut<'_>, idx: &[u32]) {
-        out.raw(b"[");
-        for (k, id) in self.ids_of(idx).enumerate() {
-            out.raw(if k == 0 { b"\"" } else { b",\"" });
-            out.ascii(id).raw(b"\"");
-        }
-        out.raw(b"]");
-    }
-}
-
-impl NodeWriter for Tree {
-    /// The reference's `TraceNode` (children by id), in few, large pieces:
-    /// this is the biggest payload of the hot path.
-    fn write_node(&self, out: &mut JsonOut<'_>, n: u32, snap: Option<&NodeSnap>) {
-        let r = &self.nodes[n as usize];
-        let (status, end_time, updated_at, children, metadata, output) = match snap {
-            Some(s) => (
-                s.status,
-                s.end_time,
-                s.updated_at,
-                (s.children as usize).min(r.children.len()),
-                s.metadata.as_ref(),
-                s.output.as_ref(),
-            ),
-            None => (
-                NodeStatus::Running,
-                0,
-                r.created_at,
-                0,
-                r.initial_metadata.as_ref(),
-                None,
-            ),
-        };
-        out.raw(b"{\"id\":\"").ascii(r.id.as_str());
-        out.raw(b"\",\"parent_ids\":");
-        self.write_ids(out, &r.parents);
-        out.raw(b",\"children\":");
-        self.write_ids(out, &r.children[..children]);
-        out.raw(b",\"label\":").str(&r.label);
-        out.raw(b",\"type\":").str(&r.node_type);
-        out.raw(b",\"icon\":").str(&r.icon);
-        out.raw(b",\"description\":").str(&r.description);
-        if let Some(m) = metadata {
-            out.raw(b",\"metadata\":").json(m);
-        }
-        if let Some(a) = r.auto_complete_parent {
-            out.raw(if a {
-                b",\"auto_complete_parent\":true".as_slice()
-            } else {
-                b",\"auto_complete_parent\":false"
-            });
-        }
-        out.raw(b",\"status\":\"").ascii(status.as_str()).raw(b"\"");
-        if let Some(v) = &r.input {
-            out.raw(b",\"input\":").json(v);
-        }
-        if let Some(v) = output {
-            out.raw(b",\"output\":").json(v);
-        }
-        out.raw(b",\"created_at\":").int(r.created_at);
-        out.raw(b",\"start_time\":").int(r.start_time);
-        out.raw(b",\"end_time\":").int(end_time);
-        out.raw(b",\"updated_at\":").int(updated_at);
-        out.raw(b"}").value_done();
     }
 }

@@ -1,0 +1,265 @@
+//! Encoding later yields what was true at emission: every event encoded
+//! lazily (on first read, after the trace went on changing) is byte for byte
+//! the event encoded the moment it was recorded; and the node payload is
+//! what serde_json writes for the reference's `TraceNode`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::state::{Limits, Target, TraceState};
+use super::tree::{NodeSpec, NodeSpecs};
+use crate::event::value::{self, Val};
+use crate::event::{Cursor, Event, EventKind};
+use crate::id::TraceId;
+use crate::model::{Level, NodeStatus};
+use crate::options::{NodeOptions, SpaceOptions, TraceOptions};
+
+fn limits(max_log_bytes: usize) -> Limits {
+    Limits {
+        history: 100_000,
+        subscriber_buffer: 10,
+        pending: 100_000,
+        persists: true,
+        documents: false,
+        driver: "memory",
+        max_nodes: 10_000,
+        max_log_bytes,
+        max_subscribers: 10,
+        max_space_entries: 1_000,
+        max_trace_space_entries: 10_000,
+        max_spaces: 10,
+        pending_bytes: 1 << 30,
+    }
+}
+
+fn state(max_log_bytes: usize) -> TraceState {
+    let mut st = TraceState::new(limits(max_log_bytes), Arc::default());
+    st.events.eager = Some(Vec::new());
+    st.start(TraceId::parse("t-1").unwrap(), TraceOptions::new(), 1_000);
+    st
+}
+
+fn spec(input: &Value, opts: NodeOptions) -> NodeSpec {
+    NodeSpec::new(input, opts).unwrap()
+}
+
+fn j(v: Value) -> Val {
+    value::json(&v).unwrap()
+}
+
+fn text(s: &str) -> Val {
+    value::text(&[s])
+}
+
+/// Every retained event, encoded now (lazily), against the eager copies.
+fn assert_lazy_equals_eager(st: &mut TraceState) -> Vec<Event> {
+    let (log, src) = st.split();
+    let lazy = log.snapshot(Cursor::Seq(0), &src);
+    let eager = st.events.eager.as_ref().unwrap();
+    assert_eq!(lazy.len(), eager.len(), "history retains every event");
+    for (l, e) in lazy.iter().zip(eager) {
+        assert_eq!(l.seq, e.seq);
+        assert_eq!(
+            l.to_json(),
+            e.to_json(),
+            "event {} ({}) changed between emission and encoding",
+            e.seq,
+            e.kind
+        );
+    }
+    lazy
+}
+
+#[test]
+fn every_kind_encoded_late_is_what_it_was_when_emitted() {
+    // Small log budget: old lines leave memory (their events are encoded
+    // first).
+    let mut st = state(2_000);
+    let root = st
+        .add(spec(
+            &json!({"q": "a\"b"}),
+            NodeOptions::new().label("Root").metadata("m", 1),
+        ))
+        .unwrap();
+    let child = st
+        .add(spec(&json!(7), NodeOptions::new().label("Child")))
+        .unwrap();
+    st.set_output(Target::Node(child), Some(j(json!({"first": true}))))
+        .unwrap();
+    st.set_metadata(Target::Node(child), "k", j(json!("v1")))
+        .unwrap();
+    let specs: NodeSpecs = (0..3)
+        .map(|i| spec(&json!(i), NodeOptions::new().label("Branch")))
+        .collect();
+    let (first, count) = st.parallel(None, specs).unwrap();
+    st.log(
+        Target::Current,
+        Level::Info,
+        text("on every branch"),
+        Some(j(json!({"n": 1}))),
+    );
+    st.set_status(first, NodeStatus::Skipped).unwrap();
+    st.fail(
+        Target::Node(first + 1),
+        &text("boom"),
+        &text("Node failed: boom"),
+    )
+    .unwrap();
+    st.complete(Target::Node(first + 2), Some(Some(j(json!([1, 2])))))
+        .unwrap();
+    let space = st
+        .create_space(SpaceOptions::new().label("Mem").metadata("x", true))
+        .unwrap();
+    st.set_space_value(&space.id, "key", text("key"), j(json!(1)))
+        .unwrap();
+    st.set_space_value(&space.id, "key", text("key"), j(json!(2)))
+        .unwrap();
+    st.set_space_value(&space.id, "other", text("other"), j(json!("o")))
+        .unwrap();
+    st.delete_space_value(&space.id, "other", text("other"))
+        .unwrap();
+    for i in 0..40 {
+        st.log(
+            Target::Node(root),
+            Level::Warn,
+            text(&format!("line {i} {}", "x".repeat(40))),
+            None,
+        );
+    }
+    // Everything the records could wrongly point at changes afterwards.
+    st.set_output(Target::Node(child), Some(j(json!({"second": true}))))
+        .unwrap();
+    st.set_metadata(Target::Node(child), "k", j(json!("v2")))
+        .unwrap();
+    st.set_metadata(Target::Node(root), "m", j(json!(2)))
+        .unwrap();
+    st.set_space_value(&space.id, "key", text("key"), j(json!(3)))
+        .unwrap();
+    st.clear_space_values(&space.id).unwrap();
+    st.add(spec(&Value::Null, NodeOptions::new().label("After")))
+        .unwrap();
+    // Lazily encode part now, the rest after more changes.
+    {
+        let (log, src) = st.split();
+        log.snapshot(Cursor::Seq(30), &src);
+    }
+    st.delete_space(&space.id).unwrap();
+    assert!(st.mark_cancelled(&text("stop")));
+    assert!(st.stat_logs_evicted > 0, "log lines left memory");
+    let lazy = assert_lazy_equals_eager(&mut st);
+    let kinds: HashSet<EventKind> = lazy.iter().map(|e| e.kind).collect();
+    for k in EventKind::ALL {
+        assert!(kinds.contains(&k), "no {k} event in the scenario");
+    }
+    assert_eq!(count, 3);
+}
+
+#[test]
+fn lazy_encoding_under_concurrent_mutation_matches_eager() {
+    let st = Arc::new(Mutex::new(state(1 << 20)));
+    let (root, space) = {
+        let mut s = st.lock().unwrap();
+        let root = s.add(spec(&json!("root"), NodeOptions::new())).unwrap();
+        let space = s.create_space(SpaceOptions::new().label("S")).unwrap();
+        (root, space.id)
+    };
+    std::thread::scope(|sc| {
+        for t in 0..3 {
+            let st = &st;
+            let space = &space;
+            sc.spawn(move || {
+                for i in 0..200 {
+                    let mut s = st.lock().unwrap();
+                    let n = s
+                        .add_child(
+                            root,
+                            spec(&json!({"t": t, "i": i}), NodeOptions::new().label("c")),
+                        )
+                        .unwrap();
+                    s.log(
+                        Target::Node(n),
+                        Level::Info,
+                        text("work"),
+                        Some(j(json!(i))),
+                    );
+                    s.set_output(Target::Node(root), Some(j(json!([t, i]))))
+                        .unwrap();
+                    s.set_metadata(Target::Node(n), "i", j(json!(i))).unwrap();
+                    s.set_space_value(space, "hot", text("hot"), j(json!(i)))
+                        .unwrap();
+                    s.complete(Target::Node(n), Some(Some(j(json!(t)))))
+                        .unwrap();
+                    drop(s);
+                    std::thread::yield_now();
+                }
+            });
+        }
+        // A reader encoding as it goes, from moving cursors.
+        let st = &st;
+        sc.spawn(move || {
+            for k in 0..300u64 {
+                let mut s = st.lock().unwrap();
+                let (log, src) = s.split();
+                log.snapshot(Cursor::Seq(k * 7), &src);
+                drop(s);
+                std::thread::yield_now();
+            }
+        });
+    });
+    let mut s = st.lock().unwrap();
+    let lazy = assert_lazy_equals_eager(&mut s);
+    assert!(lazy.len() > 3 * 200 * 6);
+}
+
+/// The hand-written node payload is byte for byte what serde_json writes
+/// for the reference's `TraceNode` shape, escaping included.
+#[test]
+fn node_payload_matches_serde_json() {
+    let mut st = state(1 << 20);
+    let root = st
+        .add(spec(
+            &json!({"q": "a\"b"}),
+            NodeOptions::new().label("Root"),
+        ))
+        .unwrap();
+    let n = st
+        .add(spec(
+            &json!(7),
+            NodeOptions::new()
+                .label("L \"quoted\"\n\\ ünï")
+                .node_type("t")
+                .icon("i")
+                .description("d")
+                .metadata("m", 1)
+                .auto_complete_parent(false),
+        ))
+        .unwrap();
+    st.set_output(Target::Node(n), Some(j(json!([1, {"x": null}]))))
+        .unwrap();
+    let (rid, nid) = (st.tree.node(root).id, st.tree.node(n).id);
+    let r = st.tree.node(n);
+    let (created, updated) = (r.created_at, r.updated_at);
+    let ev = assert_lazy_equals_eager(&mut st).pop().unwrap();
+    assert_eq!(ev.kind, EventKind::NodeUpdated);
+    let want = json!({"node": {
+        "id": nid.as_str(),
+        "parent_ids": [rid.as_str()],
+        "children": [],
+        "label": "L \"quoted\"\n\\ ünï",
+        "type": "t",
+        "icon": "i",
+        "description": "d",
+        "metadata": {"m": 1},
+        "auto_complete_parent": false,
+        "status": "running",
+        "input": 7,
+        "output": [1, {"x": null}],
+        "created_at": created,
+        "start_time": created,
+        "end_time": 0,
+        "updated_at": updated,
+    }});
+    assert_eq!(ev.data_json(), serde_json::to_string(&want).unwrap());
+}
