@@ -47,10 +47,16 @@ mod event;
 #[cfg(feature = "http")]
 pub mod http;
 mod id;
+#[cfg(feature = "tracing")]
+pub mod layer;
 mod loom;
 mod model;
+mod observer;
 mod options;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod pool;
+mod step;
 mod subscribe;
 mod trace;
 
@@ -66,8 +72,9 @@ pub use model::{
     EngineStats, Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo,
     TraceStatus,
 };
-pub use options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
+pub use options::{NodeOptions, ParallelInput, SpaceOptions, TRACEPARENT_KEY, TraceOptions};
 pub use pool::Exhausted;
+pub use step::{DetachedStep, InStep, InStepFuture, Step, current};
 pub use subscribe::Subscription;
 pub use trace::{Node, Trace};
 
