@@ -641,7 +641,11 @@ impl Node {
     /// let trace = engine.create(tracepool::TraceOptions::new())?;
     /// let root = trace.add("in", NodeOptions::new().label("Root"))?;
     /// let job = root.step_detached("Job")?;
-    /// std::thread::spawn(move || job.info("elsewhere")).join().unwrap();
+    /// std::thread::spawn(move || {
+    ///     job.info("elsewhere");
+    /// })
+    /// .join()
+    /// .unwrap();
     /// # Ok(()) }
     /// ```
     pub fn step_detached(&self, label: impl Into<Cow<'static, str>>) -> Result<DetachedStep> {
