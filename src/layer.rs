@@ -46,6 +46,13 @@
 //! `max_nodes` is reached) is skipped with its descendants; the
 //! application's spans are never affected.
 //!
+//! Install the subscriber as the global default (`set_global_default`,
+//! `.init()`) when spans cross threads or tasks: `tracing_subscriber`'s
+//! registry closes a parent span through the default subscriber of the
+//! thread where its last child closes, so with a thread-local default
+//! (`with_default`, `set_default`) on some threads only, a root span whose
+//! last child closes elsewhere never closes, and its trace is not released.
+//!
 //! With the `tracing` feature, [`current`](crate::current) also returns the
 //! node of the current span, so [`Step`](crate::Step) guards opened inside
 //! instrumented code nest under the span's node.
