@@ -37,6 +37,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Features
+//!
+//! - `http` (default): `tracepool::http`, the SSE endpoint and web viewer.
+//! - `tracing`: `tracepool::layer::TraceLayer`, a `tracing_subscriber`
+//!   layer that records `tracing` spans under trace roots as traces.
+//! - `otel`: `EngineBuilder::otel_exporter` exports every released trace
+//!   through an OpenTelemetry span exporter (`tracepool::otel`).
+//!
+//! [`Step`] guards ([`Trace::step`], [`current`], [`InStep`]) need no feature.
+//!
 //! See the README for the architecture and how tracepool differs from the
 //! reference implementation it re-implements.
 

@@ -102,7 +102,7 @@ fn remove_current(token: u64) {
 /// [`InStep::in_step`]), if any: its node.
 ///
 /// With the `tracing` feature, when no step is current, the node of the
-/// current `tracing` span is returned if [`TraceLayer`](crate::layer::TraceLayer)
+/// current `tracing` span is returned if `tracepool::layer::TraceLayer`
 /// records that span (so steps opened inside `#[instrument]`ed code nest
 /// under the span's node).
 ///
