@@ -451,10 +451,8 @@ where
             if let Some(data) = ext.get::<SpanNode>() {
                 let mut f = Fields::default();
                 event.record(&mut f);
+                // `error` stays in the data: it fails spans, not events.
                 let msg = f.message.unwrap_or_default();
-                if let Some(e) = f.error {
-                    f.map.insert(ERROR_FIELD.to_owned(), Value::String(e));
-                }
                 data.node.log(
                     level_of(event.metadata().level()),
                     msg,
