@@ -393,30 +393,31 @@ where
             return;
         };
         let name = attrs.metadata().name();
-        let opts = || NodeOptions::new().label(name);
-        // A child of a recorded span: a node under the parent's node.
-        if let Some(parent) = span.parent() {
-            let node = {
-                let ext = parent.extensions();
-                let Some(p) = ext.get::<SpanNode>() else {
-                    return self.new_root(attrs, &span, name);
-                };
-                let mut f = Fields::default();
-                attrs.record(&mut f);
+        // A child of a recorded span: a node under the parent's node (added
+        // while the parent's extensions are read-locked; the new span's own
+        // extensions are another lock).
+        let added = span.parent().and_then(|parent| {
+            let ext = parent.extensions();
+            let p = ext.get::<SpanNode>()?;
+            let mut f = Fields::default();
+            attrs.record(&mut f);
+            let opts = NodeOptions::new().label(name);
+            Some(
                 p.node
-                    .add(Fields::into_value(f.map), opts())
-                    .map(|node| (node, f.error))
-            };
-            if let Ok((node, error)) = node {
-                span.extensions_mut().insert(SpanNode {
-                    node,
-                    trace: None,
-                    error,
-                });
-            }
-            return;
+                    .add(Fields::into_value(f.map), opts)
+                    .map(|node| (node, f.error)),
+            )
+        });
+        match added {
+            Some(Ok((node, error))) => span.extensions_mut().insert(SpanNode {
+                node,
+                trace: None,
+                error,
+            }),
+            // `max_nodes`, a finished or released trace: not recorded.
+            Some(Err(_)) => {}
+            None => self.new_root(attrs, &span, name),
         }
-        self.new_root(attrs, &span, name);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
