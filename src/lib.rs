@@ -37,6 +37,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Features
+//!
+//! - `http` (default): `tracepool::http`, the SSE endpoint and web viewer.
+//! - `tracing`: `tracepool::layer::TraceLayer`, a `tracing_subscriber`
+//!   layer that records `tracing` spans under trace roots as traces.
+//! - `otel`: `EngineBuilder::otel_exporter` exports every released trace
+//!   through an OpenTelemetry span exporter (`tracepool::otel`).
+//!
+//! [`Step`] guards ([`Trace::step`], [`current`], [`InStep`]) need no feature.
+//!
 //! See the README for the architecture and how tracepool differs from the
 //! reference implementation it re-implements.
 
@@ -49,10 +59,16 @@ mod handle;
 #[cfg(feature = "http")]
 pub mod http;
 mod id;
+#[cfg(feature = "tracing")]
+pub mod layer;
 mod loom;
 mod model;
+mod observer;
 mod options;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod pool;
+mod step;
 mod subscribe;
 mod trace;
 
@@ -69,8 +85,9 @@ pub use model::{
     EngineStats, Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo,
     TraceStatus,
 };
-pub use options::{NodeOptions, ParallelInput, SpaceOptions, TraceOptions};
+pub use options::{NodeOptions, ParallelInput, SpaceOptions, TRACEPARENT_KEY, TraceOptions};
 pub use pool::Exhausted;
+pub use step::{DetachedStep, InStep, InStepFuture, Step, current};
 pub use subscribe::Subscription;
 
 /// The README's examples, compiled as doc-tests.

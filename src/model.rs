@@ -275,4 +275,13 @@ pub struct EngineStats {
     pub auto_released: u64,
     /// Traces kept loaded without handles, released after `idle_timeout`.
     pub idle_released: u64,
+    /// [`Step::fail`](crate::Step::fail) calls that could not fail their
+    /// node (the trace was released or finished, the node already finished):
+    /// `fail` returns nothing, so they are counted here.
+    pub step_errors: u64,
+    /// Released traces not exported to OpenTelemetry (feature `otel`): the
+    /// export queue (`EngineBuilder::otel_queue`) was full, or the exporter
+    /// returned an error for a batch holding spans of the trace. Always 0
+    /// without an exporter.
+    pub otel_dropped: u64,
 }

@@ -75,7 +75,32 @@ impl TraceOptions {
         self.auto_archive = on;
         self
     }
+
+    /// Carries an incoming W3C trace context (a `traceparent` header value,
+    /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`) into the trace:
+    /// with OpenTelemetry export (feature `otel`) the exported root span
+    /// links to that remote span.
+    ///
+    /// The value is kept in the trace's metadata under the key
+    /// [`TRACEPARENT_KEY`] (`"traceparent"`), so it is stored with the trace
+    /// and a reopened trace keeps it. A value that does not parse as a
+    /// `traceparent` is kept but links to nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use tracepool::TraceOptions;
+    /// let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let opts = TraceOptions::new().parent(tp);
+    /// assert_eq!(opts.metadata[tracepool::TRACEPARENT_KEY], tp);
+    /// ```
+    pub fn parent(self, traceparent: impl Into<String>) -> Self {
+        self.metadata(TRACEPARENT_KEY, traceparent.into())
+    }
 }
+
+/// The trace-metadata key under which [`TraceOptions::parent`] keeps an
+/// incoming W3C `traceparent`.
+pub const TRACEPARENT_KEY: &str = "traceparent";
 
 /// Options for a new node.
 ///

@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) max_trace_space_entries: usize,
     pub(crate) max_spaces: usize,
     pub(crate) pending_bytes_limit: usize,
+    pub(crate) observer: Option<Arc<dyn crate::observer::ReleaseObserver>>, // otel-hook:
 }
 
 /// Default bounds (see the builder methods and the README's memory budget).
@@ -87,6 +88,8 @@ enum DriverChoice {
 pub struct EngineBuilder {
     config: Config,
     driver: DriverChoice,
+    #[cfg(feature = "otel")] // otel-hook:
+    pub(crate) otel: crate::otel::OtelSettings, // otel-hook:
 }
 
 impl Default for EngineBuilder {
@@ -110,8 +113,11 @@ impl Default for EngineBuilder {
                 max_trace_space_entries: defaults::MAX_TRACE_SPACE_ENTRIES,
                 max_spaces: defaults::MAX_SPACES,
                 pending_bytes_limit: defaults::PENDING_BYTES,
+                observer: None, // otel-hook:
             },
             driver: DriverChoice::Local(PathBuf::from("./traces")),
+            #[cfg(feature = "otel")] // otel-hook:
+            otel: Default::default(), // otel-hook:
         }
     }
 }
@@ -336,6 +342,10 @@ impl EngineBuilder {
             DriverChoice::Local(p) => Arc::new(LocalDriver::new(p, self.config.durability)?),
             DriverChoice::Store(p) => Arc::new(StoreDriver::open(p, self.config.durability)?),
         };
-        Engine::start(self.config, driver)
+        #[cfg(feature = "otel")] // otel-hook:
+        let config = self.otel.install(self.config)?; // otel-hook:
+        #[cfg(not(feature = "otel"))] // otel-hook:
+        let config = self.config; // otel-hook:
+        Engine::start(config, driver) // otel-hook: (was `self.config`)
     }
 }

@@ -55,6 +55,7 @@ pub(crate) struct Counters {
     pub(crate) subscribers: AtomicUsize,
     pub(crate) auto_released: AtomicU64,
     pub(crate) idle_released: AtomicU64,
+    pub(crate) step_errors: AtomicU64, // otel-hook: (step guards)
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -398,6 +399,7 @@ impl Core {
             ReleaseKind::Idle => add(&self.counters.idle_released, 1),
             ReleaseKind::Explicit | ReleaseKind::Shutdown => {}
         }
+        crate::observer::on_release(&self.config.observer, &st, self.driver.name()); // otel-hook:
         let id = st.id;
         let at = (idx, generation);
         let never_written = st.new_trace;

@@ -47,7 +47,7 @@ use crate::pool::SlotKey;
 use crate::pool::{SlotPool, lock};
 use crate::trace::TraceSlot;
 use crate::trace::state::Limits;
-use builder::Config;
+pub(crate) use builder::Config; // otel-hook: (was a private `use`)
 use core::{Counters, ReleaseKind};
 use flush::{FlushState, Signal};
 use registry::{Entry, Registry};
@@ -116,6 +116,7 @@ impl EngineInner {
             t.stop();
         }
         core.drains.wake_all();
+        crate::observer::on_shutdown(&core.config.observer); // otel-hook:
         core.driver.flush()
     }
 
@@ -781,6 +782,8 @@ impl Engine {
             bytes_written: r(&c.bytes_written),
             auto_released: r(&c.auto_released),
             idle_released: r(&c.idle_released),
+            step_errors: r(&c.step_errors), // otel-hook:
+            otel_dropped: core.config.observer.as_ref().map_or(0, |o| o.dropped()), // otel-hook:
         }
     }
 
