@@ -96,9 +96,9 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::engine::Engine;
+use crate::handle::{Node, Trace};
 use crate::model::Level;
 use crate::options::{NodeOptions, TraceOptions};
-use crate::handle::{Node, Trace};
 
 /// The field that makes a span a trace root (`tracepool.trace = true`).
 pub const ROOT_FIELD: &str = "tracepool.trace";

@@ -72,6 +72,17 @@ pub(crate) fn on_shutdown(observer: &Option<Arc<dyn ReleaseObserver>>) {
     }
 }
 
+/// What builder methods of an exporter gather, turned into the engine's
+/// [`ReleaseObserver`] when the engine is built (so the engine does not
+/// depend on any exporter).
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+pub(crate) trait ObserverSetup: Send + Debug + 'static {
+    /// Starts what the observer needs; `None` when it is not configured.
+    fn install(self: Box<Self>) -> Result<Option<Arc<dyn ReleaseObserver>>>;
+    /// For the builder methods that fill it in.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+
 /// Receives every released trace. Implementations queue the snapshot and
 /// return at once (the caller holds a slot lock); they never block on I/O.
 pub(crate) trait ReleaseObserver: Send + Sync + Debug {

@@ -92,10 +92,10 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLimits, S
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{Config, Engine, EngineBuilder};
+use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, Result};
 use crate::model::{Level, LogEntry, NodeData, NodeStatus, TraceInfo};
-use crate::observer::{ReleaseObserver, TraceSnapshot};
+use crate::observer::{ObserverSetup, ReleaseObserver, TraceSnapshot};
 use crate::options::TRACEPARENT_KEY;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,12 +150,11 @@ impl Default for OtelSettings {
     }
 }
 
-impl OtelSettings {
-    /// Starts the export thread if an exporter was given, and puts its
-    /// observer into the engine's configuration.
-    pub(crate) fn install(self, mut config: Config) -> Result<Config> {
+impl ObserverSetup for OtelSettings {
+    /// Starts the export thread if an exporter was given: its observer.
+    fn install(self: Box<Self>) -> Result<Option<Arc<dyn ReleaseObserver>>> {
         let Some(mut exporter) = self.exporter else {
-            return Ok(config);
+            return Ok(None);
         };
         if self.queue == 0 {
             return Err(Error::Config("otel_queue must be at least 1".into()));
@@ -179,11 +178,27 @@ impl OtelSettings {
                 export_loop(&s, exporter.as_ref(), &limits);
             })
             .map_err(|e| Error::Config(format!("cannot start the otel export thread: {e}")))?;
-        config.observer = Some(Arc::new(OtelObserver {
+        Ok(Some(Arc::new(OtelObserver {
             shared,
             thread: Mutex::new(Some(thread)),
-        }));
-        Ok(config)
+        })))
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+impl EngineBuilder {
+    /// Changes this builder's OpenTelemetry settings (made on first use).
+    fn with_otel(mut self, f: impl FnOnce(&mut OtelSettings)) -> Self {
+        let mut settings = match self.observer_setup.take().map(|s| s.into_any().downcast()) {
+            Some(Ok(s)) => s,
+            _ => Box::<OtelSettings>::default(),
+        };
+        f(&mut settings);
+        self.observer_setup = Some(settings);
+        self
     }
 }
 
@@ -202,9 +217,8 @@ impl EngineBuilder {
     /// # drop(engine);
     /// # Ok(()) }
     /// ```
-    pub fn otel_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
-        self.otel.exporter = Some(Box::new(exporter));
-        self
+    pub fn otel_exporter<E: SpanExporter + 'static>(self, exporter: E) -> Self {
+        self.with_otel(|o| o.exporter = Some(Box::new(exporter)))
     }
 
     /// Released traces waiting for the exporter (default 2,048). A release
@@ -223,9 +237,8 @@ impl EngineBuilder {
     /// assert_eq!(engine.stats().otel_dropped, 0);
     /// # Ok(()) }
     /// ```
-    pub fn otel_queue(mut self, traces: usize) -> Self {
-        self.otel.queue = traces;
-        self
+    pub fn otel_queue(self, traces: usize) -> Self {
+        self.with_otel(|o| o.queue = traces)
     }
 
     /// Caps on attributes, events and links per exported span (default: the
@@ -244,9 +257,8 @@ impl EngineBuilder {
     /// # drop(engine);
     /// # Ok(()) }
     /// ```
-    pub fn otel_span_limits(mut self, limits: SpanLimits) -> Self {
-        self.otel.limits = limits;
-        self
+    pub fn otel_span_limits(self, limits: SpanLimits) -> Self {
+        self.with_otel(|o| o.limits = limits)
     }
 
     /// The resource handed to the exporter (`SpanExporter::set_resource`)
@@ -266,9 +278,8 @@ impl EngineBuilder {
     /// # drop(engine);
     /// # Ok(()) }
     /// ```
-    pub fn otel_resource(mut self, resource: Resource) -> Self {
-        self.otel.resource = Some(resource);
-        self
+    pub fn otel_resource(self, resource: Resource) -> Self {
+        self.with_otel(|o| o.resource = Some(resource))
     }
 }
 

@@ -53,9 +53,9 @@ use serde_json::Value;
 
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::handle::{Node, Trace};
 use crate::model::NodeStatus;
 use crate::options::NodeOptions;
-use crate::handle::{Node, Trace};
 
 /// Identifies each step's entry on a current-step stack.
 static TOKENS: AtomicU64 = AtomicU64::new(1);

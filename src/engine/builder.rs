@@ -88,8 +88,8 @@ enum DriverChoice {
 pub struct EngineBuilder {
     config: Config,
     driver: DriverChoice,
-    #[cfg(feature = "otel")] // otel-hook:
-    pub(crate) otel: crate::otel::OtelSettings, // otel-hook:
+    /// An exporter's settings, installed at `build` (otel-hook).
+    pub(crate) observer_setup: Option<Box<dyn crate::observer::ObserverSetup>>,
 }
 
 impl Default for EngineBuilder {
@@ -116,8 +116,7 @@ impl Default for EngineBuilder {
                 observer: None, // otel-hook:
             },
             driver: DriverChoice::Local(PathBuf::from("./traces")),
-            #[cfg(feature = "otel")] // otel-hook:
-            otel: Default::default(), // otel-hook:
+            observer_setup: None, // otel-hook:
         }
     }
 }
@@ -342,10 +341,10 @@ impl EngineBuilder {
             DriverChoice::Local(p) => Arc::new(LocalDriver::new(p, self.config.durability)?),
             DriverChoice::Store(p) => Arc::new(StoreDriver::open(p, self.config.durability)?),
         };
-        #[cfg(feature = "otel")] // otel-hook:
-        let config = self.otel.install(self.config)?; // otel-hook:
-        #[cfg(not(feature = "otel"))] // otel-hook:
-        let config = self.config; // otel-hook:
+        let mut config = self.config;
+        if let Some(setup) = self.observer_setup {
+            config.observer = setup.install()?; // otel-hook:
+        }
         Engine::start(config, driver) // otel-hook: (was `self.config`)
     }
 }

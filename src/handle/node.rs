@@ -98,7 +98,11 @@ impl Node {
 
     // otel-hook: (engine, slot, generation): the checkout of this handle (step guards).
     pub(crate) fn parts(&self) -> (&Engine, u32, u64) {
-        (&self.core.engine, self.core.key.idx, self.core.key.generation) // otel-hook:
+        (
+            &self.core.engine,
+            self.core.key.idx,
+            self.core.key.generation,
+        ) // otel-hook:
     } // otel-hook:
 
     /// The node id (12 characters `[0-9a-z]`).

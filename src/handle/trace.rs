@@ -103,7 +103,11 @@ impl Trace {
 
     // otel-hook: (engine, slot, generation): the checkout of this handle (step guards).
     pub(crate) fn parts(&self) -> (&Engine, u32, u64) {
-        (&self.core.engine, self.core.key.idx, self.core.key.generation) // otel-hook:
+        (
+            &self.core.engine,
+            self.core.key.idx,
+            self.core.key.generation,
+        ) // otel-hook:
     } // otel-hook:
 
     /// The trace id.
