@@ -98,18 +98,45 @@ const SERIALS: u64 = 1_000_000_000_000;
 #[derive(Debug)]
 pub(crate) struct TraceIdGen {
     next: std::sync::atomic::AtomicU64,
+    /// Tells this generator's blocks apart in the threads' caches.
+    key: u64,
+}
+
+/// Serials a thread takes from a generator at a time (one shared atomic
+/// operation per block, not per trace).
+const ID_BLOCK: u64 = 64;
+
+/// Distinguishes generators (engines) in the threads' caches.
+static GENERATORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's block of serials: (generator key, next, end).
+    static ID_CACHE: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
 }
 
 impl TraceIdGen {
     pub(crate) fn new() -> TraceIdGen {
         TraceIdGen {
             next: std::sync::atomic::AtomicU64::new(fastrand::u64(0..SERIALS)),
+            key: GENERATORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
-    /// The next id, dated from `now`.
+    /// The next id, dated from `now`. Serials are unique per generator:
+    /// each thread takes a block of them at a time.
     pub(crate) fn next(&self, now: i64) -> TraceId {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = ID_CACHE.with(|c| {
+            let (key, next, end) = c.get();
+            if key == self.key && next < end {
+                c.set((key, next + 1, end));
+                return next;
+            }
+            let start = self
+                .next
+                .fetch_add(ID_BLOCK, std::sync::atomic::Ordering::Relaxed);
+            c.set((self.key, start + 1, start + ID_BLOCK));
+            start
+        });
         TraceId::dated(now, n)
     }
 }
