@@ -281,7 +281,7 @@ impl EventLog {
     /// the driver, and readies the wakers of waiting readers. `src` encodes
     /// a record that leaves the history before the driver took it. Returns
     /// its seq.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(
         &mut self,
         kind: EventKind,
@@ -332,6 +332,7 @@ impl EventLog {
         seq
     }
 
+    #[inline(never)]
     fn evict_oldest(&mut self, src: &dyn Source) {
         let Some(old) = self.history.pop_front() else {
             return;

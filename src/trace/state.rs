@@ -335,6 +335,7 @@ impl TraceState {
 
     /// Records one event (numbered by the log; encoded later, when first
     /// read). Returns its seq.
+    #[inline(always)]
     pub(crate) fn emit(&mut self, kind: EventKind, ts: i64, payload: PayloadRec) -> u64 {
         self.updated_at = ts;
         let (log, src) = self.split();
