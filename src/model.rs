@@ -275,4 +275,10 @@ pub struct EngineStats {
     pub auto_released: u64,
     /// Traces kept loaded without handles, released after `idle_timeout`.
     pub idle_released: u64,
+    /// Traces whose lease another engine took while this one held it (a
+    /// driver shared by many engines: this engine stalled past the lease).
+    /// Their queued writes were dropped (counted in `events_dropped`) and
+    /// their operations give `Error::Leased`.
+    #[serde(default)]
+    pub leases_lost: u64,
 }

@@ -51,6 +51,8 @@ pub(crate) struct Counters {
     pub(crate) subscribers: AtomicUsize,
     pub(crate) auto_released: AtomicU64,
     pub(crate) idle_released: AtomicU64,
+    pub(crate) leases_lost: AtomicU64, // redis-hook
+    pub(crate) follows: AtomicUsize,   // redis-hook
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -145,6 +147,10 @@ impl Core {
         if !st.is_live(generation) {
             return Err(Error::Released);
         }
+        if let Some(lost) = &st.lease_lost {
+            // redis-hook
+            return Err(super::lease::leased_error(lost)); // redis-hook
+        } // redis-hook
         let r = f(&mut st);
         self.enqueue(idx, &mut st);
         r
@@ -209,9 +215,16 @@ impl Core {
     }
 
     /// Hands one batch of trace `id` to the driver and counts the outcome.
-    fn write_batch(&self, id: &TraceId, w: &mut WriteScratch, new_trace: bool) -> Result<()> {
+    fn write_batch(
+        &self,
+        id: &TraceId,
+        w: &mut WriteScratch,
+        new_trace: bool,
+        release: bool, // redis-hook
+    ) -> Result<()> {
         let events = w.events.make_contiguous();
-        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, new_trace);
+        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, new_trace)
+            .releasing(release); // redis-hook
         let n = batch.len() as u64;
         let bytes = batch.byte_len() as u64;
         let r = self.driver.write(&batch);
@@ -230,6 +243,12 @@ impl Core {
                     source: None,
                 });
             }
+            Err(Error::Leased { owner, .. }) => {
+                // redis-hook
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed); // redis-hook
+                self.flush
+                    .record_error(&super::lease::lost_error(id, owner)); // redis-hook
+            } // redis-hook
             Err(e) => {
                 self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
                 self.flush.record_error(e);
@@ -257,7 +276,8 @@ impl Core {
         }
         let generation = st.generation;
         let epoch = st.queued_epoch;
-        if st.write_refused {
+        if st.write_refused || st.lease_lost.is_some() {
+            // redis-hook
             // Storage has another trace of this id: nothing more may reach it.
             let n = st.discard_writes();
             add(&self.counters.events_dropped, n);
@@ -265,7 +285,9 @@ impl Core {
             st.take_writes(w);
         }
         let archive = st.archive_requested && !st.archived;
-        let wrote = !w.is_empty();
+        // redis-hook: a draining trace's lease goes with its last batch.
+        let release = st.phase == Phase::Draining && st.lease_held; // redis-hook
+        let wrote = !w.is_empty() || release; // redis-hook
         if !wrote && !archive {
             if st.phase == Phase::Draining {
                 self.finish_drain(idx, &mut st);
@@ -278,7 +300,7 @@ impl Core {
         drop(st);
 
         let result = if wrote {
-            self.write_batch(&id, w, new_trace)
+            self.write_batch(&id, w, new_trace, release) // redis-hook
         } else {
             Ok(())
         };
@@ -303,14 +325,32 @@ impl Core {
             st.archive_requested = false;
             st.archived |= archived;
         }
+        let mut give_up_lease = false; // redis-hook
         let outcome = match result {
             Ok(()) => {
                 if wrote {
                     st.new_trace = false;
                 }
+                if release {
+                    // redis-hook
+                    st.lease_held = false; // redis-hook
+                } // redis-hook
                 Outcome::Done
             }
+            Err(Error::Leased {
+                owner,
+                expires_in_ms,
+            }) => {
+                // redis-hook
+                let n = w.events.len() as u64 + st.discard_writes(); // redis-hook
+                add(&self.counters.events_dropped, n); // redis-hook
+                add(&self.counters.leases_lost, 1); // redis-hook
+                st.lease_lost = Some(super::lease::lost(owner, expires_in_ms)); // redis-hook
+                st.lease_held = false; // redis-hook
+                Outcome::Done // redis-hook
+            } // redis-hook
             Err(Error::AlreadyExists) if new_trace => {
+                st.lease_held = false; // redis-hook
                 st.write_refused = true;
                 let n = w.events.len() as u64 + st.discard_writes();
                 add(&self.counters.events_dropped, n);
@@ -325,6 +365,7 @@ impl Core {
                     }
                     Phase::Draining if st.drain_deadline.is_some_and(|d| Instant::now() >= d) => {
                         // A failing driver cannot keep a slot forever.
+                        give_up_lease = st.lease_held; // redis-hook
                         let n = st.discard_writes();
                         add(&self.counters.events_dropped, n);
                         Outcome::Done
@@ -346,6 +387,12 @@ impl Core {
                 self.finish_drain(idx, &mut st);
             }
         }
+        drop(st); // redis-hook
+        if give_up_lease {
+            // redis-hook
+            // redis-hook: the drain gave up: stop renewing the lease (it expires).
+            let _ = self.driver.release_lease(id.as_str()); // redis-hook
+        } // redis-hook
         outcome
     }
 
@@ -392,7 +439,7 @@ impl Core {
         let id = st.id;
         let at = (idx, generation);
         let never_written = st.new_trace;
-        let draining = st.has_writes() || st.in_flight;
+        let draining = st.has_writes() || st.in_flight || st.lease_held; // redis-hook
         if draining {
             st.phase = Phase::Draining;
             st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);

@@ -26,6 +26,8 @@
 mod builder;
 mod core;
 mod flush;
+mod follow; // redis-hook
+mod lease; // redis-hook
 mod registry;
 mod ticker;
 mod workers;
@@ -192,6 +194,7 @@ impl Engine {
             max_trace_space_entries: config.max_trace_space_entries,
             max_spaces: config.max_spaces,
             pending_bytes: config.pending_bytes_limit,
+            leases: persists && driver.lease_renewal().is_some(), // redis-hook
         };
         let pending_total = Arc::new(AtomicUsize::new(0));
         let ticker_shared = Arc::new(TickerShared::default());
@@ -220,9 +223,18 @@ impl Engine {
             .config
             .idle_timeout
             .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        let ticker = match Ticker::start(ticker_shared, reap_every, move || {
+        // redis-hook: the ticker also renews the leases of a shared driver.
+        let renew_every = core.driver.lease_renewal(); // redis-hook
+        let period = match (reap_every, renew_every) {
+            // redis-hook
+            (Some(a), Some(b)) => Some(a.min(b)), // redis-hook
+            (a, b) => a.or(b),                    // redis-hook
+        }; // redis-hook
+        let ticker = match Ticker::start(ticker_shared, period, move || {
+            // redis-hook
             if let Some(core) = weak.upgrade() {
                 core.reap_idle();
+                core.driver.renew_leases(); // redis-hook
             }
         }) {
             Ok(t) => t,
@@ -301,6 +313,15 @@ impl Engine {
         {
             return Err(Error::AlreadyExists);
         }
+        if let Some(id) = custom {
+            // redis-hook
+            // redis-hook: a given id's lease is taken now (generated: first batch).
+            return self.with_lease(&id, true, || {
+                // redis-hook
+                let idx = self.core().pool.checkout()?; // redis-hook
+                self.start_in(idx, custom, opts) // redis-hook
+            }); // redis-hook
+        } // redis-hook
         let idx = self.core().pool.checkout()?;
         self.start_in(idx, custom, opts)
     }
@@ -324,6 +345,25 @@ impl Engine {
             }
         }
         let ticker = self.core().ticker.clone();
+        if let Some(id) = custom // redis-hook
+            && self.core().driver.lease_renewal().is_some()
+        // redis-hook
+        {
+            // redis-hook
+            let engine = self.clone(); // redis-hook
+            run_blocking(move || engine.with_lease(&id, true, || Ok(()))).await?; // redis-hook
+            let started = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
+                // redis-hook
+                Ok(idx) => self.start_in(idx, custom, opts), // redis-hook
+                Err(e) => Err(e),                            // redis-hook
+            }; // redis-hook
+            if started.is_err() {
+                // redis-hook
+                let driver = self.core().driver.clone(); // redis-hook
+                let _ = run_blocking(move || driver.release_lease(id.as_str())).await; // redis-hook
+            } // redis-hook
+            return started; // redis-hook
+        } // redis-hook
         let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
         self.start_in(idx, custom, opts)
     }
@@ -353,6 +393,7 @@ impl Engine {
             Ok(id) => {
                 slot.lease.open(generation, opts.keep_loaded, 1);
                 st.start(id, opts, now);
+                st.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
                 drop(st);
                 Ok(Trace::new(self.clone(), idx, generation, id))
@@ -469,10 +510,13 @@ impl Engine {
             return Ok(t);
         }
         self.wait_drained_blocking(&tid);
-        let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
-        check_stored(&tid, &stored)?;
-        let idx = self.core().pool.checkout()?;
-        self.install(idx, tid, stored)
+        self.with_lease(&tid, false, || {
+            // redis-hook
+            let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
+            check_stored(&tid, &stored)?;
+            let idx = self.core().pool.checkout()?;
+            self.install(idx, tid, stored)
+        }) // redis-hook
     }
 
     /// [`open`](Engine::open) for async code: storage is read off the
@@ -488,14 +532,34 @@ impl Engine {
             return Ok(t);
         }
         self.wait_drained(&tid).await;
-        let driver = self.core().driver.clone();
-        let stored = run_blocking(move || driver.load(tid.as_str()))
-            .await?
-            .ok_or(Error::NotFound)?;
-        check_stored(&tid, &stored)?;
+        let engine = self.clone(); // redis-hook
+        let stored = run_blocking(move || {
+            // redis-hook
+            // redis-hook: the lease first (given up again if anything below fails).
+            engine.with_lease(&tid, false, || {
+                // redis-hook
+                let stored = engine
+                    .core()
+                    .driver
+                    .load(tid.as_str())?
+                    .ok_or(Error::NotFound)?; // redis-hook
+                check_stored(&tid, &stored)?; // redis-hook
+                Ok(stored) // redis-hook
+            }) // redis-hook
+        }) // redis-hook
+        .await?; // redis-hook
         let ticker = self.core().ticker.clone();
-        let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
-        self.install(idx, tid, stored)
+        let installed = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
+            // redis-hook
+            Ok(idx) => self.install(idx, tid, stored), // redis-hook
+            Err(e) => Err(e),                          // redis-hook
+        }; // redis-hook
+        if installed.is_err() && self.core().driver.lease_renewal().is_some() {
+            // redis-hook
+            let driver = self.core().driver.clone(); // redis-hook
+            let _ = run_blocking(move || driver.release_lease(tid.as_str())).await; // redis-hook
+        } // redis-hook
+        installed // redis-hook
     }
 
     /// Rebuilds `stored` in the checked-out slot `idx` (returned on error).
@@ -510,6 +574,7 @@ impl Engine {
         }
         let generation = st.generation;
         if core.registry.insert_if_absent(tid, (idx, generation)) {
+            st.lease_held = st.limits.leases; // redis-hook
             slot.lease.open(generation, false, 1);
             slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
@@ -811,6 +876,7 @@ impl Engine {
             bytes_written: r(&c.bytes_written),
             auto_released: r(&c.auto_released),
             idle_released: r(&c.idle_released),
+            leases_lost: r(&c.leases_lost), // redis-hook
         }
     }
 

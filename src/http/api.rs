@@ -75,6 +75,7 @@ impl From<Error> for ApiError {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             Error::ShutDown => (StatusCode::SERVICE_UNAVAILABLE, "shut_down"),
+            Error::Leased { .. } => (StatusCode::CONFLICT, "leased"),
             Error::Storage { .. } | Error::Corrupt { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage")
             }

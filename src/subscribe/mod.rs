@@ -30,6 +30,8 @@
 //! each stream ends once it has read it. Dropping a subscription
 //! unsubscribes it. No task or thread exists per subscription.
 
+mod remote; // redis-hook
+
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -223,13 +225,16 @@ pub struct Subscription {
     stash: Option<StoredEvent>,
     /// The released trace's history, once detached.
     frozen: Option<Arc<Frozen>>,
+    /// Fed by a driver's follow feed instead of a slot. // redis-hook
+    remote: Option<Box<remote::Remote>>, // redis-hook
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("trace_id", &self.trace_id)
-            .field("next_seq", &self.shared.next_seq.load(Ordering::Relaxed))
+            .field("next_seq", &self.next_seq()) // redis-hook
+            .field("remote", &self.remote.is_some()) // redis-hook
             .field("ended", &self.ended)
             .finish()
     }
@@ -255,8 +260,59 @@ impl Subscription {
             ended: false,
             stash: None,
             frozen: None,
+            remote: None, // redis-hook
         }
     }
+
+    // redis-hook: begin
+    /// A subscription fed by a driver's follow feed (`Engine::follow` of a
+    /// trace that is not loaded here). It holds no slot.
+    pub(crate) fn remote(
+        core: Arc<Core>,
+        trace_id: TraceId,
+        feed: Box<dyn crate::driver::FollowFeed>,
+        from_seq: u64,
+        min_ts: i64,
+    ) -> Subscription {
+        let shared = Arc::new(SubShared::default());
+        // Never attached to a slot: nothing to detach on drop.
+        shared.detached.store(true, Ordering::Release);
+        Subscription {
+            core,
+            idx: 0,
+            generation: 0,
+            trace_id,
+            shared,
+            min_ts,
+            ended: false,
+            stash: None,
+            frozen: None,
+            remote: Some(Box::new(remote::Remote::new(feed, from_seq, min_ts))),
+        }
+    }
+
+    /// The next step of a remote subscription.
+    fn poll_remote(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let Some(r) = self.remote.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match r.poll_step(cx) {
+            remote::Step::Deliver(d) => Poll::Ready(Some(d)),
+            remote::Step::Lagged(missed) => {
+                self.core
+                    .counters
+                    .events_lagged
+                    .fetch_add(missed, Ordering::Relaxed);
+                Poll::Ready(Some(Delivery::Lagged { missed }))
+            }
+            remote::Step::End => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            remote::Step::Wait => Poll::Pending,
+        }
+    }
+    // redis-hook: end
 
     /// Waits for the next delivery; `None` once the stream has ended.
     ///
@@ -280,6 +336,15 @@ impl Subscription {
         if self.ended {
             return Ok(None);
         }
+        if self.remote.is_some() {
+            // redis-hook
+            let mut cx = Context::from_waker(std::task::Waker::noop()); // redis-hook
+            return match self.poll_remote(&mut cx) {
+                // redis-hook
+                Poll::Ready(d) => Ok(d),  // redis-hook
+                Poll::Pending => Err(()), // redis-hook
+            }; // redis-hook
+        } // redis-hook
         match self.step() {
             Step::Deliver(d) => Ok(Some(d)),
             Step::End => {
@@ -295,6 +360,10 @@ impl Subscription {
         if self.ended {
             return Poll::Ready(None);
         }
+        if self.remote.is_some() {
+            // redis-hook
+            return self.poll_remote(cx); // redis-hook
+        } // redis-hook
         // Register before looking, so an event appended right after the look
         // wakes us.
         self.shared.waker.register(cx.waker());
@@ -310,6 +379,10 @@ impl Subscription {
 
     /// Seq of the next event this subscription will deliver.
     pub fn next_seq(&self) -> u64 {
+        if let Some(r) = &self.remote {
+            // redis-hook
+            return r.next_seq; // redis-hook
+        } // redis-hook
         self.shared.next_seq.load(Ordering::Relaxed)
     }
 
@@ -442,6 +515,11 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.remote.is_some() {
+            // redis-hook
+            self.core.counters.follows.fetch_sub(1, Ordering::AcqRel); // redis-hook
+            return; // redis-hook
+        } // redis-hook
         self.core
             .counters
             .subscribers
