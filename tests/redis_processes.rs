@@ -56,7 +56,10 @@ fn child_engine() {
     let node = trace
         .add("work", NodeOptions::new().label("A's step"))
         .expect("add");
-    let last = |t: &tracepool::Trace| t.events(Cursor::Seq(0)).map_or(0, |e| e.last().map_or(0, |e| e.seq));
+    let last = |t: &tracepool::Trace| {
+        t.events(Cursor::Seq(0))
+            .map_or(0, |e| e.last().map_or(0, |e| e.seq))
+    };
     let say = |s: String| {
         let mut out = std::io::stdout().lock();
         // On a line of its own: libtest may have started one ("test ... ").
@@ -204,8 +207,7 @@ fn b_follows_and_serves_over_http_a_trace_that_process_a_writes() {
     // A's first batch is in Redis once A flushed.
     assert!(a.ask("flush").starts_with("flushed"));
     let sub = b.follow(&id).expect("follow A's trace");
-    let mut sse =
-        http_support::SseStream::open(server.addr, &format!("/traces/{id}/events"), &[]);
+    let mut sse = http_support::SseStream::open(server.addr, &format!("/traces/{id}/events"), &[]);
     assert_eq!(sse.status, 200);
     sse.set_timeout(Duration::from_secs(30));
     let reader = std::thread::spawn(move || {
@@ -228,7 +230,11 @@ fn b_follows_and_serves_over_http_a_trace_that_process_a_writes() {
             Delivery::Lagged { missed } => panic!("Lagged {missed}"),
         })
         .collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "exactly once, in order");
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "exactly once, in order"
+    );
     assert!(matches!(deliveries.last(), Some(Delivery::Event(e)) if e.kind == EventKind::Complete));
     let msgs = sse.collect_rest();
     let http: Vec<u64> = msgs.iter().map(|m| m.seq()).collect();
