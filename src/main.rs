@@ -743,6 +743,9 @@ impl Driver for TimedDriver {
     fn renew_leases(&self) {
         self.inner.renew_leases();
     }
+    fn shutdown(&self) {
+        self.inner.shutdown();
+    }
     fn follow(
         &self,
         id: &str,

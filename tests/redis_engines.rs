@@ -246,6 +246,12 @@ fn leases_keep_a_trace_on_one_engine_until_release() {
     ));
     drop(c);
     drop(t2);
+    // Removed before anything of it was written: its lease goes too.
+    let early = format!("early-{}", fastrand::u64(..));
+    let e = a.create(TraceOptions::new().id(&early)).unwrap();
+    drop(e);
+    a.remove(&early).unwrap();
+    assert!(matches!(b.open(&early), Err(Error::NotFound)));
     a.flush_blocking().unwrap();
     b.flush_blocking().unwrap();
     assert!(
@@ -293,6 +299,15 @@ fn follows_are_bounded_and_end_when_the_trace_is_removed() {
     a.remove(&id).unwrap();
     assert_eq!(events(&r1.join().unwrap()).len(), 1); // init
     assert_eq!(events(&r3.join().unwrap()).len(), 1);
+    assert_eq!(keys(shared(), &prefix), Vec::<String>::new());
+    // Shutting the follower's engine down ends its follows.
+    let t = a.create(TraceOptions::new()).unwrap();
+    a.flush_blocking().unwrap();
+    let mut s = b.follow(t.id()).unwrap();
+    assert!(matches!(s.blocking_recv(), Some(Delivery::Event(e)) if e.seq == 1));
+    let r = std::thread::spawn(move || drain(s, 30));
+    b.shutdown().unwrap();
+    assert!(r.join().unwrap().is_empty());
     // Drivers that cannot follow: only traces loaded here.
     let m = Engine::builder().memory().build().unwrap();
     assert!(matches!(
@@ -410,8 +425,9 @@ fn a_redis_restart_loses_nothing_that_flush_acknowledged() {
         "",
     ]);
     let prefix = unique_prefix();
+    let ttl = Duration::from_millis(900);
     let a = builder_on(&server, &prefix)
-        .lease_ttl(Duration::from_secs(30))
+        .lease_ttl(ttl)
         .drain_timeout(Duration::from_secs(5))
         .capacity(8)
         .workers(1)
@@ -420,14 +436,14 @@ fn a_redis_restart_loses_nothing_that_flush_acknowledged() {
     let t = a.create(TraceOptions::new()).unwrap();
     let node = t.add("x", NodeOptions::new().label("W")).unwrap();
     let id = t.id().to_owned();
-    let mut acknowledged = 0;
     for i in 0..40 {
         node.info(format!("before {i}"));
     }
     a.flush_blocking().unwrap();
-    acknowledged = acknowledged.max(t.events(Cursor::Seq(0)).unwrap().len());
+    let acknowledged = t.events(Cursor::Seq(0)).unwrap().len();
     // SIGTERM: the server goes away while the trace keeps being written.
     server.stop();
+    let stopped = Instant::now();
     for i in 0..40 {
         node.info(format!("while down {i}"));
     }
@@ -439,6 +455,9 @@ fn a_redis_restart_loses_nothing_that_flush_acknowledged() {
     assert!(a.stats().persist_errors > 0);
     let e = failed.unwrap_err().to_string();
     assert!(e.contains("redis"), "a clear error: {e}");
+    // Down for longer than the lease: it expired meanwhile, nobody took it,
+    // and the stream ends where `a` left it, so `a` takes it again.
+    wait_until(10, "the lease to expire", || stopped.elapsed() > ttl * 2);
     server.restart();
     // The failed batches are retried and land: flush succeeds again.
     wait_until(30, "a flush after the restart", || {

@@ -368,6 +368,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<Box<dyn FollowFeed>>> {
         Ok(None)
     }
+
+    /// The engine shut down (called once, after its last batch): end the
+    /// feeds handed out by [`follow`](Driver::follow) and stop background
+    /// work. The default does nothing.
+    fn shutdown(&self) {}
 }
 
 /// What a [`FollowFeed`] yields.

@@ -100,7 +100,9 @@ impl EngineInner {
             t.stop();
         }
         core.drains.wake_all();
-        core.driver.flush()
+        let flushed = core.driver.flush();
+        core.driver.shutdown(); // redis-hook
+        flushed
     }
 
     fn shutdown_blocking(&self) -> Result<()> {
@@ -758,6 +760,10 @@ impl Engine {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         let (known, skip_storage) = self.release_for_removal(&tid)?;
+        // redis-hook: nothing stored, but a given id's lease may be held.
+        if skip_storage && self.core().driver.lease_renewal().is_some() {
+            let _ = self.core().driver.release_lease(id); // redis-hook
+        } // redis-hook
         let stored = !skip_storage && self.core().driver.remove(id)?;
         if known || stored {
             Ok(())
@@ -776,6 +782,11 @@ impl Engine {
         let engine = self.clone();
         let (known, skip_storage) = run_blocking(move || engine.release_for_removal(&tid)).await?;
         let driver = self.core().driver.clone();
+        // redis-hook: nothing stored, but a given id's lease may be held.
+        if skip_storage && driver.lease_renewal().is_some() {
+            let d = driver.clone(); // redis-hook
+            let _ = run_blocking(move || d.release_lease(tid.as_str())).await; // redis-hook
+        } // redis-hook
         let stored = !skip_storage && run_blocking(move || driver.remove(tid.as_str())).await?;
         if known || stored {
             Ok(())

@@ -89,6 +89,28 @@ pub(super) struct Mux {
     /// The follow connection's client id while it blocks in `XREAD` (0: not blocked).
     blocked: AtomicI64,
     started: AtomicBool,
+    /// The engine shut down: no more follows.
+    closed: AtomicBool,
+}
+
+/// What the follow task and the nudges use of the driver's connection
+/// (not the driver itself: its runtime stops when the driver is dropped).
+#[derive(Debug, Clone)]
+struct Link {
+    conn: Conn,
+    handle: tokio::runtime::Handle,
+    /// The single server's client (`None` on a cluster).
+    client: Option<redis::Client>,
+}
+
+impl Link {
+    fn of(io: &Io) -> Link {
+        Link {
+            conn: io.conn.clone(),
+            handle: io.handle.clone(),
+            client: io.client.clone(),
+        }
+    }
 }
 
 /// The feed handed to the engine.
@@ -96,7 +118,7 @@ pub(super) struct Mux {
 pub(super) struct RedisFeed {
     follower: Arc<Follower>,
     mux: Arc<Mux>,
-    io: Arc<Io>,
+    link: Link,
 }
 
 impl FollowFeed for RedisFeed {
@@ -109,7 +131,7 @@ impl FollowFeed for RedisFeed {
             }
             drop(st);
             if resume {
-                nudge(&self.mux, &self.io);
+                nudge(&self.mux, &self.link);
             }
             return Poll::Ready(Some(item));
         }
@@ -131,15 +153,15 @@ impl Drop for RedisFeed {
 
 /// Tells the task that the set of readable followers changed: it builds its
 /// next read again, and a read blocked now is interrupted.
-fn nudge(mux: &Arc<Mux>, io: &Arc<Io>) {
+fn nudge(mux: &Arc<Mux>, link: &Link) {
     let mine = mux.generation.fetch_add(1, Ordering::AcqRel) + 1;
     mux.notify.notify_one();
     let client = mux.blocked.load(Ordering::Acquire);
     if client == 0 {
         return;
     }
-    let (mux, mut conn) = (mux.clone(), io.conn.clone());
-    io.handle.spawn(async move {
+    let (mux, mut conn) = (mux.clone(), link.conn.clone());
+    link.handle.spawn(async move {
         // The read may not have reached the server yet: try a few times
         // until the task took the new generation into account.
         for _ in 0..50 {
@@ -278,11 +300,11 @@ async fn check_exists(groups: &[Group], quiet: &[bool], conn: &mut Conn) {
 }
 
 /// The follow task on a single server.
-async fn run_single(mux: Arc<Mux>, io: Arc<Io>) {
-    let Some(client) = io.client.clone() else {
+async fn run_single(mux: Arc<Mux>, link: Link) {
+    let Some(client) = link.client.clone() else {
         return;
     };
-    let mut cmd_conn = io.conn.clone();
+    let mut cmd_conn = link.conn.clone();
     let mut conn: Option<(redis::aio::MultiplexedConnection, i64)> = None;
     let mut checked = Instant::now();
     loop {
@@ -360,7 +382,7 @@ async fn run_single(mux: Arc<Mux>, io: Arc<Io>) {
 }
 
 /// The follow task on a cluster: polls every [`POLL`].
-async fn run_cluster(mux: Arc<Mux>, io: Arc<Io>) {
+async fn run_cluster(mux: Arc<Mux>, link: Link) {
     let mut checked = Instant::now();
     loop {
         let generation = mux.generation.load(Ordering::Acquire);
@@ -371,7 +393,7 @@ async fn run_cluster(mux: Arc<Mux>, io: Arc<Io>) {
             continue;
         }
         let reads = futures_util::future::join_all(groups.iter().map(|g| {
-            let mut conn = io.conn.clone();
+            let mut conn = link.conn.clone();
             let key = g.key.clone();
             let from = format!("({}", id_text(g.from));
             async move {
@@ -387,7 +409,7 @@ async fn run_cluster(mux: Arc<Mux>, io: Arc<Io>) {
             }
         }))
         .await;
-        let mut conn = io.conn.clone();
+        let mut conn = link.conn.clone();
         let mut quiet = vec![true; groups.len()];
         for ((g, r), q) in groups.iter().zip(reads).zip(quiet.iter_mut()) {
             if let Ok(r) = r
@@ -416,7 +438,7 @@ impl Mux {
     /// its feed; starts the follow task on first use.
     pub(super) fn follow(
         self: &Arc<Self>,
-        io: &Arc<Io>,
+        io: &Io,
         key: String,
         from_seq: u64,
         buffer: usize,
@@ -434,20 +456,46 @@ impl Mux {
                 waker: None,
             }),
         });
-        lock(&self.followers).push(follower.clone());
-        if !self.started.swap(true, Ordering::AcqRel) {
-            let (mux, io2) = (self.clone(), io.clone());
+        let link = Link::of(io);
+        let closed = {
+            let mut followers = lock(&self.followers);
+            followers.push(follower.clone());
+            self.closed.load(Ordering::Acquire)
+        };
+        if closed {
+            lock(&follower.st).done = true;
+        } else if !self.started.swap(true, Ordering::AcqRel) {
             if io.is_cluster() {
-                io.handle.spawn(run_cluster(mux, io2));
+                io.handle.spawn(run_cluster(self.clone(), link.clone()));
             } else {
-                io.handle.spawn(run_single(mux, io2));
+                io.handle.spawn(run_single(self.clone(), link.clone()));
             }
         }
-        nudge(self, io);
+        nudge(self, &link);
         RedisFeed {
             follower,
             mux: self.clone(),
-            io: io.clone(),
+            link,
+        }
+    }
+
+    /// Ends every follow (the engine shut down): each feed yields what it
+    /// holds, then ends; later follows end at once.
+    pub(super) fn close(&self) {
+        let followers = {
+            let mut f = lock(&self.followers);
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *f)
+        };
+        for f in followers {
+            let waker = {
+                let mut st = lock(&f.st);
+                st.done = true;
+                st.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
         }
     }
 }

@@ -21,6 +21,7 @@
 //! per driver) and expires after `lease_ttl` unless renewed. Every script
 //! that writes checks it first, in the same atomic step as the write.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 
@@ -169,6 +170,7 @@ impl RedisDriver {
                 }
             }))
             .await;
+            let known: HashMap<String, String> = held.into_iter().collect();
             let mut lost = Vec::new();
             for (id, r) in replies {
                 if let Ok(Ok(0)) = r {
@@ -178,9 +180,13 @@ impl RedisDriver {
             if !lost.is_empty() {
                 // Lost: the next batch of these traces is refused by the
                 // write script (and counted by the engine); stop renewing.
+                // Unless the trace was written, released or opened again
+                // since the renewal started (then `known` changed).
                 let mut held = super::lock(&shared.held);
                 for id in lost {
-                    held.remove(&id);
+                    if held.get(&id).map(|h| &h.known) == known.get(&id) {
+                        held.remove(&id);
+                    }
                 }
             }
             shared.renewing.store(false, Ordering::Release);

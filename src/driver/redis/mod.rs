@@ -395,6 +395,10 @@ impl Driver for RedisDriver {
         let feed = self.mux.follow(&self.io, key, from_seq, buffer);
         Ok(Some(Box::new(feed)))
     }
+
+    fn shutdown(&self) {
+        self.mux.close();
+    }
 }
 
 #[cfg(test)]
