@@ -402,11 +402,11 @@ impl EngineBuilder {
             DriverChoice::Custom(d) => d,
             DriverChoice::Local(p) => Arc::new(LocalDriver::new(p, self.config.durability)?),
             DriverChoice::Store(p) => Arc::new(StoreDriver::open(p, self.config.durability)?),
-            #[cfg(feature = "redis")] // redis-hook
+            // redis-hook: begin
+            #[cfg(feature = "redis")]
             DriverChoice::Redis(url) => {
-                // redis-hook
-                Arc::new(crate::driver::RedisDriver::connect(&url, self.redis)?) // redis-hook
-            } // redis-hook
+                Arc::new(crate::driver::RedisDriver::connect(&url, self.redis)?)
+            } // redis-hook: end
         };
         Engine::start(self.config, driver)
     }

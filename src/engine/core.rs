@@ -147,10 +147,11 @@ impl Core {
         if !st.is_live(generation) {
             return Err(Error::Released);
         }
+        // redis-hook: begin (another engine took this trace's lease)
         if let Some(lost) = &st.lease_lost {
-            // redis-hook
-            return Err(super::lease::leased_error(lost)); // redis-hook
-        } // redis-hook
+            return Err(super::lease::leased_error(lost));
+        }
+        // redis-hook: end
         let r = f(&mut st);
         self.enqueue(idx, &mut st);
         r
@@ -215,6 +216,7 @@ impl Core {
     }
 
     /// Hands one batch of trace `id` to the driver and counts the outcome.
+    // redis-hook: signature changed (the `release` parameter)
     fn write_batch(
         &self,
         id: &TraceId,
@@ -243,12 +245,13 @@ impl Core {
                     source: None,
                 });
             }
+            // redis-hook: begin
             Err(Error::Leased { owner, .. }) => {
-                // redis-hook
-                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed); // redis-hook
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
                 self.flush
-                    .record_error(&super::lease::lost_error(id, owner)); // redis-hook
-            } // redis-hook
+                    .record_error(&super::lease::lost_error(id, owner));
+            }
+            // redis-hook: end
             Err(e) => {
                 self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
                 self.flush.record_error(e);
@@ -276,8 +279,7 @@ impl Core {
         }
         let generation = st.generation;
         let epoch = st.queued_epoch;
-        if st.write_refused || st.lease_lost.is_some() {
-            // redis-hook
+        if st.write_refused {
             // Storage has another trace of this id: nothing more may reach it.
             let n = st.discard_writes();
             add(&self.counters.events_dropped, n);
@@ -331,24 +333,29 @@ impl Core {
                 if wrote {
                     st.new_trace = false;
                 }
+                // redis-hook: begin
                 if release {
-                    // redis-hook
-                    st.lease_held = false; // redis-hook
-                } // redis-hook
+                    st.lease_held = false;
+                }
+                // redis-hook: end
                 Outcome::Done
             }
+            // redis-hook: begin
             Err(Error::Leased {
                 owner,
                 expires_in_ms,
             }) => {
-                // redis-hook
-                let n = w.events.len() as u64 + st.discard_writes(); // redis-hook
-                add(&self.counters.events_dropped, n); // redis-hook
-                add(&self.counters.leases_lost, 1); // redis-hook
-                st.lease_lost = Some(super::lease::lost(owner, expires_in_ms)); // redis-hook
-                st.lease_held = false; // redis-hook
-                Outcome::Done // redis-hook
-            } // redis-hook
+                // Another engine took the lease: nothing more of this
+                // trace may reach storage, and its operations give `Leased`.
+                st.write_refused = true;
+                st.lease_lost = Some(super::lease::lost(owner, expires_in_ms));
+                st.lease_held = false;
+                let n = w.events.len() as u64 + st.discard_writes();
+                add(&self.counters.events_dropped, n);
+                add(&self.counters.leases_lost, 1);
+                Outcome::Done
+            }
+            // redis-hook: end
             Err(Error::AlreadyExists) if new_trace => {
                 st.lease_held = false; // redis-hook
                 st.write_refused = true;
@@ -388,11 +395,11 @@ impl Core {
             }
         }
         drop(st); // redis-hook
+        // redis-hook: begin (the drain gave up: stop renewing the lease; it expires)
         if give_up_lease {
-            // redis-hook
-            // redis-hook: the drain gave up: stop renewing the lease (it expires).
-            let _ = self.driver.release_lease(id.as_str()); // redis-hook
-        } // redis-hook
+            let _ = self.driver.release_lease(id.as_str());
+        }
+        // redis-hook: end
         outcome
     }
 

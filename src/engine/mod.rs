@@ -100,9 +100,9 @@ impl EngineInner {
             t.stop();
         }
         core.drains.wake_all();
-        let flushed = core.driver.flush();
+        let flushed = core.driver.flush(); // redis-hook
         core.driver.shutdown(); // redis-hook
-        flushed
+        flushed // redis-hook
     }
 
     fn shutdown_blocking(&self) -> Result<()> {
@@ -225,20 +225,20 @@ impl Engine {
             .config
             .idle_timeout
             .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        // redis-hook: the ticker also renews the leases of a shared driver.
-        let renew_every = core.driver.lease_renewal(); // redis-hook
+        // redis-hook: begin (the ticker also renews the leases of a shared driver)
+        let renew_every = core.driver.lease_renewal();
         let period = match (reap_every, renew_every) {
-            // redis-hook
-            (Some(a), Some(b)) => Some(a.min(b)), // redis-hook
-            (a, b) => a.or(b),                    // redis-hook
-        }; // redis-hook
-        let ticker = match Ticker::start(ticker_shared, period, move || {
-            // redis-hook
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let chore = move || {
             if let Some(core) = weak.upgrade() {
                 core.reap_idle();
-                core.driver.renew_leases(); // redis-hook
+                core.driver.renew_leases();
             }
-        }) {
+        };
+        // redis-hook: end
+        let ticker = match Ticker::start(ticker_shared, period, chore) {
             Ok(t) => t,
             Err(e) => {
                 core.stopping.store(true, Ordering::Release);
@@ -315,15 +315,14 @@ impl Engine {
         {
             return Err(Error::AlreadyExists);
         }
+        // redis-hook: begin (a given id's lease is taken now; a generated one's in the first batch)
         if let Some(id) = custom {
-            // redis-hook
-            // redis-hook: a given id's lease is taken now (generated: first batch).
             return self.with_lease(&id, true, || {
-                // redis-hook
-                let idx = self.core().pool.checkout()?; // redis-hook
-                self.start_in(idx, custom, opts) // redis-hook
-            }); // redis-hook
-        } // redis-hook
+                let idx = self.core().pool.checkout()?;
+                self.start_in(idx, custom, opts)
+            });
+        }
+        // redis-hook: end
         let idx = self.core().pool.checkout()?;
         self.start_in(idx, custom, opts)
     }
@@ -347,25 +346,23 @@ impl Engine {
             }
         }
         let ticker = self.core().ticker.clone();
-        if let Some(id) = custom // redis-hook
+        // redis-hook: begin (a given id's lease is taken now, given up if the create fails)
+        if let Some(id) = custom
             && self.core().driver.lease_renewal().is_some()
-        // redis-hook
         {
-            // redis-hook
-            let engine = self.clone(); // redis-hook
-            run_blocking(move || engine.with_lease(&id, true, || Ok(()))).await?; // redis-hook
+            let engine = self.clone();
+            run_blocking(move || engine.with_lease(&id, true, || Ok(()))).await?;
             let started = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
-                // redis-hook
-                Ok(idx) => self.start_in(idx, custom, opts), // redis-hook
-                Err(e) => Err(e),                            // redis-hook
-            }; // redis-hook
+                Ok(idx) => self.start_in(idx, custom, opts),
+                Err(e) => Err(e),
+            };
             if started.is_err() {
-                // redis-hook
-                let driver = self.core().driver.clone(); // redis-hook
-                let _ = run_blocking(move || driver.release_lease(id.as_str())).await; // redis-hook
-            } // redis-hook
-            return started; // redis-hook
-        } // redis-hook
+                let driver = self.core().driver.clone();
+                let _ = run_blocking(move || driver.release_lease(id.as_str())).await;
+            }
+            return started;
+        }
+        // redis-hook: end
         let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
         self.start_in(idx, custom, opts)
     }
@@ -512,13 +509,14 @@ impl Engine {
             return Ok(t);
         }
         self.wait_drained_blocking(&tid);
+        // redis-hook: begin (the lease first; given up if the open fails)
         self.with_lease(&tid, false, || {
-            // redis-hook
             let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
             check_stored(&tid, &stored)?;
             let idx = self.core().pool.checkout()?;
             self.install(idx, tid, stored)
-        }) // redis-hook
+        })
+        // redis-hook: end
     }
 
     /// [`open`](Engine::open) for async code: storage is read off the
@@ -534,34 +532,31 @@ impl Engine {
             return Ok(t);
         }
         self.wait_drained(&tid).await;
-        let engine = self.clone(); // redis-hook
+        // redis-hook: begin (the lease first; given up if the open fails)
+        let engine = self.clone();
         let stored = run_blocking(move || {
-            // redis-hook
-            // redis-hook: the lease first (given up again if anything below fails).
             engine.with_lease(&tid, false, || {
-                // redis-hook
                 let stored = engine
                     .core()
                     .driver
                     .load(tid.as_str())?
-                    .ok_or(Error::NotFound)?; // redis-hook
-                check_stored(&tid, &stored)?; // redis-hook
-                Ok(stored) // redis-hook
-            }) // redis-hook
-        }) // redis-hook
-        .await?; // redis-hook
+                    .ok_or(Error::NotFound)?;
+                check_stored(&tid, &stored)?;
+                Ok(stored)
+            })
+        })
+        .await?;
         let ticker = self.core().ticker.clone();
         let installed = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
-            // redis-hook
-            Ok(idx) => self.install(idx, tid, stored), // redis-hook
-            Err(e) => Err(e),                          // redis-hook
-        }; // redis-hook
+            Ok(idx) => self.install(idx, tid, stored),
+            Err(e) => Err(e),
+        };
         if installed.is_err() && self.core().driver.lease_renewal().is_some() {
-            // redis-hook
-            let driver = self.core().driver.clone(); // redis-hook
-            let _ = run_blocking(move || driver.release_lease(tid.as_str())).await; // redis-hook
-        } // redis-hook
-        installed // redis-hook
+            let driver = self.core().driver.clone();
+            let _ = run_blocking(move || driver.release_lease(tid.as_str())).await;
+        }
+        installed
+        // redis-hook: end
     }
 
     /// Rebuilds `stored` in the checked-out slot `idx` (returned on error).
@@ -760,10 +755,11 @@ impl Engine {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         let (known, skip_storage) = self.release_for_removal(&tid)?;
-        // redis-hook: nothing stored, but a given id's lease may be held.
+        // redis-hook: begin (nothing stored, but a given id's lease may be held)
         if skip_storage && self.core().driver.lease_renewal().is_some() {
-            let _ = self.core().driver.release_lease(id); // redis-hook
-        } // redis-hook
+            let _ = self.core().driver.release_lease(id);
+        }
+        // redis-hook: end
         let stored = !skip_storage && self.core().driver.remove(id)?;
         if known || stored {
             Ok(())
@@ -782,11 +778,12 @@ impl Engine {
         let engine = self.clone();
         let (known, skip_storage) = run_blocking(move || engine.release_for_removal(&tid)).await?;
         let driver = self.core().driver.clone();
-        // redis-hook: nothing stored, but a given id's lease may be held.
+        // redis-hook: begin (nothing stored, but a given id's lease may be held)
         if skip_storage && driver.lease_renewal().is_some() {
-            let d = driver.clone(); // redis-hook
-            let _ = run_blocking(move || d.release_lease(tid.as_str())).await; // redis-hook
-        } // redis-hook
+            let d = driver.clone();
+            let _ = run_blocking(move || d.release_lease(tid.as_str())).await;
+        }
+        // redis-hook: end
         let stored = !skip_storage && run_blocking(move || driver.remove(tid.as_str())).await?;
         if known || stored {
             Ok(())

@@ -225,7 +225,7 @@ pub struct Subscription {
     stash: Option<StoredEvent>,
     /// The released trace's history, once detached.
     frozen: Option<Arc<Frozen>>,
-    /// Fed by a driver's follow feed instead of a slot. // redis-hook
+    // redis-hook: fed by a driver's follow feed instead of a slot.
     remote: Option<Box<remote::Remote>>, // redis-hook
 }
 
@@ -336,15 +336,15 @@ impl Subscription {
         if self.ended {
             return Ok(None);
         }
+        // redis-hook: begin
         if self.remote.is_some() {
-            // redis-hook
-            let mut cx = Context::from_waker(std::task::Waker::noop()); // redis-hook
+            let mut cx = Context::from_waker(std::task::Waker::noop());
             return match self.poll_remote(&mut cx) {
-                // redis-hook
-                Poll::Ready(d) => Ok(d),  // redis-hook
-                Poll::Pending => Err(()), // redis-hook
-            }; // redis-hook
-        } // redis-hook
+                Poll::Ready(d) => Ok(d),
+                Poll::Pending => Err(()),
+            };
+        }
+        // redis-hook: end
         match self.step() {
             Step::Deliver(d) => Ok(Some(d)),
             Step::End => {
@@ -360,10 +360,11 @@ impl Subscription {
         if self.ended {
             return Poll::Ready(None);
         }
+        // redis-hook: begin
         if self.remote.is_some() {
-            // redis-hook
-            return self.poll_remote(cx); // redis-hook
-        } // redis-hook
+            return self.poll_remote(cx);
+        }
+        // redis-hook: end
         // Register before looking, so an event appended right after the look
         // wakes us.
         self.shared.waker.register(cx.waker());
@@ -379,10 +380,11 @@ impl Subscription {
 
     /// Seq of the next event this subscription will deliver.
     pub fn next_seq(&self) -> u64 {
+        // redis-hook: begin
         if let Some(r) = &self.remote {
-            // redis-hook
-            return r.next_seq; // redis-hook
-        } // redis-hook
+            return r.next_seq;
+        }
+        // redis-hook: end
         self.shared.next_seq.load(Ordering::Relaxed)
     }
 
@@ -515,11 +517,12 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // redis-hook: begin
         if self.remote.is_some() {
-            // redis-hook
-            self.core.counters.follows.fetch_sub(1, Ordering::AcqRel); // redis-hook
-            return; // redis-hook
-        } // redis-hook
+            self.core.counters.follows.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        // redis-hook: end
         self.core
             .counters
             .subscribers
