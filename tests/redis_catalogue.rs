@@ -5,6 +5,11 @@
 //! the tests (see `common::on_redis`). Where the Redis driver legitimately
 //! differs from the in-memory one (it keeps released traces), the tests
 //! ask `common::on_redis()`.
+//!
+//! Each catalogue file declares `mod common;` itself, so `common` (and the
+//! Redis support it includes) is compiled once per file here: on purpose.
+#![allow(clippy::duplicate_mod)]
+#![cfg(feature = "redis")]
 
 #[path = "trace_autocomplete.rs"]
 mod trace_autocomplete;

@@ -3,6 +3,7 @@
 //! engine writes (exactly once, in order, to its end), the HTTP live view
 //! of one engine streaming the other's trace, and a Redis restart in the
 //! middle of a run.
+#![cfg(all(feature = "redis", feature = "http"))]
 
 mod http_support;
 mod redis_support;

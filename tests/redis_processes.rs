@@ -14,6 +14,7 @@
 //!
 //! Run with `--nocapture` to see what happened (each test prints a few
 //! lines).
+#![cfg(all(feature = "redis", feature = "http"))]
 
 mod http_support;
 mod redis_support;
@@ -183,7 +184,7 @@ impl Drop for ChildA {
 
 fn number_after(line: &str, word: &str) -> u64 {
     line.strip_prefix(word)
-        .and_then(|r| r.trim().split_whitespace().next())
+        .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("expected `{word} N`, got {line:?}"))
 }

@@ -1613,6 +1613,7 @@ mod tests {
                 max_trace_space_entries: 100,
                 max_spaces: 10,
                 pending_bytes: 1 << 20,
+                leases: false, // redis-hook
             },
             Arc::default(),
         );

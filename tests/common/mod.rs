@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use tracepool::{Cursor, Delivery, Engine, Event, EventKind, Exhausted, Trace};
 
+#[cfg(feature = "redis")]
 #[path = "../redis_support/mod.rs"]
 mod redis_support;
 
@@ -27,12 +28,12 @@ pub(crate) fn driver_name() -> &'static str {
 /// On Redis a released trace's slot drains (its lease goes with its last
 /// batch), so a full pool waits for a slot instead of failing.
 fn catalogue_builder() -> tracepool::EngineBuilder {
+    #[cfg(feature = "redis")]
     if on_redis() {
         let server = redis_support::shared();
-        redis_support::builder_on(server, &redis_support::unique_prefix())
-    } else {
-        Engine::builder().on_exhausted(Exhausted::Error).memory()
+        return redis_support::builder_on(server, &redis_support::unique_prefix());
     }
+    Engine::builder().on_exhausted(Exhausted::Error).memory()
 }
 
 /// A small engine of the catalogue (in-memory, or Redis: [`on_redis`]).
