@@ -236,6 +236,10 @@ fn leases_keep_a_trace_on_one_engine_until_release() {
     let evs = t2.events(Cursor::Seq(0)).unwrap();
     assert_eq!(evs.last().unwrap().seq, got.len() as u64 + 1);
     assert!(matches!(a.open(&id), Err(Error::Leased { .. })));
+    // A follower that starts now sees a's release marker as history (b's
+    // `opened` marker follows it) and goes on with b's events.
+    let ds = drain_until(a.follow(&id).unwrap(), got.len() + 1);
+    assert!(matches!(ds.last(), Some(Delivery::Event(e)) if e.seq == got.len() as u64 + 1));
     // A given-id create takes the lease at once.
     let custom = format!("given-{}", fastrand::u64(..));
     let c = a.create(TraceOptions::new().id(&custom)).unwrap();

@@ -234,6 +234,11 @@ fn sixty_four_threads_share_one_trace() {
     assert!(starts.values().all(|&c| c == 1));
     // Timestamps never go backwards within a trace.
     assert!(ev.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    if on_redis() {
+        // Per-trace counters are published by the workers, exact after a
+        // flush; Redis round trips keep them busier than the memory driver.
+        engine.flush_blocking().unwrap();
+    }
     let st = engine.stats();
     assert_eq!(st.events_emitted as usize, ev.len());
 }

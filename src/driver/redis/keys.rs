@@ -10,7 +10,7 @@
 //! | `P{T}:spaces` | hash | space id -> space document |
 //! | `P{T}:data` | hash | space id -> the space's key-values (`data.json`) |
 //! | `P{T}:logs:<node>` | list | the node's log lines (the reference's `TraceLog`), in write order |
-//! | `P{T}:events` | stream | one entry per event, id `<seq>-0`, field `e` = the wire JSON; `released` markers `<seq>-<n>` |
+//! | `P{T}:events` | stream | one entry per event, id `<seq>-0`, field `e` = the wire JSON; `released` and `opened` markers `<seq>-<n>` |
 //! | `P{T}:meta` | hash | `logs`: the index of the next log line (makes a retried batch idempotent) |
 //! | `P{T}:lease` | string | the owning engine's id, with an expiry (`PX`) |
 //! | `Ptraces` | sorted set | trace ids scored by creation time (ms), for `list_stored` |

@@ -32,6 +32,9 @@ use crate::error::{Error, Result};
 
 /// KEYS: 1 lease, 2 info, 3 events. ARGV: 1 token, 2 ttl (ms), 3 creating
 /// ('1': the trace must not exist; '0': it must).
+/// Opening appends an `opened` marker (`<last seq>-<n>`, not an event), so
+/// that the `released` marker of the previous owner is no longer the
+/// stream's last entry: followers go on with the new owner's events.
 /// Replies `{'ok', <last entry id>}`, `{'leased', owner, pttl}`,
 /// `{'exists'}` or `{'missing'}`.
 const ACQUIRE: &str = r"
@@ -48,7 +51,8 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if #last == 0 then return {'ok', ''} end
-return {'ok', last[1][1]}
+local ms = string.match(last[1][1], '^(%d+)')
+return {'ok', redis.call('XADD', KEYS[3], ms .. '-*', 'opened', ARGV[1])}
 ";
 
 /// KEYS: 1 lease, 2 events. ARGV: 1 token, 2 ttl (ms), 3 the stream's last
@@ -68,13 +72,18 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-/// KEYS: 1 lease. ARGV: 1 token. Deletes the lease if it is ours.
+/// KEYS: 1 lease, 2 events. ARGV: 1 token. Deletes the lease if it is
+/// ours; if our `opened` marker is the stream's last entry (an `open` that
+/// failed afterwards), a `released` marker follows it.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last > 0 and last[1][2][1] == 'opened' and last[1][2][2] == ARGV[1] then
+  local ms = string.match(last[1][1], '^(%d+)')
+  redis.call('XADD', KEYS[2], ms .. '-*', 'released', ARGV[1])
 end
-return 0
+return 1
 ";
 
 static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
@@ -120,7 +129,9 @@ impl RedisDriver {
         self.forget(id);
         let keys = self.keys.trace(id);
         let mut inv = RELEASE_SCRIPT.prepare_invoke();
-        inv.key(keys.lease()).arg(self.owner.as_str());
+        inv.key(keys.lease())
+            .key(keys.events())
+            .arg(self.owner.as_str());
         let location = keys.at("lease");
         let mut conn = self.io.conn.clone();
         self.io.run(&location, async move {
