@@ -76,6 +76,9 @@ impl From<Error> for ApiError {
             }
             Error::ShutDown => (StatusCode::SERVICE_UNAVAILABLE, "shut_down"),
             Error::Leased { .. } => (StatusCode::CONFLICT, "leased"),
+            Error::LimitExceeded {
+                what: "follows", ..
+            } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_follows"),
             Error::Storage { .. } | Error::Corrupt { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage")
             }
