@@ -229,6 +229,7 @@ pub(crate) struct TraceState {
     pub(crate) new_trace: bool,
     /// Storage refused the trace (its id exists there): its writes are
     /// dropped and counted, never merged into the other trace.
+    // redis-hook: also set when another engine took the trace's lease.
     pub(crate) write_refused: bool,
     // redis-hook: the driver holds (or will take) this trace's lease for this
     // redis-hook: engine; its drain sends a release batch that gives it up.
