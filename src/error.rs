@@ -91,6 +91,21 @@ pub enum Error {
     /// An invalid builder setting.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The trace is leased to another engine sharing the storage (Redis
+    /// driver): it is writable on one engine at a time. `open` and `remove`
+    /// give this until the owner releases the trace or its lease expires;
+    /// the operations of a trace whose lease was taken over by another
+    /// engine (this engine stalled past the lease) give it too.
+    #[error(
+        "trace is leased to another engine ({owner}); its lease expires in {expires_in_ms} ms unless renewed"
+    )]
+    Leased {
+        /// The engine holding the lease (its owner id, `host/pid/random`;
+        /// empty when the lease has expired since and nobody holds it).
+        owner: String,
+        /// How long the lease lasts if its owner stops renewing it (ms).
+        expires_in_ms: u64,
+    },
 }
 
 impl Error {

@@ -73,9 +73,11 @@ mod subscribe;
 mod trace;
 
 pub use driver::{
-    Doc, DocKind, Driver, Durability, EventRecord, LocalDriver, LogLineRecord, MemoryDriver,
-    StoreDriver, StoredTrace, WriteBatch,
+    Doc, DocKind, Driver, Durability, EventRecord, FeedItem, FollowFeed, LocalDriver,
+    LogLineRecord, MemoryDriver, StoreDriver, StoredTrace, WriteBatch,
 };
+#[cfg(feature = "redis")]
+pub use driver::{RedisDriver, RedisOptions};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use event::{Cursor, Delivery, Event, EventKind};

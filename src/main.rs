@@ -118,7 +118,8 @@ Storage (at most one driver flag; default: the local-disk driver under {DEFAULT_
   --memory          in-memory driver: nothing is written
   --local DIR       local-disk driver under DIR
   --store PATH      embedded key-value store driver in the directory PATH
-  --redis URL       Redis driver (not in this build yet)
+  --redis URL       Redis driver on the server at URL (redis://HOST:PORT/DB; a cluster
+                    is detected): every engine on that server shares its traces
   --dir DIR         where the default driver keeps its traces (instead of {DEFAULT_DIR});
                     not combined with a driver flag"
     )
@@ -128,7 +129,8 @@ fn run_usage() -> String {
     format!(
         "\
 usage: tracepool [run] [--traces N] [--concurrency N] [--capacity N] [--workers N]
-                       [--keep-every N] [--memory | --local DIR | --store PATH | --dir DIR]
+                       [--keep-every N]
+                       [--memory | --local DIR | --store PATH | --redis URL | --dir DIR]
 
 The main job: the reference's five benchmark scenarios (sequential, parallel,
 space, logging, complex) in turn over N traces, each followed by a live
@@ -164,11 +166,14 @@ usage error, 130 interrupted.",
 fn serve_usage() -> String {
     format!(
         "\
-usage: tracepool serve [--addr HOST:PORT] [--demo] [--memory | --local DIR | --store PATH | --dir DIR]
+usage: tracepool serve [--addr HOST:PORT] [--demo]
+                       [--memory | --local DIR | --store PATH | --redis URL | --dir DIR]
 
 The HTTP live view until Ctrl-C: JSON endpoints, a server-sent event stream
 per trace and the web viewer, over the traces of the chosen storage (by
-default the main job's: the local-disk driver under {DEFAULT_DIR}).
+default the main job's: the local-disk driver under {DEFAULT_DIR}). With
+--redis it also streams the traces that other engines on the same Redis
+server are writing.
 
   --addr HOST:PORT  where to listen (default 127.0.0.1:7070); a host name is
                     resolved (IPv4 first), port 0 picks a free port
@@ -287,6 +292,7 @@ enum DriverSpec {
     Memory,
     Local(PathBuf),
     Store(PathBuf),
+    Redis(String),
 }
 
 impl DriverSpec {
@@ -301,6 +307,7 @@ impl DriverSpec {
             DriverSpec::Memory => "memory".into(),
             DriverSpec::Local(p) => format!("local ({})", p.display()),
             DriverSpec::Store(p) => format!("store ({})", p.display()),
+            DriverSpec::Redis(url) => format!("redis ({})", redact(url)),
         }
     }
 
@@ -314,6 +321,15 @@ impl DriverSpec {
             DriverSpec::Store(p) => {
                 StoreDriver::open(p, Durability::default()).map(|d| Box::new(d) as _)
             }
+            #[cfg(feature = "redis")]
+            DriverSpec::Redis(url) => {
+                tracepool::RedisDriver::connect(url, tracepool::RedisOptions::default())
+                    .map(|d| Box::new(d) as _)
+            }
+            #[cfg(not(feature = "redis"))]
+            DriverSpec::Redis(_) => Err(tracepool::Error::Config(
+                "this build has no Redis driver (build with the `redis` feature)".into(),
+            )),
         };
         opened
             .map_err(|e| Failure::Runtime(format!("cannot open storage {}: {e}", self.describe())))
@@ -360,10 +376,16 @@ impl DriverFlags {
             "--store" => DriverSpec::Store(path(i)?),
             _ => {
                 let url = value_of(args, i, flag)?;
-                return usage_err(format!(
-                    "--redis {url:?}: this build has no Redis driver yet \
-                     (use --local DIR, --store PATH or --memory)"
-                ));
+                if !["redis://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|s| url.starts_with(s))
+                {
+                    return usage_err(format!(
+                        "--redis {:?}: expected a URL like redis://127.0.0.1:6379/0",
+                        redact(url)
+                    ));
+                }
+                DriverSpec::Redis(url.to_owned())
             }
         };
         if let Some((first, _)) = &self.chosen {
@@ -381,8 +403,8 @@ impl DriverFlags {
         match (&self.chosen, &self.dir) {
             (Some((flag, _)), Some(_)) => usage_err(format!(
                 "--dir and {flag} cannot be used together: --dir sets where the default \
-                 driver keeps traces (choose a driver and its location with --local DIR \
-                 or --store PATH)"
+                 driver keeps traces (choose a driver and its location with --local DIR, \
+                 --store PATH or --redis URL)"
             )),
             _ => Ok(true),
         }
@@ -555,6 +577,14 @@ impl ServeOptions {
     }
 }
 
+/// A URL as it may be printed: without a password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// Resolves `HOST:PORT` (a host name or an IP address), IPv4 addresses first.
 fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Failure> {
     let mut addrs: Vec<SocketAddr> = match addr.to_socket_addrs() {
@@ -700,6 +730,29 @@ impl Driver for TimedDriver {
     }
     fn flush(&self) -> tracepool::Result<()> {
         self.timed(|d| d.flush())
+    }
+    fn lease_renewal(&self) -> Option<Duration> {
+        self.inner.lease_renewal()
+    }
+    fn acquire_lease(&self, id: &str, creating: bool) -> tracepool::Result<()> {
+        self.timed(|d| d.acquire_lease(id, creating))
+    }
+    fn release_lease(&self, id: &str) -> tracepool::Result<()> {
+        self.timed(|d| d.release_lease(id))
+    }
+    fn renew_leases(&self) {
+        self.inner.renew_leases();
+    }
+    fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+    fn follow(
+        &self,
+        id: &str,
+        from_seq: u64,
+        buffer: usize,
+    ) -> tracepool::Result<Option<Box<dyn tracepool::FollowFeed>>> {
+        self.timed(|d| d.follow(id, from_seq, buffer))
     }
 }
 

@@ -284,4 +284,10 @@ pub struct EngineStats {
     /// returned an error for a batch holding spans of the trace. Always 0
     /// without an exporter.
     pub otel_dropped: u64,
+    /// Traces whose lease another engine took while this one held it (a
+    /// driver shared by many engines: this engine stalled past the lease).
+    /// Their queued writes were dropped (counted in `events_dropped`) and
+    /// their operations give `Error::Leased`.
+    #[serde(default)]
+    pub leases_lost: u64,
 }

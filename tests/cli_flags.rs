@@ -90,7 +90,15 @@ fn storage_flags_exclude_each_other() {
     usage_error(&["--dir", ""], &["--dir", "empty"]);
     usage_error(&["--local", ""], &["--local", "empty"]);
     usage_error(&["--store", ""], &["--store", "empty"]);
-    usage_error(&["--redis", "redis://127.0.0.1/"], &["no Redis driver yet"]);
+    usage_error(&["--redis", "127.0.0.1:6379"], &["--redis", "redis://"]);
+    usage_error(
+        &["--redis", "redis://127.0.0.1/", "--memory"],
+        &["--redis and --memory"],
+    );
+    usage_error(
+        &["--redis", "redis://127.0.0.1/", "--dir", "x"],
+        &["--dir and --redis"],
+    );
     usage_error(
         &["serve", "--memory", "--dir", "x"],
         &["--dir and --memory"],

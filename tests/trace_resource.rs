@@ -21,7 +21,7 @@ fn trace_info() {
         .unwrap();
     let info = trace.trace_info().unwrap();
     assert_eq!(info.id, trace.id());
-    assert_eq!(info.driver, "memory");
+    assert_eq!(info.driver, driver_name());
     assert_eq!(info.created_by.as_deref(), Some("user@example.com"));
     assert_eq!(info.team_id.as_deref(), Some("team"));
     assert_eq!(info.tenant_id.as_deref(), Some("tenant"));

@@ -12,13 +12,13 @@
 //! the reference ignores unknown keys.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::model::{
     Level, LogEntry, NodeData, NodeStatus, SpaceData, SpaceInfo, TraceInfo, TraceStatus,
 };
@@ -459,4 +459,38 @@ impl StoredTrace {
             events,
         })
     }
+}
+
+/// Puts log lines (read file by file, or list by list) back in the order they were written:
+/// the order of their `log_added` events. Lines without an event (the
+/// event log lost its tail) follow, per node in file order; the final sort
+/// by time (stable) in `StoredTrace::assemble` keeps this order.
+pub(crate) fn order_logs(logs: Vec<LogEntry>, events: &[Event]) -> Vec<LogEntry> {
+    let mut by_node: HashMap<String, VecDeque<LogEntry>> = HashMap::new();
+    let mut nodes: Vec<String> = Vec::new();
+    let total = logs.len();
+    for l in logs {
+        by_node
+            .entry(l.node_id.clone())
+            .or_insert_with(|| {
+                nodes.push(l.node_id.clone());
+                VecDeque::new()
+            })
+            .push_back(l);
+    }
+    let mut out = Vec::with_capacity(total);
+    for e in events {
+        if e.kind != EventKind::LogAdded {
+            continue;
+        }
+        if let Some(l) = by_node.get_mut(e.node_id()).and_then(VecDeque::pop_front) {
+            out.push(l);
+        }
+    }
+    for n in &nodes {
+        if let Some(rest) = by_node.remove(n) {
+            out.extend(rest);
+        }
+    }
+    out
 }

@@ -16,10 +16,23 @@
 //!
 //! [`MemoryDriver`] persists nothing (a trace lives while it is loaded), so
 //! nothing is queued for it.
+//!
+//! # Drivers shared by many engines
+//!
+//! A driver that many engines (processes, machines) share, like
+//! [`RedisDriver`], makes a trace writable on one engine at a time with
+//! *leases* ([`Driver::lease_renewal`], [`Driver::acquire_lease`],
+//! [`Driver::renew_leases`], [`Driver::release_lease`],
+//! [`WriteBatch::is_release`]) and lets any engine follow a trace that
+//! another one writes ([`Driver::follow`], a [`FollowFeed`]). Every one of
+//! these hooks has a default that does nothing, so a driver for one engine
+//! implements none of them.
 
 pub mod format;
 mod local;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 #[cfg(test)]
 mod test_batch;
@@ -27,9 +40,13 @@ mod test_batch;
 pub use format::StoredTrace;
 pub use local::LocalDriver;
 pub use memory::MemoryDriver;
+#[cfg(feature = "redis")]
+pub use redis::{RedisDriver, RedisOptions};
 pub use store::StoreDriver;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -125,6 +142,7 @@ pub struct WriteBatch<'a> {
     logs: &'a [DocBuf],
     buf: &'a [u8],
     new_trace: bool,
+    release: bool,
 }
 
 impl<'a> WriteBatch<'a> {
@@ -143,7 +161,23 @@ impl<'a> WriteBatch<'a> {
             logs,
             buf,
             new_trace,
+            release: false,
         }
+    }
+
+    /// Marks the batch as its trace's last (see [`WriteBatch::is_release`]).
+    pub(crate) fn releasing(mut self, release: bool) -> Self {
+        self.release = release;
+        self
+    }
+
+    /// Whether the trace was released and this is its last batch, sent only
+    /// to drivers with leases ([`Driver::lease_renewal`]): after applying
+    /// it, the driver gives up the trace's lease (the Redis driver also
+    /// appends a `released` marker that ends the trace's followers). Such a
+    /// batch may hold nothing else ([`is_empty`](WriteBatch::is_empty)).
+    pub fn is_release(&self) -> bool {
+        self.release
     }
 
     /// Whether this is the first batch of a trace that this engine created
@@ -277,6 +311,89 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    /// `Some(every)` for a driver shared by many engines that leases each
+    /// trace to one engine at a time (`None`, the default: no leases).
+    /// The engine then calls [`renew_leases`](Driver::renew_leases) at
+    /// that interval, takes a lease with
+    /// [`acquire_lease`](Driver::acquire_lease) for `open` and `create`
+    /// with a caller-given id (a generated id's lease is taken by the
+    /// trace's first batch), and ends every trace with a batch marked
+    /// [`WriteBatch::is_release`]. A batch of a trace whose lease another
+    /// engine took is refused with [`Error::Leased`](crate::Error::Leased).
+    fn lease_renewal(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Takes the lease of trace `trace_id` for this engine, synchronously
+    /// (`open`; `creating`: `create` with a caller-given id, which must
+    /// not exist in storage).
+    ///
+    /// # Errors
+    /// [`Error::Leased`](crate::Error::Leased) when another engine holds
+    /// it; `NotFound` (opening a trace storage does not have);
+    /// `AlreadyExists` (creating one it has); `Storage`.
+    fn acquire_lease(&self, _trace_id: &str, _creating: bool) -> Result<()> {
+        Ok(())
+    }
+
+    /// Gives up a lease taken by [`acquire_lease`](Driver::acquire_lease)
+    /// when the `open` or `create` that took it failed afterwards.
+    ///
+    /// # Errors
+    /// `Storage`.
+    fn release_lease(&self, _trace_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Renews every lease this engine holds. Called by the engine's ticker
+    /// every [`lease_renewal`](Driver::lease_renewal); must not block (a
+    /// driver starts the renewal on its own threads and returns), so an
+    /// engine that stalls stops renewing and its leases expire.
+    fn renew_leases(&self) {}
+
+    /// A feed of trace `trace_id`'s stored events from seq `from_seq` on,
+    /// then of the events its owner (any engine sharing the storage) writes
+    /// later, for [`Engine::follow`](crate::Engine::follow). `buffer`
+    /// bounds the items the feed holds for its reader. `Ok(None)` (the
+    /// default): the driver cannot follow traces.
+    ///
+    /// # Errors
+    /// `NotFound` when storage does not have the trace; `Storage`.
+    fn follow(
+        &self,
+        _trace_id: &str,
+        _from_seq: u64,
+        _buffer: usize,
+    ) -> Result<Option<Box<dyn FollowFeed>>> {
+        Ok(None)
+    }
+
+    /// The engine shut down (called once, after its last batch): end the
+    /// feeds handed out by [`follow`](Driver::follow) and stop background
+    /// work. The default does nothing.
+    fn shutdown(&self) {}
+}
+
+/// What a [`FollowFeed`] yields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FeedItem {
+    /// The next stored event (seqs increase; a jump is a gap: events its
+    /// writer dropped).
+    Event(Event),
+    /// The trace was released by its owner: nothing follows for now.
+    Released,
+}
+
+/// A source of a trace's stored events for
+/// [`Engine::follow`](crate::Engine::follow), from
+/// [`Driver::follow`]. The engine turns it into a
+/// [`Subscription`](crate::Subscription) (cursor, lag, end).
+pub trait FollowFeed: Send + std::fmt::Debug {
+    /// The next item; `Ready(None)` when the feed ended (the trace was
+    /// removed from storage). Registers `cx`'s waker when nothing is ready.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<FeedItem>>;
 }
 
 /// Locks a driver's mutex. A panic while it was held cannot leave the

@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub(crate) max_spaces: usize,
     pub(crate) pending_bytes_limit: usize,
     pub(crate) observer: Option<Arc<dyn crate::observer::ReleaseObserver>>, // otel-hook:
+    pub(crate) max_follows: usize,                                          // redis-hook
 }
 
 /// Default bounds (see the builder methods and the README's memory budget).
@@ -50,6 +51,7 @@ pub(crate) mod defaults {
     pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
     pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+    pub(crate) const MAX_FOLLOWS: usize = 1024; // redis-hook
 }
 
 /// The largest capacity and node count a pool can index (slot and node
@@ -64,6 +66,8 @@ enum DriverChoice {
     Local(PathBuf),
     Store(PathBuf),
     Custom(Arc<dyn Driver>),
+    #[cfg(feature = "redis")] // redis-hook
+    Redis(String), // redis-hook
 }
 
 /// Builds an [`Engine`]. Obtain one with [`Engine::builder`].
@@ -90,6 +94,8 @@ pub struct EngineBuilder {
     driver: DriverChoice,
     /// An exporter's settings, installed at `build` (otel-hook).
     pub(crate) observer_setup: Option<Box<dyn crate::observer::ObserverSetup>>,
+    #[cfg(feature = "redis")] // redis-hook
+    redis: crate::driver::RedisOptions, // redis-hook
 }
 
 impl Default for EngineBuilder {
@@ -114,8 +120,11 @@ impl Default for EngineBuilder {
                 max_spaces: defaults::MAX_SPACES,
                 pending_bytes_limit: defaults::PENDING_BYTES,
                 observer: None, // otel-hook:
+                max_follows: defaults::MAX_FOLLOWS, // redis-hook
             },
             driver: DriverChoice::Local(PathBuf::from("./traces")),
+            #[cfg(feature = "redis")] // redis-hook
+            redis: crate::driver::RedisOptions::default(), // redis-hook
             observer_setup: None, // otel-hook:
         }
     }
@@ -283,6 +292,63 @@ impl EngineBuilder {
         self
     }
 
+    // redis-hook: begin
+    /// Redis driver ([`RedisDriver`](crate::RedisDriver), feature `redis`)
+    /// on the server at `url` (`redis://host:port/db`; a server in cluster
+    /// mode is detected, and `url` may then list several seed nodes
+    /// separated by commas), with [`redis_prefix`](EngineBuilder::redis_prefix)
+    /// and [`lease_ttl`](EngineBuilder::lease_ttl). `build` connects and
+    /// fails with `Storage` when the server cannot be reached. Engines on
+    /// one server and prefix share traces: see [`Engine::follow`] and
+    /// `docs/SCALE-OUT.md`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn main() -> tracepool::Result<()> {
+    /// use std::time::Duration;
+    /// use tracepool::Engine;
+    /// let engine = Engine::builder()
+    ///     .redis("redis://127.0.0.1:6379/0")
+    ///     .redis_prefix("myapp:")
+    ///     .lease_ttl(Duration::from_secs(10))
+    ///     .build()?;
+    /// assert_eq!(engine.driver_name(), "redis");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.driver = DriverChoice::Redis(url.into());
+        self
+    }
+
+    /// The prefix of every Redis key (default `"tracepool:"`): engines with
+    /// the same prefix on one server share traces. At most 128 bytes,
+    /// without braces, spaces or control characters.
+    #[cfg(feature = "redis")]
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis = self.redis.prefix(prefix);
+        self
+    }
+
+    /// How long a trace's lease lasts without renewal on the Redis driver
+    /// (default 10 s, at least 100 ms). The owning engine's ticker renews
+    /// it every third of that; after a crash of the owner another engine
+    /// can open the trace once it expired.
+    #[cfg(feature = "redis")]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.redis = self.redis.lease_ttl(ttl);
+        self
+    }
+
+    /// Open [`Engine::follow`] subscriptions of traces not loaded here,
+    /// per engine (default 1,024); beyond:
+    /// `Error::LimitExceeded { what: "follows", .. }`.
+    pub fn max_follows(mut self, n: usize) -> Self {
+        self.config.max_follows = n;
+        self
+    }
+    // redis-hook: end
+
     /// Builds the engine: allocates the slots and starts the workers.
     ///
     /// Works with or without an ambient tokio runtime: the workers run on a
@@ -307,6 +373,7 @@ impl EngineBuilder {
             ("max_trace_space_entries", c.max_trace_space_entries),
             ("max_spaces", c.max_spaces),
             ("pending_bytes_limit", c.pending_bytes_limit),
+            ("max_follows", c.max_follows), // redis-hook
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
@@ -340,6 +407,11 @@ impl EngineBuilder {
             DriverChoice::Custom(d) => d,
             DriverChoice::Local(p) => Arc::new(LocalDriver::new(p, self.config.durability)?),
             DriverChoice::Store(p) => Arc::new(StoreDriver::open(p, self.config.durability)?),
+            // redis-hook: begin
+            #[cfg(feature = "redis")]
+            DriverChoice::Redis(url) => {
+                Arc::new(crate::driver::RedisDriver::connect(&url, self.redis)?)
+            } // redis-hook: end
         };
         let mut config = self.config;
         if let Some(setup) = self.observer_setup {

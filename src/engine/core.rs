@@ -56,6 +56,8 @@ pub(crate) struct Counters {
     pub(crate) auto_released: AtomicU64,
     pub(crate) idle_released: AtomicU64,
     pub(crate) step_errors: AtomicU64, // otel-hook: (step guards)
+    pub(crate) leases_lost: AtomicU64, // redis-hook
+    pub(crate) follows: AtomicUsize,   // redis-hook
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -150,6 +152,11 @@ impl Core {
         if !st.is_live(key.generation) {
             return Err(Error::Released);
         }
+        // redis-hook: begin (another engine took this trace's lease)
+        if let Some(lost) = &st.lease_lost {
+            return Err(super::lease::leased_error(lost));
+        }
+        // redis-hook: end
         let r = f(&mut st);
         self.enqueue(key.idx, &mut st);
         unlock_and_wake(st);
@@ -216,9 +223,17 @@ impl Core {
     }
 
     /// Hands one batch of trace `id` to the driver and counts the outcome.
-    fn write_batch(&self, id: &TraceId, w: &mut WriteScratch, new_trace: bool) -> Result<()> {
+    // redis-hook: signature changed (the `release` parameter)
+    fn write_batch(
+        &self,
+        id: &TraceId,
+        w: &mut WriteScratch,
+        new_trace: bool,
+        release: bool, // redis-hook
+    ) -> Result<()> {
         let events = w.events.make_contiguous();
-        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, new_trace);
+        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, new_trace)
+            .releasing(release); // redis-hook
         let n = batch.len() as u64;
         let bytes = batch.byte_len() as u64;
         let r = self.driver.write(&batch);
@@ -237,6 +252,13 @@ impl Core {
                     source: None,
                 });
             }
+            // redis-hook: begin
+            Err(Error::Leased { owner, .. }) => {
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
+                self.flush
+                    .record_error(&super::lease::lost_error(id, owner));
+            }
+            // redis-hook: end
             Err(e) => {
                 self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
                 self.flush.record_error(e);
@@ -272,7 +294,9 @@ impl Core {
             st.take_writes(w);
         }
         let archive = st.archive_requested && !st.archived;
-        let wrote = !w.is_empty();
+        // redis-hook: a draining trace's lease goes with its last batch.
+        let release = st.phase == Phase::Draining && st.lease_held; // redis-hook
+        let wrote = !w.is_empty() || release; // redis-hook
         if !wrote && !archive {
             if st.phase == Phase::Draining {
                 self.finish_drain(idx, &mut st);
@@ -285,7 +309,7 @@ impl Core {
         drop(st);
 
         let result = if wrote {
-            self.write_batch(&id, w, new_trace)
+            self.write_batch(&id, w, new_trace, release) // redis-hook
         } else {
             Ok(())
         };
@@ -310,14 +334,37 @@ impl Core {
             st.archive_requested = false;
             st.archived |= archived;
         }
+        let mut give_up_lease = false; // redis-hook
         let outcome = match result {
             Ok(()) => {
                 if wrote {
                     st.new_trace = false;
                 }
+                // redis-hook: begin
+                if release {
+                    st.lease_held = false;
+                }
+                // redis-hook: end
                 Outcome::Done
             }
+            // redis-hook: begin
+            Err(Error::Leased {
+                owner,
+                expires_in_ms,
+            }) => {
+                // Another engine took the lease: nothing more of this
+                // trace may reach storage, and its operations give `Leased`.
+                st.write_refused = true;
+                st.lease_lost = Some(super::lease::lost(owner, expires_in_ms));
+                st.lease_held = false;
+                let n = w.events.len() as u64 + st.discard_writes();
+                add(&self.counters.events_dropped, n);
+                add(&self.counters.leases_lost, 1);
+                Outcome::Done
+            }
+            // redis-hook: end
             Err(Error::AlreadyExists) if new_trace => {
+                st.lease_held = false; // redis-hook
                 st.write_refused = true;
                 let n = w.events.len() as u64 + st.discard_writes();
                 add(&self.counters.events_dropped, n);
@@ -332,6 +379,7 @@ impl Core {
                     }
                     Phase::Draining if st.drain_deadline.is_some_and(|d| Instant::now() >= d) => {
                         // A failing driver cannot keep a slot forever.
+                        give_up_lease = st.lease_held; // redis-hook
                         let n = st.discard_writes();
                         add(&self.counters.events_dropped, n);
                         Outcome::Done
@@ -353,6 +401,12 @@ impl Core {
                 self.finish_drain(idx, &mut st);
             }
         }
+        drop(st); // redis-hook
+        // redis-hook: begin (the drain gave up: stop renewing the lease; it expires)
+        if give_up_lease {
+            let _ = self.driver.release_lease(id.as_str());
+        }
+        // redis-hook: end
         outcome
     }
 
@@ -403,7 +457,7 @@ impl Core {
         let id = st.id;
         let at = (idx, generation);
         let never_written = st.new_trace;
-        let draining = st.has_writes() || st.in_flight;
+        let draining = st.has_writes() || st.in_flight || st.lease_held; // redis-hook
         if draining {
             st.phase = Phase::Draining;
             st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
@@ -603,6 +657,19 @@ impl LogHost for Core {
 
     fn count_lagged(&self, missed: u64) {
         add(&self.counters.events_lagged, missed);
+    }
+
+    fn count_follow(&self, delta: isize) {
+        // redis-hook
+        if delta >= 0 {
+            self.counters
+                .follows
+                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
+        } else {
+            self.counters
+                .follows
+                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
+        }
     }
 
     fn count_reader(&self, delta: isize) {

@@ -26,6 +26,7 @@
 mod builder;
 mod core;
 mod flush;
+mod lease; // redis-hook
 mod registry;
 mod ticker;
 mod workers;
@@ -117,7 +118,9 @@ impl EngineInner {
         }
         core.drains.wake_all();
         crate::observer::on_shutdown(&core.config.observer); // otel-hook:
-        core.driver.flush()
+        let flushed = core.driver.flush(); // redis-hook
+        core.driver.shutdown(); // redis-hook
+        flushed // redis-hook
     }
 
     fn shutdown_blocking(&self) -> Result<()> {
@@ -213,6 +216,7 @@ impl Engine {
             max_trace_space_entries: config.max_trace_space_entries,
             max_spaces: config.max_spaces,
             pending_bytes: config.pending_bytes_limit,
+            leases: persists && driver.lease_renewal().is_some(), // redis-hook
         };
         let pending_total = Arc::new(AtomicUsize::new(0));
         let ticker_shared = Arc::new(TickerShared::default());
@@ -241,11 +245,20 @@ impl Engine {
             .config
             .idle_timeout
             .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        let ticker = match Ticker::start(ticker_shared, reap_every, move || {
+        // redis-hook: begin (the ticker also renews the leases of a shared driver)
+        let renew_every = core.driver.lease_renewal();
+        let period = match (reap_every, renew_every) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let chore = move || {
             if let Some(core) = weak.upgrade() {
                 core.reap_idle();
+                core.driver.renew_leases();
             }
-        }) {
+        };
+        // redis-hook: end
+        let ticker = match Ticker::start(ticker_shared, period, chore) {
             Ok(t) => t,
             Err(e) => {
                 core.stopping.store(true, Ordering::Release);
@@ -269,7 +282,7 @@ impl Engine {
         &self.inner.core
     }
 
-    fn check_running(&self) -> Result<()> {
+    pub(crate) fn check_running(&self) -> Result<()> {
         if self.core().shut.load(Ordering::Relaxed) {
             Err(Error::ShutDown)
         } else {
@@ -302,6 +315,14 @@ impl Engine {
         {
             return Err(Error::AlreadyExists);
         }
+        // redis-hook: begin (a given id's lease is taken now; a generated one's in the first batch)
+        if let Some(id) = custom {
+            return self.with_lease(&id, true, || {
+                let idx = self.core().pool.checkout()?;
+                self.start_in(idx, custom, opts)
+            });
+        }
+        // redis-hook: end
         let idx = self.core().pool.checkout()?;
         self.start_in(idx, custom, opts)
     }
@@ -317,6 +338,23 @@ impl Engine {
             }
         }
         let ticker = self.core().ticker.clone();
+        // redis-hook: begin (a given id's lease is taken now, given up if the create fails)
+        if let Some(id) = custom
+            && self.core().driver.lease_renewal().is_some()
+        {
+            let engine = self.clone();
+            run_blocking(move || engine.with_lease(&id, true, || Ok(()))).await?;
+            let started = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
+                Ok(idx) => self.start_in(idx, custom, opts),
+                Err(e) => Err(e),
+            };
+            if started.is_err() {
+                let driver = self.core().driver.clone();
+                let _ = run_blocking(move || driver.release_lease(id.as_str())).await;
+            }
+            return started;
+        }
+        // redis-hook: end
         let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
         self.start_in(idx, custom, opts)
     }
@@ -346,6 +384,7 @@ impl Engine {
             Ok(id) => {
                 slot.lease.open(generation, opts.keep_loaded, 1);
                 st.start(id, opts, now);
+                st.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
                 drop(st);
                 Ok(Checkout::new(idx, generation, id))
@@ -361,7 +400,7 @@ impl Engine {
     // ---- loaded traces --------------------------------------------------------
 
     /// A counted handle to the loaded trace `tid`, if any.
-    fn acquire_loaded(&self, tid: TraceId) -> Option<Checkout> {
+    pub(crate) fn acquire_loaded(&self, tid: TraceId) -> Option<Checkout> {
         let core = self.core();
         let (idx, generation) = core.registry.loaded(&tid)?;
         let slot = core.pool.get(idx);
@@ -445,10 +484,14 @@ impl Engine {
             return Ok(t);
         }
         self.wait_drained_blocking(&tid);
-        let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
-        check_stored(&tid, &stored)?;
-        let idx = self.core().pool.checkout()?;
-        self.install(idx, tid, stored)
+        // redis-hook: begin (the lease first; given up if the open fails)
+        self.with_lease(&tid, false, || {
+            let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
+            check_stored(&tid, &stored)?;
+            let idx = self.core().pool.checkout()?;
+            self.install(idx, tid, stored)
+        })
+        // redis-hook: end
     }
 
     /// See the public `open_async` (`crate::handle`).
@@ -459,14 +502,31 @@ impl Engine {
             return Ok(t);
         }
         self.wait_drained(&tid).await;
-        let driver = self.core().driver.clone();
-        let stored = run_blocking(move || driver.load(tid.as_str()))
-            .await?
-            .ok_or(Error::NotFound)?;
-        check_stored(&tid, &stored)?;
+        // redis-hook: begin (the lease first; given up if the open fails)
+        let engine = self.clone();
+        let stored = run_blocking(move || {
+            engine.with_lease(&tid, false, || {
+                let stored = engine
+                    .core()
+                    .driver
+                    .load(tid.as_str())?
+                    .ok_or(Error::NotFound)?;
+                check_stored(&tid, &stored)?;
+                Ok(stored)
+            })
+        })
+        .await?;
         let ticker = self.core().ticker.clone();
-        let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
-        self.install(idx, tid, stored)
+        let installed = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
+            Ok(idx) => self.install(idx, tid, stored),
+            Err(e) => Err(e),
+        };
+        if installed.is_err() && self.core().driver.lease_renewal().is_some() {
+            let driver = self.core().driver.clone();
+            let _ = run_blocking(move || driver.release_lease(tid.as_str())).await;
+        }
+        installed
+        // redis-hook: end
     }
 
     /// Rebuilds `stored` in the checked-out slot `idx` (returned on error).
@@ -481,6 +541,7 @@ impl Engine {
         }
         let generation = st.generation;
         if core.registry.insert_if_absent(tid, (idx, generation)) {
+            st.lease_held = st.limits.leases; // redis-hook
             slot.lease.open(generation, false, 1);
             slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
@@ -664,6 +725,11 @@ impl Engine {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         let (known, skip_storage) = self.release_for_removal(&tid)?;
+        // redis-hook: begin (nothing stored, but a given id's lease may be held)
+        if skip_storage && self.core().driver.lease_renewal().is_some() {
+            let _ = self.core().driver.release_lease(id);
+        }
+        // redis-hook: end
         let stored = !skip_storage && self.core().driver.remove(id)?;
         if known || stored {
             Ok(())
@@ -682,6 +748,12 @@ impl Engine {
         let engine = self.clone();
         let (known, skip_storage) = run_blocking(move || engine.release_for_removal(&tid)).await?;
         let driver = self.core().driver.clone();
+        // redis-hook: begin (nothing stored, but a given id's lease may be held)
+        if skip_storage && driver.lease_renewal().is_some() {
+            let d = driver.clone();
+            let _ = run_blocking(move || d.release_lease(tid.as_str())).await;
+        }
+        // redis-hook: end
         let stored = !skip_storage && run_blocking(move || driver.remove(tid.as_str())).await?;
         if known || stored {
             Ok(())
@@ -784,6 +856,7 @@ impl Engine {
             idle_released: r(&c.idle_released),
             step_errors: r(&c.step_errors), // otel-hook:
             otel_dropped: core.config.observer.as_ref().map_or(0, |o| o.dropped()), // otel-hook:
+            leases_lost: r(&c.leases_lost), // redis-hook
         }
     }
 

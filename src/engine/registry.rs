@@ -46,7 +46,12 @@ impl Registry {
         let per = n / SHARDS + 8;
         Registry {
             shards: (0..SHARDS)
-                .map(|_| Shard(Mutex::new(IdMap::with_capacity_and_hasher(per, Default::default()))))
+                .map(|_| {
+                    Shard(Mutex::new(IdMap::with_capacity_and_hasher(
+                        per,
+                        Default::default(),
+                    )))
+                })
                 .collect(),
             hasher: IdHasherBuilder::default(),
         }

@@ -811,4 +811,6 @@ pub(crate) trait LogHost: Send + Sync + std::fmt::Debug {
     fn count_lagged(&self, missed: u64);
     /// Counts a reader made (`+1`) or dropped (`-1`).
     fn count_reader(&self, delta: isize);
+    /// Counts a follow (a reader of another engine's trace) made or dropped.
+    fn count_follow(&self, delta: isize); // redis-hook
 }

@@ -7,7 +7,8 @@ use crate::error::Result;
 use crate::options::TraceOptions;
 
 impl Engine {
-    fn wrap(&self, c: Checkout) -> Trace {
+    /// A handle of a checked-out slot.
+    pub(super) fn wrap(&self, c: Checkout) -> Trace {
         Trace::new(self.clone(), c.key, c.id)
     }
 

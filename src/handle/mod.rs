@@ -44,6 +44,7 @@ macro_rules! chainable_logs {
 }
 
 mod checkout;
+mod follow; // redis-hook
 mod node;
 mod trace;
 

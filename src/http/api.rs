@@ -75,6 +75,10 @@ impl From<Error> for ApiError {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             Error::ShutDown => (StatusCode::SERVICE_UNAVAILABLE, "shut_down"),
+            Error::Leased { .. } => (StatusCode::CONFLICT, "leased"),
+            Error::LimitExceeded {
+                what: "follows", ..
+            } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_follows"),
             Error::Storage { .. } | Error::Corrupt { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage")
             }

@@ -21,7 +21,8 @@
 //! `{"error": "<message>", "code": "<code>"}`, with the status and code
 //! listed in `docs/HTTP.md` (`invalid_id`, `invalid_query`,
 //! `invalid_cursor`, `not_found`, `no_route`, `method_not_allowed`,
-//! `too_many_streams`, `too_many_connections`, `shut_down`, `storage`).
+//! `leased`, `too_many_streams`, `too_many_follows`, `too_many_connections`,
+//! `shut_down`, `storage`).
 //! A message never repeats a long value sent by the client.
 //!
 //! # Limits

@@ -36,6 +36,7 @@ use tokio::time::{Instant, Sleep};
 use super::api::{ApiError, path_id, query, quote};
 use super::serve::ConnectionCloser;
 use super::{AppState, HttpCounters};
+use crate::error::Error;
 use crate::event::{Cursor, Delivery, Event};
 use crate::subscribe::Subscription;
 
@@ -147,7 +148,13 @@ pub(super) async fn events(
     let id = path_id(path)?;
     let query: EventsQuery = query(&uri, "invalid_cursor")?;
     let cursor = cursor(&headers, &query)?;
-    let trace = app.engine.load(&id)?;
+    // A trace loaded here is subscribed to; one loaded on another engine
+    // sharing the storage (the Redis driver) is followed.
+    let trace = match app.engine.load(&id) {
+        Ok(t) => Some(t),
+        Err(Error::NotLoaded) => None,
+        Err(e) => return Err(e.into()),
+    };
     let limits = &app.opts.limits;
     let slot =
         StreamSlot::acquire(&app.opts.counters, limits.max_sse_streams).ok_or_else(|| {
@@ -160,8 +167,17 @@ pub(super) async fn events(
                 ),
             )
         })?;
-    let mut sub = trace.subscribe_from(cursor)?;
-    drop(trace);
+    let mut sub = match trace {
+        Some(trace) => trace.subscribe_from(cursor)?,
+        None => {
+            let engine = app.engine.clone();
+            tokio::task::spawn_blocking(move || engine.follow_from(&id, cursor))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })??
+        }
+    };
     // Something ready now is sent right away; a stream that already ended
     // (finished trace, cursor past its end) is a 204, which tells an
     // EventSource not to reconnect.

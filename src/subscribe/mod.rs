@@ -39,6 +39,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+mod remote; // redis-hook
+
 use crate::event::log::{Detached, LogHost, ReadResult, ReaderShared, read_frozen};
 use crate::event::{Delivery, EventKind};
 use crate::id::TraceId;
@@ -93,6 +95,8 @@ pub struct Subscription {
     ended: bool,
     /// The released trace's history and this reader's place in it.
     detached: Option<Detached>,
+    // redis-hook: fed by a driver's follow feed instead of a slot.
+    remote: Option<Box<remote::Remote>>, // redis-hook
 }
 
 impl std::fmt::Debug for Subscription {
@@ -100,6 +104,7 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("trace_id", &self.trace_id)
             .field("next_seq", &self.next_seq())
+            .field("remote", &self.remote.is_some()) // redis-hook
             .field("ended", &self.ended)
             .finish()
     }
@@ -124,8 +129,55 @@ impl Subscription {
             buf: VecDeque::with_capacity(BATCH),
             ended: false,
             detached: None,
+            remote: None, // redis-hook
         }
     }
+
+    // redis-hook: begin
+    /// A subscription fed by a driver's follow feed (`Engine::follow` of a
+    /// trace that is not loaded here). It holds no slot.
+    pub(crate) fn remote(
+        host: Arc<dyn LogHost>,
+        trace_id: TraceId,
+        feed: Box<dyn crate::driver::FollowFeed>,
+        from_seq: u64,
+        min_ts: i64,
+    ) -> Subscription {
+        Subscription {
+            host,
+            key: SlotKey {
+                idx: 0,
+                generation: 0,
+            },
+            reader: 0,
+            trace_id,
+            shared: Arc::new(ReaderShared::default()),
+            buf: VecDeque::new(),
+            ended: false,
+            detached: None,
+            remote: Some(Box::new(remote::Remote::new(feed, from_seq, min_ts))),
+        }
+    }
+
+    /// The next step of a remote subscription.
+    fn poll_remote(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let Some(r) = self.remote.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match r.poll_step(cx) {
+            remote::Step::Deliver(d) => Poll::Ready(Some(d)),
+            remote::Step::Lagged(missed) => {
+                self.host.count_lagged(missed);
+                Poll::Ready(Some(Delivery::Lagged { missed }))
+            }
+            remote::Step::End => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            remote::Step::Wait => Poll::Pending,
+        }
+    }
+    // redis-hook: end
 
     /// Waits for the next delivery; `None` once the stream has ended.
     ///
@@ -146,6 +198,18 @@ impl Subscription {
     /// `Ok(None)` means the stream has ended; `Err(())` that nothing is ready yet.
     #[allow(clippy::result_unit_err)]
     pub fn try_recv(&mut self) -> Result<Option<Delivery>, ()> {
+        // redis-hook: begin
+        if self.remote.is_some() {
+            if self.ended {
+                return Ok(None);
+            }
+            let mut cx = Context::from_waker(Waker::noop());
+            return match self.poll_remote(&mut cx) {
+                Poll::Ready(d) => Ok(d),
+                Poll::Pending => Err(()),
+            };
+        }
+        // redis-hook: end
         match self.step(None) {
             Step::Deliver(d) => Ok(Some(d)),
             Step::End => Ok(None),
@@ -155,6 +219,14 @@ impl Subscription {
 
     /// Polls for the next delivery (the building block of `recv` and `Stream`).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        // redis-hook: begin
+        if self.remote.is_some() {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            return self.poll_remote(cx);
+        }
+        // redis-hook: end
         match self.step(Some(cx.waker())) {
             Step::Deliver(d) => Poll::Ready(Some(d)),
             Step::End => Poll::Ready(None),
@@ -164,6 +236,11 @@ impl Subscription {
 
     /// Seq of the next event this subscription will deliver.
     pub fn next_seq(&self) -> u64 {
+        // redis-hook: begin
+        if let Some(r) = &self.remote {
+            return r.next_seq;
+        }
+        // redis-hook: end
         if let Some(seq) = self.buf.iter().find_map(|d| match d {
             Delivery::Event(e) => Some(e.seq),
             Delivery::Lagged { .. } => None,
@@ -256,6 +333,12 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // redis-hook: begin
+        if self.remote.is_some() {
+            self.host.count_follow(-1);
+            return;
+        }
+        // redis-hook: end
         self.host.count_reader(-1);
         if self.shared.is_detached() {
             return;

@@ -70,6 +70,8 @@ pub(crate) struct Limits {
     pub(crate) max_spaces: usize,
     /// Queued event bytes, engine-wide.
     pub(crate) pending_bytes: usize,
+    // redis-hook: the driver leases traces to one engine at a time.
+    pub(crate) leases: bool, // redis-hook
 }
 
 impl Limits {
@@ -154,7 +156,14 @@ pub(crate) struct TraceState {
     pub(crate) new_trace: bool,
     /// Storage refused the trace (its id exists there): its writes are
     /// dropped and counted, never merged into the other trace.
+    // redis-hook: also set when another engine took the trace's lease.
     pub(crate) write_refused: bool,
+    // redis-hook: the driver holds (or will take) this trace's lease for this
+    // redis-hook: engine; its drain sends a release batch that gives it up.
+    pub(crate) lease_held: bool, // redis-hook
+    // redis-hook: another engine took the lease: (owner, expiry in ms since
+    // redis-hook: the epoch); operations give `Leased`, writes are dropped.
+    pub(crate) lease_lost: Option<Box<(String, i64)>>, // redis-hook
     /// When a draining slot gives up on a failing driver.
     pub(crate) drain_deadline: Option<Instant>,
     pub(crate) limits: Limits,
@@ -196,6 +205,8 @@ impl TraceState {
             in_flight: false,
             new_trace: false,
             write_refused: false,
+            lease_held: false, // redis-hook
+            lease_lost: None,  // redis-hook
             drain_deadline: None,
             limits,
             info_dirty: false,
@@ -297,6 +308,8 @@ impl TraceState {
         self.in_flight = false;
         self.new_trace = false;
         self.write_refused = false;
+        self.lease_held = false; // redis-hook
+        self.lease_lost = None; // redis-hook
         self.drain_deadline = None;
         self.info_dirty = false;
         clear_capped(&mut self.dirty_nodes, RETAIN_DIRTY);

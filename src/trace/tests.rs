@@ -31,6 +31,7 @@ fn limits(max_log_bytes: usize) -> Limits {
         max_trace_space_entries: 10_000,
         max_spaces: 10,
         pending_bytes: 1 << 30,
+        leases: false,
     }
 }
 

@@ -6,31 +6,57 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use tracepool::{Cursor, Delivery, Engine, Event, EventKind, Exhausted, Trace};
 
-/// A small in-memory engine.
+#[cfg(feature = "redis")]
+#[path = "../redis_support/mod.rs"]
+mod redis_support;
+
+/// Whether this test crate runs the reference catalogue on the Redis
+/// driver: `tests/redis_catalogue.rs` includes every catalogue file
+/// (`tests/trace_*.rs` marked "Reference catalogue") again, and there
+/// [`engine`] and [`engine_with`] build engines on a real `redis-server`
+/// (a fresh key prefix each). Elsewhere they use the in-memory driver.
+pub(crate) fn on_redis() -> bool {
+    env!("CARGO_CRATE_NAME") == "redis_catalogue"
+}
+
+/// The driver name the catalogue's engines report.
+pub(crate) fn driver_name() -> &'static str {
+    if on_redis() { "redis" } else { "memory" }
+}
+
+/// The catalogue's engine builder: in-memory, or Redis (see [`on_redis`]).
+/// On Redis a released trace's slot drains (its lease goes with its last
+/// batch), so a full pool waits for a slot instead of failing.
+fn catalogue_builder() -> tracepool::EngineBuilder {
+    #[cfg(feature = "redis")]
+    if on_redis() {
+        let server = redis_support::shared();
+        return redis_support::builder_on(server, &redis_support::unique_prefix());
+    }
+    Engine::builder().on_exhausted(Exhausted::Error).memory()
+}
+
+/// A small engine of the catalogue (in-memory, or Redis: [`on_redis`]).
 pub(crate) fn engine(capacity: usize, workers: usize) -> Engine {
-    Engine::builder()
+    catalogue_builder()
         .capacity(capacity)
         .workers(workers)
-        .on_exhausted(Exhausted::Error)
-        .memory()
         .build()
         .expect("build engine")
 }
 
-/// A small in-memory engine with explicit history and subscriber bounds.
+/// A small engine of the catalogue with explicit history and subscriber bounds.
 pub(crate) fn engine_with(
     capacity: usize,
     workers: usize,
     history: usize,
     sub_buffer: usize,
 ) -> Engine {
-    Engine::builder()
+    catalogue_builder()
         .capacity(capacity)
         .workers(workers)
-        .on_exhausted(Exhausted::Error)
         .history_limit(history)
         .subscriber_buffer(sub_buffer)
-        .memory()
         .build()
         .expect("build engine")
 }

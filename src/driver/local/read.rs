@@ -7,7 +7,7 @@
 //! effects.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Map;
 
@@ -16,9 +16,8 @@ use super::fs::{self, Access, Dir, Kind};
 use super::layout::{self, INFO, LOGS, NODES, SPACE_DATA, SPACES, UPDATES, is_short_id};
 use crate::driver::format::{self, StoredTrace};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventKind};
 use crate::id::validate_trace_id;
-use crate::model::{LogEntry, SpaceData, TraceInfo};
+use crate::model::{SpaceData, TraceInfo};
 
 /// Where a trace's data lives.
 #[derive(Debug)]
@@ -177,7 +176,7 @@ impl LocalDriver {
         src.read_lines(UPDATES, self.max_line, |line, loc| {
             format::push_event_line(&mut events, line, loc)
         })?;
-        let logs = order_logs(logs, &events);
+        let logs = format::order_logs(logs, &events);
         let stored =
             StoredTrace::assemble(info, root, current, nodes, logs, spaces, events, &|nid| {
                 src.location(&format!("{NODES}/{nid}.json"))
@@ -283,38 +282,4 @@ impl Source {
             }
         }
     }
-}
-
-/// Puts log lines (read file by file) back in the order they were written:
-/// the order of their `log_added` events. Lines without an event (the
-/// event log lost its tail) follow, per node in file order; the final sort
-/// by time (stable) in `StoredTrace::assemble` keeps this order.
-fn order_logs(logs: Vec<LogEntry>, events: &[Event]) -> Vec<LogEntry> {
-    let mut by_node: HashMap<String, VecDeque<LogEntry>> = HashMap::new();
-    let mut nodes: Vec<String> = Vec::new();
-    let total = logs.len();
-    for l in logs {
-        by_node
-            .entry(l.node_id.clone())
-            .or_insert_with(|| {
-                nodes.push(l.node_id.clone());
-                VecDeque::new()
-            })
-            .push_back(l);
-    }
-    let mut out = Vec::with_capacity(total);
-    for e in events {
-        if e.kind != EventKind::LogAdded {
-            continue;
-        }
-        if let Some(l) = by_node.get_mut(e.node_id()).and_then(VecDeque::pop_front) {
-            out.push(l);
-        }
-    }
-    for n in &nodes {
-        if let Some(rest) = by_node.remove(n) {
-            out.extend(rest);
-        }
-    }
-    out
 }
