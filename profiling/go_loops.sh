@@ -2,8 +2,8 @@
 # The Go original's benchmark loops on tracepool (memory driver), on the
 # Go-shaped baseline and on a do-nothing engine (the harness's own cost),
 # each in ROUNDS fresh processes, engines alternating within a round; prints
-# the medians and the ratios to the Go figures of
-# Go figures listed in docs/PERFORMANCE.md (taken as given).
+# the medians and the ratios to the Go figures
+# listed in docs/PERFORMANCE.md (taken as given).
 #
 #   profiling/go_loops.sh                 # 5 rounds, 1 s per loop
 #   ROUNDS=5 SECS=1 ENGINES="tracepool go_baseline baseline_blocking harness" profiling/go_loops.sh
