@@ -457,7 +457,10 @@ impl Core {
         let id = st.id;
         let at = (idx, generation);
         let never_written = st.new_trace;
-        let draining = st.has_writes() || st.in_flight || st.lease_held; // redis-hook
+        // A big trace is reset by its worker, not on the caller's thread
+        // (dropping 100,000 node records takes milliseconds).
+        let draining = st.has_writes() || st.in_flight || st.lease_held // redis-hook
+            || st.is_big();
         if draining {
             st.phase = Phase::Draining;
             st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);

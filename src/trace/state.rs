@@ -261,6 +261,12 @@ impl TraceState {
             || (self.archive_requested && !self.archived)
     }
 
+    /// Whether resetting this trace is too much work for a caller's
+    /// thread (its worker does it).
+    pub(crate) fn is_big(&self) -> bool {
+        self.tree.len() > 1024 || self.logs.lines.len() > 4096 || self.spaces.entries > 4096
+    }
+
     /// Whether counters wait to be collected.
     pub(crate) fn has_stats(&self) -> bool {
         self.events.has_stats() || self.stat_logs_dropped | self.stat_logs_evicted != 0
