@@ -57,6 +57,7 @@ fn tracepool_once(engine: &Engine, workload: &str, subscribers: usize) {
         .map(|_| t.subscribe().expect("subscribe"))
         .collect();
     match workload {
+        "empty" => {}
         "request" => {
             for (i, l) in LABELS.iter().enumerate() {
                 black_box(t.add(i as u64, NodeOptions::new().label(*l)).expect("add"));
@@ -72,7 +73,9 @@ fn tracepool_once(engine: &Engine, workload: &str, subscribers: usize) {
             }
         }
     }
-    t.complete(None).expect("complete");
+    if workload != "empty" {
+        t.complete(None).expect("complete");
+    }
     t.release().expect("release");
     for mut s in subs {
         while let Some(d) = s.blocking_recv() {

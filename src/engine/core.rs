@@ -42,14 +42,14 @@ use crate::trace::state::{Phase, Target, TraceState};
 /// Engine-wide counters.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) events_emitted: AtomicU64,
+    pub(crate) events_emitted: Striped,
     pub(crate) events_persisted: AtomicU64,
-    pub(crate) events_dropped: AtomicU64,
+    pub(crate) events_dropped: Striped,
     pub(crate) events_discarded: AtomicU64,
-    pub(crate) history_evicted: AtomicU64,
-    pub(crate) events_lagged: AtomicU64,
-    pub(crate) logs_dropped: AtomicU64,
-    pub(crate) logs_evicted: AtomicU64,
+    pub(crate) history_evicted: Striped,
+    pub(crate) events_lagged: Striped,
+    pub(crate) logs_dropped: Striped,
+    pub(crate) logs_evicted: Striped,
     pub(crate) persist_errors: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) subscribers: AtomicUsize,
@@ -58,6 +58,40 @@ pub(crate) struct Counters {
     pub(crate) step_errors: AtomicU64, // otel-hook: (step guards)
     pub(crate) leases_lost: AtomicU64, // redis-hook
     pub(crate) follows: AtomicUsize,   // redis-hook
+}
+
+/// A counter that threads add to without contending: one cell per stripe,
+/// each on its own cache line; a thread always adds to the same stripe.
+/// Reading sums the stripes.
+#[derive(Debug, Default)]
+pub(crate) struct Striped([StripeCell; STRIPES]);
+
+const STRIPES: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct StripeCell(AtomicU64);
+
+thread_local! {
+    static STRIPE: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+    };
+}
+
+impl Striped {
+    /// Adds `n` (nothing for 0).
+    pub(crate) fn add(&self, n: u64) {
+        if n > 0 {
+            let i = STRIPE.with(|s| *s);
+            self.0[i].0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -178,7 +212,7 @@ impl Core {
             Ok(())
         });
         if r.is_err() {
-            self.counters.logs_dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.logs_dropped.add(1);
         }
     }
 
@@ -215,11 +249,11 @@ impl Core {
     pub(crate) fn collect_stats(&self, st: &mut TraceState) {
         let [emitted, evicted, dropped, logs_dropped, logs_evicted] = st.take_stats();
         let c = &self.counters;
-        add(&c.events_emitted, emitted);
-        add(&c.history_evicted, evicted);
-        add(&c.events_dropped, dropped);
-        add(&c.logs_dropped, logs_dropped);
-        add(&c.logs_evicted, logs_evicted);
+        c.events_emitted.add(emitted);
+        c.history_evicted.add(evicted);
+        c.events_dropped.add(dropped);
+        c.logs_dropped.add(logs_dropped);
+        c.logs_evicted.add(logs_evicted);
     }
 
     /// Hands one batch of trace `id` to the driver and counts the outcome.
@@ -289,7 +323,7 @@ impl Core {
         if st.write_refused {
             // Storage has another trace of this id: nothing more may reach it.
             let n = st.discard_writes();
-            add(&self.counters.events_dropped, n);
+            self.counters.events_dropped.add(n);
         } else {
             st.take_writes(w);
         }
@@ -358,7 +392,7 @@ impl Core {
                 st.lease_lost = Some(super::lease::lost(owner, expires_in_ms));
                 st.lease_held = false;
                 let n = w.events.len() as u64 + st.discard_writes();
-                add(&self.counters.events_dropped, n);
+                self.counters.events_dropped.add(n);
                 add(&self.counters.leases_lost, 1);
                 Outcome::Done
             }
@@ -367,7 +401,7 @@ impl Core {
                 st.lease_held = false; // redis-hook
                 st.write_refused = true;
                 let n = w.events.len() as u64 + st.discard_writes();
-                add(&self.counters.events_dropped, n);
+                self.counters.events_dropped.add(n);
                 Outcome::Done
             }
             Err(_) => {
@@ -381,7 +415,7 @@ impl Core {
                         // A failing driver cannot keep a slot forever.
                         give_up_lease = st.lease_held; // redis-hook
                         let n = st.discard_writes();
-                        add(&self.counters.events_dropped, n);
+                        self.counters.events_dropped.add(n);
                         Outcome::Done
                     }
                     Phase::Draining => Outcome::Retry {
@@ -659,7 +693,7 @@ impl LogHost for Core {
     }
 
     fn count_lagged(&self, missed: u64) {
-        add(&self.counters.events_lagged, missed);
+        self.counters.events_lagged.add(missed);
     }
 
     fn count_follow(&self, delta: isize) {

@@ -100,11 +100,7 @@ impl HandleCore {
 
     /// Counts a chainable log line that could not be recorded.
     fn count_dropped_log(&self) {
-        self.engine
-            .core()
-            .counters
-            .logs_dropped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.engine.core().counters.logs_dropped.add(1);
     }
 }
 

@@ -158,9 +158,13 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Counted from the moment it holds a place (not when its task first
+        // runs), so `connections` and the cap always agree.
+        let open = OpenConnection::new(counters.clone());
         tokio::spawn(connection(
             stream,
             permit,
+            open,
             router.clone(),
             http.clone(),
             closing.clone(),
@@ -226,13 +230,14 @@ impl Drop for OpenConnection {
 async fn connection(
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
+    open: OpenConnection,
     router: Router,
     http: http1::Builder,
     mut closing: watch::Receiver<bool>,
     counters: HttpCounters,
 ) {
     let _permit = permit;
-    let _open = OpenConnection::new(counters.clone());
+    let _open = open;
     let closer = ConnectionCloser::default();
     let service = ConnectionService {
         router,

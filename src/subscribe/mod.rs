@@ -126,7 +126,7 @@ impl Subscription {
             reader,
             trace_id,
             shared,
-            buf: VecDeque::with_capacity(BATCH),
+            buf: VecDeque::new(),
             ended: false,
             detached: None,
             remote: None, // redis-hook
