@@ -1,0 +1,66 @@
+//! N simple lifecycles (create, add, complete, release, flush, remove — the
+//! Go package's simple loop, every trace persisted before it is removed) on
+//! one driver, for `strace -c -f` (system calls per trace) and dhat-free
+//! timing. `--keep` leaves the traces in storage (no remove), to see the
+//! layout a trace leaves.
+//!
+//! ```sh
+//! cargo build --release --example simple_lifecycles
+//! strace -c -f target/release/examples/simple_lifecycles --driver local --dir /tmp/sl --n 1000
+//! target/release/examples/simple_lifecycles --driver store --dir /tmp/sl --n 1000
+//! ```
+
+use std::time::Instant;
+
+use tracepool::{Engine, NodeOptions, TraceOptions};
+
+fn arg(name: &str) -> Option<String> {
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == name {
+            return args.next();
+        }
+    }
+    None
+}
+
+fn main() -> tracepool::Result<()> {
+    let driver = arg("--driver").unwrap_or_else(|| "local".into());
+    let dir =
+        std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/simple_lifecycles".into()));
+    let n: u64 = arg("--n").and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let keep = std::env::args().any(|a| a == "--keep");
+    let b = Engine::builder().capacity(64).workers(1);
+    let engine = match driver.as_str() {
+        "memory" => b.memory(),
+        "store" => b.store(dir.join("db")),
+        _ => b.local(&dir),
+    }
+    .build()?;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = engine.create(TraceOptions::new())?;
+        t.add(0, NodeOptions::new().label("step"))?;
+        t.complete(Some(serde_json::json!(true)))?;
+        let id = t.id().to_owned();
+        t.release()?;
+        // Every trace reaches storage before it is removed.
+        engine.flush_blocking()?;
+        if !keep {
+            // The memory driver keeps nothing: its remove finds nothing.
+            match engine.remove(&id) {
+                Ok(()) | Err(tracepool::Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let took = start.elapsed();
+    engine.shutdown()?;
+    println!(
+        "{driver}: {n} simple lifecycles (persisted, then {}) in {:.3} s = {:.1} µs each",
+        if keep { "kept" } else { "removed" },
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / n as f64
+    );
+    Ok(())
+}
