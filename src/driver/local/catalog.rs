@@ -88,7 +88,12 @@ impl LocalDriver {
             shard.sync()?;
         }
         drop(shard);
-        self.drop_shard_if_empty(name);
+        // Today's shard is where new traces go: keep it (removing it only to
+        // make it again on the next create costs a rmdir and a mkdir per
+        // trace). Older shards go when they are empty.
+        if name != layout::shard_of_today() {
+            self.drop_shard_if_empty(name);
+        }
         self.ready.forget(id);
         Ok(found)
     }

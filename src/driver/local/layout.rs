@@ -27,8 +27,6 @@ pub(super) const LOGS: &str = "logs";
 pub(super) const SPACES: &str = "spaces";
 /// A space's key-values, in `spaces/<space>/`.
 pub(super) const SPACE_DATA: &str = "data.json";
-/// The subdirectories of a trace directory.
-pub(super) const TRACE_SUBDIRS: [&str; 3] = [NODES, LOGS, SPACES];
 /// Per-shard directory of temp archives and markers (`<base>/<D>/.tmp`), so
 /// that cleaning up after a crash never lists the (large) shard itself.
 pub(super) const SHARD_TMP: &str = ".tmp";
@@ -36,6 +34,12 @@ pub(super) const SHARD_TMP: &str = ".tmp";
 /// `<D>` of the layout: the first 8 characters of the id, or `others`.
 pub(super) fn shard(id: &str) -> &str {
     if id.len() >= 8 { &id[..8] } else { "others" }
+}
+
+/// The shard generated ids of today (UTC) go to.
+pub(super) fn shard_of_today() -> String {
+    let id = crate::id::TraceId::dated(crate::id::now_ms(), 0);
+    id.as_str()[..8].to_owned()
 }
 
 /// The archive of trace `id`, in its shard.

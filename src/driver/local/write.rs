@@ -21,9 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::fs::{Access, Dir, Sync};
-use super::layout::{
-    self, INFO, LOGS, NODES, SPACE_DATA, SPACES, TRACE_SUBDIRS, UPDATES, is_short_id,
-};
+use super::layout::{self, INFO, LOGS, NODES, SPACE_DATA, SPACES, UPDATES, is_short_id};
 use super::{Durability, LocalDriver, WriteBatch};
 use crate::driver::DocKind;
 use crate::error::{Error, Result};
@@ -157,16 +155,28 @@ struct DocDirs {
 }
 
 impl DocDirs {
-    fn nodes(&mut self, trace: &Dir) -> Result<&Dir> {
+    /// `nodes/`, made on first use (then removed again if the batch fails).
+    fn nodes(&mut self, trace: &Dir, undo: &mut Undo) -> Result<&Dir> {
         if self.nodes.is_none() {
-            self.nodes = Some(trace.open_or_make_dir(NODES)?.0);
+            let (d, made) = trace.open_or_make_dir(NODES)?;
+            if made {
+                undo.dirs.push((String::new(), NODES.to_owned()));
+                self.sync_trace = true;
+            }
+            self.nodes = Some(d);
         }
         Ok(self.nodes.as_ref().expect("opened above"))
     }
 
-    fn spaces(&mut self, trace: &Dir) -> Result<&Dir> {
+    /// `spaces/`, made on first use (then removed again if the batch fails).
+    fn spaces(&mut self, trace: &Dir, undo: &mut Undo) -> Result<&Dir> {
         if self.spaces.is_none() {
-            self.spaces = Some(trace.open_or_make_dir(SPACES)?.0);
+            let (d, made) = trace.open_or_make_dir(SPACES)?;
+            if made {
+                undo.dirs.push((String::new(), SPACES.to_owned()));
+                self.sync_trace = true;
+            }
+            self.spaces = Some(d);
         }
         Ok(self.spaces.as_ref().expect("opened above"))
     }
@@ -323,13 +333,13 @@ impl LocalDriver {
         }
     }
 
-    /// First write to a trace in this process: its subdirectories exist,
-    /// what a crashed writer left is repaired, and new directories are
-    /// synced at [`Durability::Fsync`].
+    /// First write to a trace in this process: what a crashed writer left
+    /// is repaired, and new directories are synced at [`Durability::Fsync`].
+    /// The subdirectories (`nodes/`, `logs/`, `spaces/`) are made when the
+    /// first file goes into them: a trace without logs has no `logs/`
+    /// (readers treat a missing subdirectory as empty), which saves a
+    /// `mkdir` now and a `rmdir` at removal per empty one.
     fn finish_trace_dir(&self, dirs: &TraceDirs) -> Result<()> {
-        for sub in TRACE_SUBDIRS {
-            dirs.trace.make_dir(sub)?;
-        }
         if self.fsync() {
             dirs.trace.sync()?;
             if dirs.created {
@@ -394,7 +404,11 @@ impl LocalDriver {
                 groups[i].1.push(b'\n');
             }
             let sync = if fsync { Sync::All } else { Sync::None };
-            let (logs, _) = trace.open_or_make_dir(LOGS)?;
+            let (logs, made) = trace.open_or_make_dir(LOGS)?;
+            if made {
+                undo.dirs.push((String::new(), LOGS.to_owned()));
+                dirs.sync_trace = true;
+            }
             for (node, bytes) in &groups {
                 let a = logs.append(&format!("{node}.jsonl"), bytes, sync)?;
                 undo.appends.push((LOGS, a));
@@ -412,19 +426,19 @@ impl LocalDriver {
                 }
                 DocKind::Node => {
                     let id = checked(trace, doc.id)?;
-                    dirs.nodes(trace)?;
+                    dirs.nodes(trace, undo)?;
                     dirs.sync_nodes = true;
                     (Slot::Nodes, NODES.to_owned(), format!("{id}.json"))
                 }
                 DocKind::Space => {
                     let id = checked(trace, doc.id)?;
-                    dirs.spaces(trace)?;
+                    dirs.spaces(trace, undo)?;
                     dirs.sync_spaces = true;
                     (Slot::Spaces, SPACES.to_owned(), format!("{id}.json"))
                 }
                 DocKind::SpaceData => {
                     let id = checked(trace, doc.id)?;
-                    let (d, made) = dirs.spaces(trace)?.open_or_make_dir(id)?;
+                    let (d, made) = dirs.spaces(trace, undo)?.open_or_make_dir(id)?;
                     let rel = format!("{SPACES}/{id}");
                     if made {
                         undo.dirs.push((SPACES.to_owned(), id.to_owned()));
@@ -437,7 +451,7 @@ impl LocalDriver {
                 }
                 DocKind::SpaceDeleted => {
                     let id = checked(trace, doc.id)?;
-                    dirs.spaces(trace)?;
+                    dirs.spaces(trace, undo)?;
                     dirs.sync_spaces = true;
                     steps.push(Step::DeleteSpace { id: id.to_owned() });
                     continue;
