@@ -2,12 +2,15 @@
 //! Go package's simple loop, every trace persisted before it is removed) on
 //! one driver, for `strace -c -f` (system calls per trace) and dhat-free
 //! timing. `--keep` leaves the traces in storage (no remove), to see the
-//! layout a trace leaves.
+//! layout a trace leaves. `--batch K` runs K lifecycles (create, add a
+//! node, one log line, complete, release), then one flush, then K removes
+//! (the engine's workers hand the K traces over together: group commit).
 //!
 //! ```sh
 //! cargo build --release --example simple_lifecycles
 //! strace -c -f target/release/examples/simple_lifecycles --driver local --dir /tmp/sl --n 1000
 //! target/release/examples/simple_lifecycles --driver store --dir /tmp/sl --n 1000
+//! target/release/examples/simple_lifecycles --driver store --dir /tmp/sl --n 64000 --batch 64
 //! ```
 
 use std::time::Instant;
@@ -30,7 +33,10 @@ fn main() -> tracepool::Result<()> {
         std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/simple_lifecycles".into()));
     let n: u64 = arg("--n").and_then(|s| s.parse().ok()).unwrap_or(1000);
     let keep = std::env::args().any(|a| a == "--keep");
-    let b = Engine::builder().capacity(64).workers(1);
+    let batch: u64 = arg("--batch").and_then(|s| s.parse().ok()).unwrap_or(0);
+    // Room for a whole batch of released traces that still drain.
+    let capacity = 64.max(2 * batch as usize);
+    let b = Engine::builder().capacity(capacity).workers(1);
     let engine = match driver.as_str() {
         "memory" => b.memory(),
         "store" => b.store(dir.join("db")),
@@ -38,7 +44,33 @@ fn main() -> tracepool::Result<()> {
     }
     .build()?;
     let start = Instant::now();
-    for _ in 0..n {
+    if batch > 0 {
+        let mut ids = Vec::with_capacity(batch as usize);
+        let mut done = 0;
+        while done < n {
+            let k = batch.min(n - done);
+            for _ in 0..k {
+                let t = engine.create(TraceOptions::new())?;
+                t.add(0, NodeOptions::new().label("step"))?;
+                t.info("one log line");
+                t.complete(Some(serde_json::json!(true)))?;
+                ids.push(t.id().to_owned());
+                t.release()?;
+            }
+            // The k traces reach storage before they are removed.
+            engine.flush_blocking()?;
+            for id in ids.drain(..) {
+                if !keep {
+                    match engine.remove(&id) {
+                        Ok(()) | Err(tracepool::Error::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            done += k;
+        }
+    }
+    for _ in 0..if batch > 0 { 0 } else { n } {
         let t = engine.create(TraceOptions::new())?;
         t.add(0, NodeOptions::new().label("step"))?;
         t.complete(Some(serde_json::json!(true)))?;
@@ -57,7 +89,12 @@ fn main() -> tracepool::Result<()> {
     let took = start.elapsed();
     engine.shutdown()?;
     println!(
-        "{driver}: {n} simple lifecycles (persisted, then {}) in {:.3} s = {:.1} µs each",
+        "{driver}: {n} simple lifecycles (persisted{}, then {}) in {:.3} s = {:.1} µs each",
+        if batch > 0 {
+            format!(" {batch} per flush")
+        } else {
+            String::new()
+        },
         if keep { "kept" } else { "removed" },
         took.as_secs_f64(),
         took.as_secs_f64() * 1e6 / n as f64
