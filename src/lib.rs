@@ -74,7 +74,7 @@ mod trace;
 
 pub use driver::{
     Doc, DocKind, Driver, Durability, EventRecord, FeedItem, FollowFeed, LocalDriver,
-    LogLineRecord, MemoryDriver, StoreDriver, StoredTrace, WriteBatch,
+    LogLineRecord, MemoryDriver, StoreDriver, StoreOptions, StoredTrace, WriteBatch,
 };
 #[cfg(feature = "redis")]
 pub use driver::{RedisDriver, RedisOptions};

@@ -2,8 +2,9 @@
 //!
 //! The engine never calls a driver on the caller's hot path. Events queue in
 //! the trace's slot and the engine's workers hand them over in batches
-//! ([`WriteBatch`], one per trace per flush); after `release` the slot drains
-//! on its worker. A driver sees each trace's batches in seq order, never two
+//! ([`WriteBatch`], one per trace per flush; the traces one worker visits on
+//! one wake-up together, in one [`Driver::write_group`] call); after
+//! `release` the slot drains on its worker. A driver sees each trace's batches in seq order, never two
 //! batches of one trace at once. Reads (`load`, `exists`, `info`, `list`)
 //! and `remove` are called on the caller's thread (or off it, by the
 //! engine's `*_async` methods).
@@ -42,7 +43,7 @@ pub use local::LocalDriver;
 pub use memory::MemoryDriver;
 #[cfg(feature = "redis")]
 pub use redis::{RedisDriver, RedisOptions};
-pub use store::StoreDriver;
+pub use store::{StoreDriver, StoreOptions};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -258,6 +259,27 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// [`Error::Storage`](crate::Error::Storage) naming the file or key; the
     /// engine counts the batch's events as dropped.
     fn write(&self, batch: &WriteBatch<'_>) -> Result<()>;
+
+    /// Persists several batches, each of a different trace, pushing one
+    /// result per batch onto `results` (empty when called), in the order
+    /// of `batches`. A worker hands over the batches of every trace it
+    /// visits on one wake-up this way (at most 256 traces or 8 MiB per
+    /// call), so a driver can make them durable together: one commit and
+    /// one sync for the whole group ([`StoreDriver`] does).
+    ///
+    /// Each batch keeps the semantics of [`write`](Driver::write): a
+    /// new trace's first batch ([`WriteBatch::is_new_trace`]) is created
+    /// exclusively, and one that fails with
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) must not
+    /// keep the other batches of the group from being written; a failed
+    /// first batch leaves nothing behind. The default calls
+    /// [`write`](Driver::write) for each batch.
+    ///
+    /// # Errors
+    /// Per batch, in `results`, as for [`write`](Driver::write).
+    fn write_group(&self, batches: &[WriteBatch<'_>], results: &mut Vec<Result<()>>) {
+        results.extend(batches.iter().map(|b| self.write(b)));
+    }
 
     /// Whether batches should carry documents and log lines (persistent
     /// drivers) or events only (the default).

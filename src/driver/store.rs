@@ -92,6 +92,11 @@ pub struct StoreDriver {
     prefix: String,
     durability: Durability,
     path: PathBuf,
+    options: StoreOptions,
+    /// Tests: the next commit is written, then reported as failed (as a
+    /// batch that reached the journal before its sync failed).
+    #[cfg(test)]
+    fail_next_commit: AtomicBool,
 }
 
 impl std::fmt::Debug for StoreDriver {
@@ -112,19 +117,115 @@ struct Store {
     index: Keyspace,
 }
 
+/// The store's format: 1, the layout without a version key (written by
+/// tracepool 0.2 and earlier); 2, the same keys plus the version key
+/// `format` in the `meta` keyspace. A store of a newer format is refused.
+pub(crate) const FORMAT: u64 = 2;
+const FORMAT_KEY: &[u8] = b"format";
+
+/// The smallest write buffer (fjall's memtables need some room).
+const MIN_WRITE_BUFFER: usize = 4 << 20;
+
 impl Store {
-    fn open(path: &std::path::Path) -> Result<Store> {
+    fn open(path: &std::path::Path, options: &StoreOptions) -> Result<Store> {
         let loc = path.display().to_string();
+        let fail = |e: fjall::Error| Error::storage(&loc, e.to_string());
+        let budget = options.write_buffer as u64;
+        // The budget: an eighth for the block cache, an eighth for the
+        // trace keyspace's memtable and a 32nd for the index's (fjall
+        // seals a full memtable and flushes it in the background, holding
+        // at most 4 sealed ones per keyspace before it stalls writes).
         let db = Database::builder(path)
+            .cache_size(budget / 8)
             .open()
-            .map_err(|e| Error::storage(&loc, e.to_string()))?;
-        let kv = db
-            .keyspace("trace", KeyspaceCreateOptions::default)
-            .map_err(|e| Error::storage(&loc, e.to_string()))?;
-        let index = db
-            .keyspace("trace_ids", KeyspaceCreateOptions::default)
-            .map_err(|e| Error::storage(&loc, e.to_string()))?;
+            .map_err(fail)?;
+        let memtable = |share: u64| {
+            let size = (budget / share).max(1 << 20);
+            move || KeyspaceCreateOptions::default().max_memtable_size(size)
+        };
+        let kv = db.keyspace("trace", memtable(8)).map_err(fail)?;
+        let index = db.keyspace("trace_ids", memtable(32)).map_err(fail)?;
+        let meta = db.keyspace("meta", memtable(64)).map_err(fail)?;
+        match meta.get(FORMAT_KEY).map_err(fail)? {
+            Some(v) => {
+                let version = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("{loc}: meta:format"), "bad format version")
+                    })?;
+                if version > FORMAT {
+                    return Err(Error::Config(format!(
+                        "the store at {loc} has format version {version}; this tracepool \
+                         reads versions 1 to {FORMAT} (a newer tracepool wrote it)"
+                    )));
+                }
+            }
+            None => {
+                // A new store, or one of format 1 (the same keys): record
+                // the version it is written in from now on.
+                meta.insert(FORMAT_KEY, FORMAT.to_string())
+                    .and_then(|()| db.persist(PersistMode::SyncAll))
+                    .map_err(fail)?;
+            }
+        }
         Ok(Store { db, kv, index })
+    }
+}
+
+/// Settings of a [`StoreDriver`] beyond its path and durability, for
+/// [`StoreDriver::open_with`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> tracepool::Result<()> {
+/// use tracepool::{Durability, StoreDriver, StoreOptions};
+/// let dir = tempfile::tempdir().unwrap();
+/// let options = StoreOptions::new().write_buffer(16 << 20).prefix("app");
+/// let driver = StoreDriver::open_with(dir.path().join("db"), Durability::Buffered, options)?;
+/// # drop(driver);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    prefix: String,
+    write_buffer: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            prefix: "__trace".into(),
+            write_buffer: Self::DEFAULT_WRITE_BUFFER,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The default [`write_buffer`](StoreOptions::write_buffer): 64 MiB.
+    pub const DEFAULT_WRITE_BUFFER: usize = 64 << 20;
+
+    /// The defaults: prefix `__trace`, a 64 MiB write buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key prefix (`[0-9A-Za-z_-]`, like trace ids; default `__trace`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The memory fjall may hold for the store, in bytes (default 64 MiB,
+    /// at least 4 MiB): an eighth is its block cache (read blocks), an
+    /// eighth the trace keyspace's memtable and a 32nd the index's (fjall
+    /// keeps up to 4 sealed memtables per keyspace being flushed besides
+    /// the active one, so its heap stays within about this budget).
+    /// fjall records a keyspace's memtable size when it creates it: for a
+    /// store created earlier, only the block cache follows this setting.
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.write_buffer = bytes;
+        self
     }
 }
 
@@ -151,18 +252,44 @@ impl StoreDriver {
         prefix: &str,
         durability: Durability,
     ) -> Result<StoreDriver> {
+        Self::open_with(path, durability, StoreOptions::new().prefix(prefix))
+    }
+
+    /// Opens (or creates) the store at `path` with `options` (key prefix,
+    /// write buffer).
+    ///
+    /// # Errors
+    /// `Config` for a bad prefix, a write buffer under 4 MiB, or a store
+    /// written by a newer tracepool (a format version this one does not
+    /// know); `Corrupt` for an unreadable format version; `Storage` when
+    /// the store cannot be opened.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        durability: Durability,
+        options: StoreOptions,
+    ) -> Result<StoreDriver> {
+        let prefix = options.prefix.as_str();
         validate_trace_id(prefix)
             .map_err(|_| Error::Config(format!("invalid store key prefix {prefix:?}")))?;
+        if options.write_buffer < MIN_WRITE_BUFFER {
+            return Err(Error::Config(format!(
+                "the store's write buffer must be at least {MIN_WRITE_BUFFER} bytes (4 MiB), not {}",
+                options.write_buffer
+            )));
+        }
         let path = path.into();
-        let store = Store::open(&path)?;
+        let store = Store::open(&path, &options)?;
         Ok(StoreDriver {
             store: RwLock::new(Some(store)),
             damaged: AtomicBool::new(false),
             creating: Mutex::new(()),
             orphans: Mutex::new(HashSet::new()),
-            prefix: prefix.to_owned(),
+            prefix: options.prefix.clone(),
             durability,
             path,
+            options,
+            #[cfg(test)]
+            fail_next_commit: AtomicBool::new(false),
         })
     }
 
@@ -214,7 +341,7 @@ impl StoreDriver {
         // The old handles must be gone (they hold the store's lock file)
         // before it can be opened again.
         *guard = None;
-        let store = Store::open(&self.path)?;
+        let store = Store::open(&self.path, &self.options)?;
         self.damaged.store(false, Ordering::Release);
         let orphans: Vec<String> = lock(&self.orphans).iter().cloned().collect();
         for id in orphans {
@@ -237,6 +364,13 @@ impl StoreDriver {
             .commit()
             .and_then(|()| store.db.persist(mode))
             .map_err(|e| Error::storage(location, e.to_string()));
+        #[cfg(test)]
+        let r = r.and_then(|()| {
+            if self.fail_next_commit.swap(false, Ordering::AcqRel) {
+                return Err(Error::storage(location, "injected failure"));
+            }
+            Ok(())
+        });
         if r.is_err() {
             self.damaged.store(true, Ordering::Release);
         }
@@ -395,41 +529,150 @@ impl StoreDriver {
         validate_trace_id(id)
     }
 
-    /// The fjall batch of one write batch.
-    fn build(&self, store: &Store, batch: &WriteBatch<'_>, p: &str) -> fjall::OwnedWriteBatch {
-        let mut b = store.db.batch();
-        let mut key = String::with_capacity(p.len() + 40);
+    /// Adds the keys of `batch` to the fjall batch `b` (`key`: a reused buffer).
+    fn build(
+        &self,
+        store: &Store,
+        b: &mut fjall::OwnedWriteBatch,
+        batch: &WriteBatch<'_>,
+        key: &mut Vec<u8>,
+    ) {
+        key.clear();
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.push(b':');
+        key.extend_from_slice(batch.trace_id.as_bytes());
+        key.push(b':');
+        let base = key.len();
+        let with = |key: &mut Vec<u8>, parts: &[&[u8]]| {
+            key.truncate(base);
+            for part in parts {
+                key.extend_from_slice(part);
+            }
+        };
         for ev in batch.events() {
-            key.clear();
-            key.push_str(p);
-            key.push_str("event:");
-            key.push_str(&format!("{:020}", ev.seq));
-            b.insert(&store.kv, key.as_bytes(), &ev.bytes[..]);
+            with(key, &[b"event:"]);
+            push_padded(key, ev.seq);
+            b.insert(&store.kv, &key[..], &ev.bytes[..]);
         }
         for line in batch.log_lines() {
-            key.clear();
-            key.push_str(&format!("{p}logs:{}:{:020}", line.node_id, line.index));
-            b.insert(&store.kv, key.as_bytes(), line.bytes);
+            with(key, &[b"logs:", line.node_id.as_bytes(), b":"]);
+            push_padded(key, line.index);
+            b.insert(&store.kv, &key[..], line.bytes);
         }
         for doc in batch.docs() {
-            key.clear();
+            let id = doc.id.as_bytes();
             match doc.kind {
                 DocKind::Info => {
-                    key.push_str(&format!("{p}info"));
+                    with(key, &[b"info"]);
                     b.insert(&store.index, batch.trace_id.as_bytes(), b"");
                 }
-                DocKind::Node => key.push_str(&format!("{p}node:{}", doc.id)),
-                DocKind::Space => key.push_str(&format!("{p}space:{}", doc.id)),
-                DocKind::SpaceData => key.push_str(&format!("{p}space:{}:data", doc.id)),
+                DocKind::Node => with(key, &[b"node:", id]),
+                DocKind::Space => with(key, &[b"space:", id]),
+                DocKind::SpaceData => with(key, &[b"space:", id, b":data"]),
                 DocKind::SpaceDeleted => {
-                    b.remove(&store.kv, format!("{p}space:{}", doc.id).as_bytes());
-                    b.remove(&store.kv, format!("{p}space:{}:data", doc.id).as_bytes());
+                    with(key, &[b"space:", id]);
+                    b.remove(&store.kv, &key[..]);
+                    with(key, &[b"space:", id, b":data"]);
+                    b.remove(&store.kv, &key[..]);
                     continue;
                 }
             }
-            b.insert(&store.kv, key.as_bytes(), doc.bytes);
+            b.insert(&store.kv, &key[..], doc.bytes);
         }
-        b
+    }
+
+    /// Writes every batch of `batches` (of distinct traces) that is valid,
+    /// not empty and, for a new trace, whose trace the store does not hold,
+    /// in one fjall batch and one persist; `results[i]` (already `Ok` or
+    /// the batch's error) becomes the outcome of `batches[i]`.
+    fn write_all(&self, batches: &[WriteBatch<'_>], results: &mut [Result<()>]) {
+        let new = batches
+            .iter()
+            .zip(results.iter())
+            .any(|(b, r)| r.is_ok() && !b.is_empty() && b.is_new_trace());
+        // A new trace: nothing of it may exist, checked and committed under
+        // the creation lock that every new trace's first batch takes.
+        let _creating = new.then(|| lock(&self.creating));
+        let r = self.writing(|store| {
+            let mut b = store.db.batch();
+            let mut key = Vec::with_capacity(self.prefix.len() + 128);
+            // The ids written by this group (a new trace must not collide
+            // with one of them either); only built for several batches.
+            let mut ids: HashSet<&str> = HashSet::new();
+            let mut written = 0;
+            for (batch, r) in batches.iter().zip(results.iter_mut()) {
+                if r.is_err() || batch.is_empty() {
+                    continue;
+                }
+                let id = batch.trace_id;
+                if batch.is_new_trace() {
+                    match self.holds(store, id) {
+                        Ok(false) if !ids.contains(id) => {}
+                        Ok(_) => {
+                            *r = Err(Error::AlreadyExists);
+                            continue;
+                        }
+                        Err(e) => {
+                            *r = Err(e);
+                            continue;
+                        }
+                    }
+                }
+                if batches.len() > 1 {
+                    ids.insert(id);
+                }
+                self.build(store, &mut b, batch, &mut key);
+                written += 1;
+            }
+            if written == 0 {
+                return Ok(());
+            }
+            let location = match batches {
+                [one] => self.trace_prefix(one.trace_id),
+                _ => self.location(),
+            };
+            let r = self.commit(store, b, &location);
+            if let Err(e) = &r {
+                // A failed batch may still reach the journal (fjall flushes
+                // its buffer when the store is closed) and come back on
+                // reopen. If it was a trace's first, remove it after the
+                // reopen, so that no trace whose first write failed is
+                // left behind.
+                let message = e.to_string();
+                for (batch, r) in batches.iter().zip(results.iter_mut()) {
+                    if r.is_err() || batch.is_empty() {
+                        continue;
+                    }
+                    let id = batch.trace_id;
+                    if batch.is_new_trace() || !self.holds(store, id).unwrap_or(true) {
+                        lock(&self.orphans).insert(id.to_owned());
+                    }
+                    *r = Err(Error::storage(self.trace_prefix(id), message.clone()));
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            // The store could not be (re)opened: nothing was written.
+            let message = e.to_string();
+            for (batch, r) in batches.iter().zip(results.iter_mut()) {
+                if r.is_ok() && !batch.is_empty() {
+                    *r = Err(Error::storage(self.location(), message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Appends `n` as 20 decimal digits (zero-padded: keys sort by number).
+fn push_padded(key: &mut Vec<u8>, mut n: u64) {
+    let start = key.len();
+    key.resize(start + 20, b'0');
+    let mut i = key.len();
+    while n > 0 {
+        i -= 1;
+        key[i] = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -443,30 +686,28 @@ impl Driver for StoreDriver {
     }
 
     fn write(&self, batch: &WriteBatch<'_>) -> Result<()> {
-        let id = batch.trace_id;
-        self.check(id)?;
-        if batch.is_empty() {
-            return Ok(());
+        let mut results = [self.check(batch.trace_id)];
+        if results[0].is_ok() && !batch.is_empty() {
+            self.write_all(std::slice::from_ref(batch), &mut results);
         }
-        let p = self.trace_prefix(id);
-        let new = batch.is_new_trace();
-        // A new trace: nothing of it may exist, checked and committed under
-        // the creation lock that every new trace's first batch takes.
-        let _creating = new.then(|| lock(&self.creating));
-        self.writing(|store| {
-            if new && self.holds(store, id)? {
-                return Err(Error::AlreadyExists);
-            }
-            let r = self.commit(store, self.build(store, batch, &p), &p);
-            // A failed batch may still reach the journal (fjall flushes its
-            // buffer when the store is closed) and come back on reopen. If
-            // it was the trace's first, remove it after the reopen, so that
-            // no trace whose first write failed is left behind.
-            if r.is_err() && (new || !self.holds(store, id).unwrap_or(true)) {
-                lock(&self.orphans).insert(id.to_owned());
-            }
-            r
-        })
+        let [r] = results;
+        r
+    }
+
+    /// One fjall batch and one persist (per [`Durability`]) for the whole
+    /// group; a new trace that collides gets `AlreadyExists` while the
+    /// others commit.
+    fn write_group(&self, batches: &[WriteBatch<'_>], results: &mut Vec<Result<()>>) {
+        let start = results.len();
+        results.extend(batches.iter().map(|b| self.check(b.trace_id)));
+        let results = &mut results[start..];
+        if batches
+            .iter()
+            .zip(results.iter())
+            .any(|(b, r)| r.is_ok() && !b.is_empty())
+        {
+            self.write_all(batches, results);
+        }
     }
 
     fn exists(&self, trace_id: &str) -> Result<bool> {
@@ -643,5 +884,189 @@ mod tests {
         d.remove(ID).unwrap();
         d.write(&first(true).batch()).unwrap();
         assert!(d.exists(ID).unwrap());
+    }
+
+    fn trace(id: &str, new: bool) -> TestBatch {
+        TestBatch::new(id, new).event(1, "").info(None)
+    }
+
+    fn group(d: &StoreDriver, batches: &[&TestBatch]) -> Vec<Result<()>> {
+        let batches: Vec<WriteBatch<'_>> = batches.iter().map(|b| b.batch()).collect();
+        let mut results = Vec::new();
+        d.write_group(&batches, &mut results);
+        assert_eq!(results.len(), batches.len());
+        results
+    }
+
+    #[test]
+    fn a_group_commits_all_but_the_colliding_new_trace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = StoreDriver::open(tmp.path().join("db"), Durability::Flush).unwrap();
+        d.write(&first(true).batch()).unwrap();
+        let before = keys(&d);
+        let (a, b) = (trace("group-a", true), trace("group-b", true));
+        let more = TestBatch::new(ID, false).event(3, NODE);
+        // ID collides; a, b and the next batch of an existing trace commit.
+        let colliding = first(true);
+        let r = group(&d, &[&a, &colliding, &b]);
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        assert!(matches!(r[1], Err(Error::AlreadyExists)));
+        assert_eq!(keys(&d), before);
+        assert!(d.exists("group-a").unwrap() && d.exists("group-b").unwrap());
+        let r = group(
+            &d,
+            &[
+                &more,
+                &TestBatch::new("empty", true),
+                &trace("bad id!", true),
+            ],
+        );
+        assert!(r[0].is_ok() && r[1].is_ok(), "{r:?}");
+        assert!(matches!(r[2], Err(Error::InvalidId)), "{r:?}");
+        assert_eq!(d.load(ID).unwrap().unwrap().events.len(), 3);
+        assert!(!d.exists("empty").unwrap());
+        // Two new traces of one id in one group: the second collides.
+        let r = group(&d, &[&trace("twice", true), &trace("twice", true)]);
+        assert!(
+            r[0].is_ok() && matches!(r[1], Err(Error::AlreadyExists)),
+            "{r:?}"
+        );
+        let mut ids = d.list().unwrap();
+        ids.sort();
+        assert_eq!(ids, ["group-a", "group-b", ID, "twice"]);
+    }
+
+    #[test]
+    fn a_failed_group_leaves_no_first_batch_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = StoreDriver::open(tmp.path().join("db"), Durability::Buffered).unwrap();
+        d.write(&first(true).batch()).unwrap();
+        let (a, b) = (trace("failed-a", true), trace("failed-b", true));
+        let more = TestBatch::new(ID, false).event(3, NODE);
+        // The batch reaches the journal, then its persist "fails".
+        d.fail_next_commit.store(true, Ordering::Release);
+        let r = group(&d, &[&a, &more, &b]);
+        assert!(
+            r.iter().all(|r| matches!(r, Err(Error::Storage { .. }))),
+            "{r:?}"
+        );
+        // The next write reopens the store and removes the new traces' keys.
+        d.write(&trace("other", true).batch()).unwrap();
+        for id in ["failed-a", "failed-b"] {
+            assert!(!d.exists(id).unwrap(), "{id}");
+            assert!(d.reading(|s| d.scan(s, id)).unwrap().is_empty(), "{id}");
+        }
+        // The existing trace stays; the retried group succeeds.
+        assert!(d.exists(ID).unwrap());
+        let r = group(&d, &[&a, &b]);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        assert!(d.exists("failed-a").unwrap() && d.exists("failed-b").unwrap());
+    }
+
+    #[test]
+    fn the_format_version_is_recorded_and_a_newer_one_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        // A store of format 1: today's keys, no version key, written
+        // directly through fjall.
+        {
+            let db = Database::builder(&path).open().unwrap();
+            let kv = db
+                .keyspace("trace", KeyspaceCreateOptions::default)
+                .unwrap();
+            let index = db
+                .keyspace("trace_ids", KeyspaceCreateOptions::default)
+                .unwrap();
+            let t = first(true);
+            let batch = t.batch();
+            let p = format!("__trace:{ID}:");
+            for ev in batch.events() {
+                kv.insert(format!("{p}event:{:020}", ev.seq), &ev.bytes[..])
+                    .unwrap();
+            }
+            for line in batch.log_lines() {
+                kv.insert(
+                    format!("{p}logs:{}:{:020}", line.node_id, line.index),
+                    line.bytes,
+                )
+                .unwrap();
+            }
+            for doc in batch.docs() {
+                let key = match doc.kind {
+                    DocKind::Info => format!("{p}info"),
+                    DocKind::Node => format!("{p}node:{}", doc.id),
+                    _ => unreachable!(),
+                };
+                kv.insert(key, doc.bytes).unwrap();
+            }
+            index.insert(ID, b"").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        // Its traces load as the same batch written by the driver does.
+        let fresh = tempfile::tempdir().unwrap();
+        let d = StoreDriver::open(fresh.path().join("db"), Durability::Buffered).unwrap();
+        d.write(&first(true).batch()).unwrap();
+        let expected = format!("{:?}", d.load(ID).unwrap().unwrap());
+        drop(d);
+        let d = StoreDriver::open(&path, Durability::Buffered).unwrap();
+        assert_eq!(format!("{:?}", d.load(ID).unwrap().unwrap()), expected);
+        assert_eq!(d.list().unwrap(), [ID]);
+        let version = |d: &StoreDriver| {
+            d.reading(|s| {
+                let meta =
+                    s.db.keyspace("meta", KeyspaceCreateOptions::default)
+                        .unwrap();
+                Ok(meta.get(FORMAT_KEY).unwrap().map(|v| v.to_vec()))
+            })
+            .unwrap()
+        };
+        // Opening it recorded the version.
+        assert_eq!(version(&d), Some(FORMAT.to_string().into_bytes()));
+        d.write(&TestBatch::new(ID, false).event(3, NODE).batch())
+            .unwrap();
+        drop(d);
+        // A newer format is refused, naming the path and both versions.
+        {
+            let db = Database::builder(&path).open().unwrap();
+            let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+            meta.insert(FORMAT_KEY, b"3").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        match StoreDriver::open(&path, Durability::Buffered) {
+            Err(Error::Config(m)) => {
+                assert!(m.contains(&path.display().to_string()), "{m}");
+                assert!(m.contains("version 3") && m.contains("1 to 2"), "{m}");
+            }
+            other => panic!("a newer format opened: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_write_buffer_is_validated() {
+        let tmp = tempfile::tempdir().unwrap();
+        for bytes in [0, 1 << 20] {
+            let options = StoreOptions::new().write_buffer(bytes);
+            let r = StoreDriver::open_with(tmp.path().join("db"), Durability::Buffered, options);
+            assert!(matches!(r, Err(Error::Config(_))), "{bytes}: {r:?}");
+        }
+        let r = crate::Engine::builder()
+            .store(tmp.path().join("db"))
+            .store_write_buffer(0)
+            .build();
+        assert!(matches!(r, Err(Error::Config(_))));
+        let options = StoreOptions::new().write_buffer(8 << 20).prefix("p");
+        let d =
+            StoreDriver::open_with(tmp.path().join("db"), Durability::Buffered, options).unwrap();
+        d.write(&trace("small", true).batch()).unwrap();
+        assert!(d.exists("small").unwrap());
+    }
+
+    #[test]
+    fn padded_numbers() {
+        for n in [0, 7, 1234567890, u64::MAX] {
+            let mut key = b"x:".to_vec();
+            push_padded(&mut key, n);
+            assert_eq!(key, format!("x:{n:020}").into_bytes());
+        }
     }
 }

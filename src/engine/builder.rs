@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Engine;
-use crate::driver::{Driver, Durability, LocalDriver, MemoryDriver, StoreDriver};
+use crate::driver::{Driver, Durability, LocalDriver, MemoryDriver, StoreDriver, StoreOptions};
 use crate::error::{Error, Result};
 use crate::pool::Exhausted;
 
@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) max_trace_space_entries: usize,
     pub(crate) max_spaces: usize,
     pub(crate) pending_bytes_limit: usize,
+    pub(crate) store_write_buffer: usize,
     pub(crate) observer: Option<Arc<dyn crate::observer::ReleaseObserver>>, // otel-hook:
     pub(crate) max_follows: usize,                                          // redis-hook
 }
@@ -119,6 +120,7 @@ impl Default for EngineBuilder {
                 max_trace_space_entries: defaults::MAX_TRACE_SPACE_ENTRIES,
                 max_spaces: defaults::MAX_SPACES,
                 pending_bytes_limit: defaults::PENDING_BYTES,
+                store_write_buffer: StoreOptions::DEFAULT_WRITE_BUFFER,
                 observer: None, // otel-hook:
                 max_follows: defaults::MAX_FOLLOWS, // redis-hook
             },
@@ -280,9 +282,20 @@ impl EngineBuilder {
 
     /// Embedded key-value store driver ([`StoreDriver`], on fjall) in the
     /// directory `path`, with the [`durability`](EngineBuilder::durability)
-    /// set on this builder.
+    /// set on this builder and a write buffer of
+    /// [`store_write_buffer`](EngineBuilder::store_write_buffer) bytes.
     pub fn store(mut self, path: impl Into<PathBuf>) -> Self {
         self.driver = DriverChoice::Store(path.into());
+        self
+    }
+
+    /// The memory the [`store`](EngineBuilder::store) driver's fjall store
+    /// may hold (block cache and memtables), in bytes: default 64 MiB, at
+    /// least 4 MiB (`build` fails with [`Error::Config`] below that). The
+    /// store's heap levels off within it instead of growing with the traces
+    /// written (see [`StoreOptions::write_buffer`]).
+    pub fn store_write_buffer(mut self, bytes: usize) -> Self {
+        self.config.store_write_buffer = bytes;
         self
     }
 
@@ -373,6 +386,7 @@ impl EngineBuilder {
             ("max_trace_space_entries", c.max_trace_space_entries),
             ("max_spaces", c.max_spaces),
             ("pending_bytes_limit", c.pending_bytes_limit),
+            ("store_write_buffer", c.store_write_buffer),
             ("max_follows", c.max_follows), // redis-hook
         ] {
             if v == 0 {
@@ -406,7 +420,11 @@ impl EngineBuilder {
             DriverChoice::Memory => Arc::new(MemoryDriver::new()),
             DriverChoice::Custom(d) => d,
             DriverChoice::Local(p) => Arc::new(LocalDriver::new(p, self.config.durability)?),
-            DriverChoice::Store(p) => Arc::new(StoreDriver::open(p, self.config.durability)?),
+            DriverChoice::Store(p) => Arc::new(StoreDriver::open_with(
+                p,
+                self.config.durability,
+                StoreOptions::new().write_buffer(self.config.store_write_buffer),
+            )?),
             // redis-hook: begin
             #[cfg(feature = "redis")]
             DriverChoice::Redis(url) => {

@@ -142,6 +142,56 @@ pub(crate) enum Outcome {
     },
 }
 
+/// A slot whose queued writes a worker took ([`Core::take`]): it holds the
+/// slot's io lock until [`Core::finish`] is given the outcome.
+#[derive(Debug)]
+pub(crate) struct Taken<'a> {
+    pub(crate) idx: u32,
+    _io: MutexGuard<'a, ()>,
+    generation: u64,
+    epoch: u64,
+    archive: bool,
+    release: bool, // redis-hook
+    /// There is a batch for the driver (else only an archive to make).
+    pub(crate) wrote: bool,
+    new_trace: bool,
+    id: TraceId,
+}
+
+impl Taken<'_> {
+    /// The batch of the writes taken into `w` (its events made contiguous).
+    fn batch<'w>(&'w self, w: &'w WriteScratch) -> WriteBatch<'w> {
+        let (events, _) = w.events.as_slices();
+        debug_assert_eq!(events.len(), w.events.len());
+        WriteBatch::new(
+            self.id.as_str(),
+            events,
+            &w.docs,
+            &w.logs,
+            &w.buf,
+            self.new_trace,
+        )
+        .releasing(self.release) // redis-hook
+    }
+}
+
+/// What the first half of a worker's visit of a slot came to.
+#[derive(Debug)]
+pub(crate) enum Visit<'a> {
+    /// Nothing to hand over: the visit is over.
+    Done(Outcome),
+    /// Writes (or an archive) to hand over, then [`Core::finish`].
+    Taken(Taken<'a>),
+}
+
+/// Empties `v` and gives its allocation back with another lifetime (the
+/// in-place `collect` of an empty vector reuses the buffer), so a worker
+/// keeps one buffer of batches across wake-ups.
+fn recycle<'b>(mut v: Vec<WriteBatch<'_>>) -> Vec<WriteBatch<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!()).collect()
+}
+
 /// The state shared by the engine handle, the workers, trace handles and
 /// subscriptions.
 #[derive(Debug)]
@@ -256,22 +306,10 @@ impl Core {
         c.logs_evicted.add(logs_evicted);
     }
 
-    /// Hands one batch of trace `id` to the driver and counts the outcome.
-    // redis-hook: signature changed (the `release` parameter)
-    fn write_batch(
-        &self,
-        id: &TraceId,
-        w: &mut WriteScratch,
-        new_trace: bool,
-        release: bool, // redis-hook
-    ) -> Result<()> {
-        let events = w.events.make_contiguous();
-        let batch = WriteBatch::new(id.as_str(), events, &w.docs, &w.logs, &w.buf, new_trace)
-            .releasing(release); // redis-hook
-        let n = batch.len() as u64;
-        let bytes = batch.byte_len() as u64;
-        let r = self.driver.write(&batch);
-        match &r {
+    /// Counts the outcome of one batch of trace `id` (`n` events, `bytes`
+    /// bytes) and records a failure for `flush`.
+    fn count_write(&self, id: &TraceId, n: u64, bytes: u64, r: &Result<()>) {
+        match r {
             Ok(()) => {
                 add(&self.counters.events_persisted, n);
                 add(&self.counters.bytes_written, bytes);
@@ -298,25 +336,79 @@ impl Core {
                 self.flush.record_error(e);
             }
         }
-        r
+    }
+
+    /// Hands the writes of every slot of `group` (slot `i`'s in
+    /// `scratches[i]`) to the driver in one [`Driver::write_group`] call
+    /// (one commit for the store driver), counts each outcome, and leaves
+    /// one result per slot in `results`. `batches` is a reused buffer.
+    pub(crate) fn write_group(
+        &self,
+        group: &[Taken<'_>],
+        scratches: &mut [WriteScratch],
+        batches: &mut Vec<WriteBatch<'static>>,
+        results: &mut Vec<Result<()>>,
+    ) {
+        let scratches = &mut scratches[..group.len()];
+        for w in scratches.iter_mut() {
+            w.events.make_contiguous();
+        }
+        let mut list: Vec<WriteBatch<'_>> = recycle(std::mem::take(batches));
+        list.extend(group.iter().zip(scratches.iter()).map(|(t, w)| t.batch(w)));
+        results.clear();
+        self.driver.write_group(&list, results);
+        // A driver that gave fewer results than batches: the rest failed.
+        results.truncate(list.len());
+        while results.len() < list.len() {
+            results.push(Err(Error::storage(
+                format!("driver {}", self.driver.name()),
+                "write_group returned no result for this batch",
+            )));
+        }
+        for ((t, b), r) in group.iter().zip(&list).zip(results.iter()) {
+            self.count_write(&t.id, b.len() as u64, b.byte_len() as u64, r);
+        }
+        *batches = recycle(list);
     }
 
     /// A worker's visit of slot `idx` (`expect`: only if it still holds
     /// that generation): collects counters, hands queued writes to the
     /// driver, makes a requested archive, and finishes a drain.
     pub(crate) fn process(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Outcome {
+        match self.take(idx, expect, w) {
+            Visit::Done(outcome) => outcome,
+            Visit::Taken(t) => {
+                let result = if t.wrote {
+                    w.events.make_contiguous();
+                    let batch = t.batch(w);
+                    let r = self.driver.write(&batch);
+                    self.count_write(&t.id, batch.len() as u64, batch.byte_len() as u64, &r);
+                    r
+                } else {
+                    Ok(())
+                };
+                self.finish(t, w, result)
+            }
+        }
+    }
+
+    /// The first half of a worker's visit of slot `idx` (`expect`: only if
+    /// it still holds that generation): collects counters and moves the
+    /// queued writes into `w`. [`Visit::Taken`] holds the slot's io lock
+    /// until [`finish`](Core::finish) is given the outcome of the writes.
+    pub(crate) fn take(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Visit<'_> {
         let slot = self.pool.get(idx);
-        let _io = lock(&slot.io);
+        let io = lock(&slot.io);
         let mut st = lock(&slot.state);
         if expect.is_some_and(|g| g != st.generation) {
-            return Outcome::Done;
+            return Visit::Done(Outcome::Done);
         }
         if expect.is_none() {
             st.queued = false;
         }
         self.collect_stats(&mut st);
         if st.phase == Phase::Free {
-            return Outcome::Done;
+            return Visit::Done(Outcome::Done);
         }
         let generation = st.generation;
         let epoch = st.queued_epoch;
@@ -335,18 +427,42 @@ impl Core {
             if st.phase == Phase::Draining {
                 self.finish_drain(idx, &mut st);
             }
-            return Outcome::Done;
+            return Visit::Done(Outcome::Done);
         }
         let new_trace = st.new_trace;
         let id = st.id;
         st.in_flight = true;
         drop(st);
+        Visit::Taken(Taken {
+            idx,
+            _io: io,
+            generation,
+            epoch,
+            archive,
+            release,
+            wrote,
+            new_trace,
+            id,
+        })
+    }
 
-        let result = if wrote {
-            self.write_batch(&id, w, new_trace, release) // redis-hook
-        } else {
-            Ok(())
-        };
+    /// The second half of a worker's visit: given the outcome of the
+    /// writes taken into `w` by [`take`](Core::take), makes a requested
+    /// archive, restores and requeues failed writes (or refuses the trace),
+    /// finishes a drain, and releases the slot's io lock.
+    pub(crate) fn finish(&self, t: Taken<'_>, w: &mut WriteScratch, result: Result<()>) -> Outcome {
+        let Taken {
+            idx,
+            _io,
+            generation,
+            epoch,
+            archive,
+            release,
+            wrote,
+            new_trace,
+            id,
+        } = t;
+        let slot = self.pool.get(idx);
         let archived = result.is_ok() && archive && {
             match self.driver.archive(id.as_str()) {
                 Ok(()) => true,

@@ -7,7 +7,10 @@
 //! index on that worker's queue once (the slot's `queued` flag keeps it from
 //! being queued twice). A worker wakes every `flush_interval`, or earlier
 //! when woken (a slot with many pending events, a flush, a release),
-//! processes every queued slot, then retries draining slots whose last batch
+//! takes the writes of every queued slot and hands them to the driver in
+//! one call (a group: one commit for the store driver; at most
+//! `MAX_GROUP` traces or `MAX_GROUP_BYTES` each), finishes each slot with
+//! its own outcome, then retries draining slots whose last batch
 //! failed (with backoff, up to `drain_timeout`), and reports the flush epoch
 //! it completed.
 //!
@@ -19,13 +22,20 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::core::{Core, Outcome};
+use super::core::{Core, Outcome, Taken, Visit};
+use crate::driver::WriteBatch;
 use crate::error::{Error, Result};
 use crate::pool::lock;
 use crate::trace::persist::WriteScratch;
 
 /// A slot with this many pending events wakes its worker at once.
 pub(crate) const WAKE_AT: usize = 1024;
+
+/// The most traces, and about the most bytes, a worker hands to the driver
+/// in one [`Driver::write_group`](crate::driver::Driver::write_group) call
+/// (it holds their slots' io locks meanwhile).
+const MAX_GROUP: usize = 256;
+const MAX_GROUP_BYTES: usize = 8 << 20;
 
 /// First and longest pause before a draining slot's failed batch is retried.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
@@ -148,12 +158,82 @@ impl Workers {
     }
 }
 
+/// A worker's group of taken slots and its reused buffers.
+#[derive(Default)]
+struct Group<'a> {
+    taken: Vec<Taken<'a>>,
+    /// `scratches[i]` holds the writes of `taken[i]`; kept across wake-ups.
+    scratches: Vec<WriteScratch>,
+    bytes: usize,
+    batches: Vec<WriteBatch<'static>>,
+    results: Vec<Result<()>>,
+}
+
+impl<'a> Group<'a> {
+    /// Takes slot `idx`'s writes into the group (handing the group over
+    /// first if it holds that slot already or is full); `done` gets the
+    /// outcome of every slot whose visit ended.
+    fn add(&mut self, core: &'a Core, idx: u32, done: &mut impl FnMut(u32, Outcome)) {
+        // A slot's io lock is not reentrant: never take one slot twice.
+        if self.taken.iter().any(|t| t.idx == idx) {
+            self.hand_over(core, done);
+        }
+        let i = self.taken.len();
+        if i == self.scratches.len() {
+            self.scratches.push(WriteScratch::default());
+        }
+        let w = &mut self.scratches[i];
+        match core.take(idx, None, w) {
+            Visit::Done(outcome) => done(idx, outcome),
+            Visit::Taken(t) if !t.wrote => {
+                // Only an archive to make.
+                let outcome = core.finish(t, w, Ok(()));
+                done(idx, outcome);
+            }
+            Visit::Taken(t) => {
+                self.bytes += w.byte_len();
+                self.taken.push(t);
+                if self.taken.len() >= MAX_GROUP || self.bytes >= MAX_GROUP_BYTES {
+                    self.hand_over(core, done);
+                }
+            }
+        }
+    }
+
+    /// Hands the group's writes to the driver in one call, then finishes
+    /// each slot with its own result.
+    fn hand_over(&mut self, core: &'a Core, done: &mut impl FnMut(u32, Outcome)) {
+        if self.taken.is_empty() {
+            return;
+        }
+        core.write_group(
+            &self.taken,
+            &mut self.scratches,
+            &mut self.batches,
+            &mut self.results,
+        );
+        for ((t, w), r) in self
+            .taken
+            .drain(..)
+            .zip(self.scratches.iter_mut())
+            .zip(self.results.drain(..))
+        {
+            let idx = t.idx;
+            let outcome = core.finish(t, w, r);
+            w.trim();
+            done(idx, outcome);
+        }
+        self.bytes = 0;
+    }
+}
+
 fn worker_loop(core: &Core, w: usize) {
     let queue = &core.queues[w];
     let interval = core.config.flush_interval;
     let mut items: Vec<u32> = Vec::new();
     let mut retries: Vec<Retry> = Vec::new();
     let mut scratch = WriteScratch::default();
+    let mut group = Group::default();
     let mut next_tick = Instant::now() + interval;
     loop {
         let stopping = core.stopping.load(Ordering::Acquire);
@@ -171,24 +251,26 @@ fn worker_loop(core: &Core, w: usize) {
         }
         let epoch = core.flush.epoch();
         let mut blocked = u64::MAX;
+        let mut done = |idx: u32, outcome: Outcome| match outcome {
+            Outcome::Done => {}
+            Outcome::Failed { epoch } => blocked = blocked.min(epoch),
+            Outcome::Retry {
+                generation,
+                epoch,
+                deadline,
+            } => retries.push(Retry {
+                idx,
+                generation,
+                at: (now + RETRY_FIRST).min(deadline),
+                pause: RETRY_FIRST,
+                epoch,
+                deadline,
+            }),
+        };
         for idx in items.drain(..) {
-            match core.process(idx, None, &mut scratch) {
-                Outcome::Done => {}
-                Outcome::Failed { epoch } => blocked = blocked.min(epoch),
-                Outcome::Retry {
-                    generation,
-                    epoch,
-                    deadline,
-                } => retries.push(Retry {
-                    idx,
-                    generation,
-                    at: (now + RETRY_FIRST).min(deadline),
-                    pause: RETRY_FIRST,
-                    epoch,
-                    deadline,
-                }),
-            }
+            group.add(core, idx, &mut done);
         }
+        group.hand_over(core, &mut done);
         let now = Instant::now();
         let mut i = 0;
         while i < retries.len() {

@@ -107,6 +107,28 @@ impl WriteScratch {
     pub(crate) fn is_empty(&self) -> bool {
         self.events.is_empty() && self.docs.is_empty() && self.logs.is_empty()
     }
+
+    /// Bytes of the events, log lines and documents held.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.events.iter().map(|e| e.bytes.len()).sum::<usize>() + self.buf.len()
+    }
+
+    /// Gives back the memory of an unusually big batch (a worker keeps one
+    /// scratch per trace of its largest group).
+    pub(crate) fn trim(&mut self) {
+        if self.buf.capacity() > 256 << 10 {
+            self.buf = Vec::new();
+        }
+        if self.events.capacity() > 4096 {
+            self.events = Default::default();
+        }
+        if self.docs.capacity() > 4096 {
+            self.docs = Vec::new();
+        }
+        if self.logs.capacity() > 4096 {
+            self.logs = Vec::new();
+        }
+    }
 }
 
 fn push_doc(w: &mut WriteScratch, kind: DocKind, id: ShortId, f: impl FnOnce(&mut Vec<u8>)) {
