@@ -36,10 +36,21 @@ fn main() -> tracepool::Result<()> {
     let batch: u64 = arg("--batch").and_then(|s| s.parse().ok()).unwrap_or(0);
     // Room for a whole batch of released traces that still drain.
     let capacity = 64.max(2 * batch as usize);
-    let b = Engine::builder().capacity(capacity).workers(1);
+    let durability = match arg("--durability").as_deref() {
+        Some("flush") => tracepool::Durability::Flush,
+        Some("fsync") => tracepool::Durability::Fsync,
+        _ => tracepool::Durability::Buffered,
+    };
+    let b = Engine::builder()
+        .capacity(capacity)
+        .workers(1)
+        .durability(durability);
     let engine = match driver.as_str() {
         "memory" => b.memory(),
-        "store" => b.store(dir.join("db")),
+        "store" => match arg("--write-buffer").and_then(|s| s.parse::<usize>().ok()) {
+            Some(mib) => b.store(dir.join("db")).store_write_buffer(mib << 20),
+            None => b.store(dir.join("db")),
+        },
         _ => b.local(&dir),
     }
     .build()?;
