@@ -121,7 +121,7 @@ fn open_rebuilds_the_trace_and_numbering_continues() {
 }
 
 #[test]
-fn one_key_per_event_and_log_line_all_under_the_trace_prefix() {
+fn one_key_per_batch_of_events_and_of_log_lines_all_under_the_trace_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let (id, n) = {
@@ -134,22 +134,35 @@ fn one_key_per_event_and_log_line_all_under_the_trace_prefix() {
     let kv = db
         .keyspace("trace", fjall::KeyspaceCreateOptions::default)
         .unwrap();
-    let mut keys = Vec::new();
+    let mut entries = Vec::new();
     for g in kv.iter() {
-        let (k, _) = g.into_inner().unwrap();
-        keys.push(String::from_utf8(k.to_vec()).unwrap());
+        let (k, v) = g.into_inner().unwrap();
+        entries.push((String::from_utf8(k.to_vec()).unwrap(), v.to_vec()));
     }
+    let keys: Vec<&String> = entries.iter().map(|(k, _)| k).collect();
     let p = format!("__trace:{id}:");
     assert!(keys.iter().all(|k| k.starts_with(&p)), "{keys:?}");
-    let events: Vec<&String> = keys.iter().filter(|k| k.contains(":event:")).collect();
-    assert_eq!(events.len() as u64, n);
-    assert_eq!(events[0], &format!("{p}event:{:020}", 1));
-    let logs = keys.iter().filter(|k| k.contains(":logs:")).count();
-    assert_eq!(logs, 2);
+    // Each batch's events are one key, from its first seq, one line each.
+    let lines = |part: &str| -> Vec<(&String, usize)> {
+        entries
+            .iter()
+            .filter(|(k, _)| k.contains(part))
+            .map(|(k, v)| (k, v.split(|b| *b == b'\n').count()))
+            .collect()
+    };
+    let events = lines(":events:");
+    assert_eq!(events.iter().map(|(_, n)| *n as u64).sum::<u64>(), n);
+    assert_eq!(events[0].0, &format!("{p}events:{:020}", 1));
+    assert_eq!(lines(":logs:").iter().map(|(_, n)| n).sum::<usize>(), 2);
     assert_eq!(keys.iter().filter(|k| k.ends_with(":info")).count(), 1);
     assert_eq!(keys.iter().filter(|k| k.contains(":node:")).count(), 4);
     // The deleted space left nothing behind.
     assert_eq!(keys.iter().filter(|k| k.contains(":space:")).count(), 2);
+    // The store records its format.
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().to_vec(), b"2");
 }
 
 #[test]

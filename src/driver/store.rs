@@ -49,7 +49,7 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::format::{decode_info, decode_log_lines, decode_node, decode_space, decode_space_data};
+use super::format::{decode_info, decode_log_line, decode_node, decode_space, decode_space_data};
 use super::{DocKind, Driver, Durability, StoredTrace, WriteBatch, lock};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -417,18 +417,20 @@ impl StoreDriver {
 
     /// Deletes every key of trace `id`; `false` if there was none.
     fn delete_trace(&self, store: &Store, id: &str) -> Result<bool> {
-        let live = self.scan(store, id)?;
+        let p = self.trace_prefix(id);
+        let mut b = store.db.batch();
+        let mut keys = 0;
+        for guard in store.kv.prefix(p.as_bytes()) {
+            let k = guard.key().map_err(|e| Error::storage(&p, e.to_string()))?;
+            b.remove(&store.kv, k);
+            keys += 1;
+        }
         let indexed = store
             .index
             .contains_key(id.as_bytes())
             .map_err(|e| Error::storage(id, e.to_string()))?;
-        if live.is_empty() && !indexed {
+        if keys == 0 && !indexed {
             return Ok(false);
-        }
-        let p = self.trace_prefix(id);
-        let mut b = store.db.batch();
-        for k in live.keys() {
-            b.remove(&store.kv, format!("{p}{k}").as_bytes());
         }
         b.remove(&store.index, id.as_bytes());
         self.commit(store, b, &p)?;
@@ -472,9 +474,9 @@ impl StoreDriver {
         };
         let (info, root, current) = decode_info(info, &format!("{p}info"))?;
         let mut nodes = Vec::new();
-        let mut logs = Vec::new();
+        let mut logs = BTreeMap::new();
         let mut spaces: Vec<SpaceData> = Vec::new();
-        let mut events: Vec<Event> = Vec::new();
+        let mut events: BTreeMap<u64, (Event, String)> = BTreeMap::new();
         let mut data: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
             BTreeMap::new();
         for (k, v) in &map {
@@ -490,31 +492,46 @@ impl StoreDriver {
                 ["space", s, "data"] => {
                     data.insert((*s).to_owned(), decode_space_data(v, &loc)?);
                 }
+                // Format 1: one key per log line and per event.
                 ["logs", _, index] => {
                     let index: u64 = index
                         .parse()
                         .map_err(|_| Error::corrupt(&loc, "bad log index"))?;
-                    let mut line = v.clone();
-                    line.push(b'\n');
-                    logs.extend(
-                        decode_log_lines(&line, &loc)?
-                            .into_iter()
-                            .map(|l| (index, l)),
-                    );
+                    logs.insert(index, decode_log_line(v, &loc)?);
                 }
-                ["event", _] => {
+                ["event", seq] => {
+                    let seq: u64 = seq
+                        .parse()
+                        .map_err(|_| Error::corrupt(&loc, "bad event seq"))?;
                     let mut ev = Event::from_json(v, &loc)?;
-                    let expect = events.len() as u64 + 1;
                     if ev.seq == 0 {
-                        ev = ev.numbered(expect);
+                        ev = ev.numbered(seq);
                     }
-                    if ev.seq != expect {
-                        return Err(Error::corrupt(
-                            &loc,
-                            format!("event seq {} where {expect} was expected", ev.seq),
-                        ));
+                    events.insert(ev.seq, (ev, loc));
+                }
+                // Format 2: one key per batch, lines joined by newlines.
+                ["logs", first] => {
+                    let first: u64 = first
+                        .parse()
+                        .map_err(|_| Error::corrupt(&loc, "bad log index"))?;
+                    for (i, line) in v.split(|b| *b == b'\n').enumerate() {
+                        logs.insert(first + i as u64, decode_log_line(line, &loc)?);
                     }
-                    events.push(ev);
+                }
+                ["events", first] => {
+                    let first: u64 = first
+                        .parse()
+                        .map_err(|_| Error::corrupt(&loc, "bad event seq"))?;
+                    for (i, line) in v.split(|b| *b == b'\n').enumerate() {
+                        let ev = Event::from_json(line, &loc)?;
+                        if ev.seq != first + i as u64 {
+                            return Err(Error::corrupt(
+                                &loc,
+                                format!("event seq {} in a batch from {first}", ev.seq),
+                            ));
+                        }
+                        events.insert(ev.seq, (ev, loc.clone()));
+                    }
                 }
                 _ => return Err(Error::corrupt(&loc, "unexpected key")),
             }
@@ -525,9 +542,22 @@ impl StoreDriver {
             }
         }
         spaces.sort_by_key(|s| s.info.created_at);
-        // Keys group log lines by node; their index restores the write order.
-        logs.sort_by_key(|(i, _)| *i);
-        let logs = logs.into_iter().map(|(_, l)| l).collect();
+        // Keys are sorted by node (format 1) or batch; a line's index
+        // restores the write order (a batch written again after a failure
+        // that still reached the store holds the same lines).
+        let logs = logs.into_values().collect();
+        let mut numbered = Vec::with_capacity(events.len());
+        for (seq, (ev, loc)) in events {
+            let expect = numbered.len() as u64 + 1;
+            if seq != expect {
+                return Err(Error::corrupt(
+                    &loc,
+                    format!("event seq {seq} where {expect} was expected"),
+                ));
+            }
+            numbered.push(ev);
+        }
+        let events = numbered;
         let loc = |n: &str| format!("{p}node:{n}");
         StoredTrace::assemble(info, root, current, nodes, logs, spaces, events, &loc).map(Some)
     }
@@ -536,13 +566,15 @@ impl StoreDriver {
         validate_trace_id(id)
     }
 
-    /// Adds the keys of `batch` to the fjall batch `b` (`key`: a reused buffer).
+    /// Adds the keys of `batch` to the fjall batch `b` (`key`, `value`:
+    /// reused buffers).
     fn build(
         &self,
         store: &Store,
         b: &mut fjall::OwnedWriteBatch,
         batch: &WriteBatch<'_>,
         key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
     ) {
         key.clear();
         key.extend_from_slice(self.prefix.as_bytes());
@@ -556,15 +588,31 @@ impl StoreDriver {
                 key.extend_from_slice(part);
             }
         };
-        for ev in batch.events() {
-            with(key, &[b"event:"]);
-            push_padded(key, ev.seq);
-            b.insert(&store.kv, &key[..], &ev.bytes[..]);
+        // A batch's events are one key (`events:<first seq>`, the lines
+        // joined by newlines), and so are its log lines.
+        let mut events = batch.events();
+        if let Some(first) = events.next() {
+            with(key, &[b"events:"]);
+            push_padded(key, first.seq);
+            value.clear();
+            value.extend_from_slice(&first.bytes[..]);
+            for ev in events {
+                value.push(b'\n');
+                value.extend_from_slice(&ev.bytes[..]);
+            }
+            b.insert(&store.kv, &key[..], &value[..]);
         }
-        for line in batch.log_lines() {
-            with(key, &[b"logs:", line.node_id.as_bytes(), b":"]);
-            push_padded(key, line.index);
-            b.insert(&store.kv, &key[..], line.bytes);
+        let mut lines = batch.log_lines();
+        if let Some(first) = lines.next() {
+            with(key, &[b"logs:"]);
+            push_padded(key, first.index);
+            value.clear();
+            value.extend_from_slice(first.bytes);
+            for line in lines {
+                value.push(b'\n');
+                value.extend_from_slice(line.bytes);
+            }
+            b.insert(&store.kv, &key[..], &value[..]);
         }
         for doc in batch.docs() {
             let id = doc.id.as_bytes();
@@ -603,6 +651,7 @@ impl StoreDriver {
         let r = self.writing(|store| {
             let mut b = store.db.batch();
             let mut key = Vec::with_capacity(self.prefix.len() + 128);
+            let mut value = Vec::new();
             // The ids written by this group (a new trace must not collide
             // with one of them either); only built for several batches.
             let mut ids: HashSet<&str> = HashSet::new();
@@ -628,7 +677,7 @@ impl StoreDriver {
                 if batches.len() > 1 {
                     ids.insert(id);
                 }
-                self.build(store, &mut b, batch, &mut key);
+                self.build(store, &mut b, batch, &mut key, &mut value);
                 written += 1;
             }
             if written == 0 {
@@ -1029,8 +1078,16 @@ mod tests {
         };
         // Opening it recorded the version.
         assert_eq!(version(&d), Some(FORMAT.to_string().into_bytes()));
+        // Later batches are written in format 2; both layouts read as one.
         d.write(&TestBatch::new(ID, false).event(3, NODE).batch())
             .unwrap();
+        let t = d.load(ID).unwrap().unwrap();
+        let seqs: Vec<u64> = t.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(t.logs.len(), 1);
+        let keys: Vec<String> = keys(&d).into_keys().collect();
+        assert!(keys.contains(&format!("events:{:020}", 3)), "{keys:?}");
+        assert!(keys.contains(&format!("event:{:020}", 1)), "{keys:?}");
         drop(d);
         // A newer format is refused, naming the path and both versions.
         {
