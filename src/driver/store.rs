@@ -9,32 +9,58 @@
 //! | `P:T:node:N` | node document |
 //! | `P:T:space:S` | space document |
 //! | `P:T:space:S:data` | space key-values |
-//! | `P:T:logs:N:<index>` | one log line (index: 20 digits, position in the trace's log) |
-//! | `P:T:event:<seq>` | one event (seq: 20 digits) |
+//! | `P:T:logs:<index>` | the log lines of one batch, joined by newlines (index: 20 digits, the first line's position in the trace's log) |
+//! | `P:T:events:<seq>` | the events of one batch, joined by newlines (seq: 20 digits, the first event's) |
 //! | `P:T:archive` | gzip'd JSON object `{key: value}` of an archived trace |
 //!
-//! Unlike the reference, events and log lines are one key each, so an append
-//! is O(1) (never a rewritten array), and every read of a trace is a range
-//! scan of `P:T:` only (trace ids cannot contain `:`), never a scan of the
-//! store. A second keyspace indexes trace ids for `list`. Each batch is one
-//! atomic fjall write batch; [`Durability`] decides how far it is persisted
-//! (`Buffered`: handed to the OS; `Flush`: `fdatasync`; `Fsync`: `fsync`).
+//! Unlike the reference, events and log lines are appended as one key per
+//! batch, so an append is O(1) (never a rewritten array), and every read of
+//! a trace is a range scan of `P:T:` only (trace ids cannot contain `:`),
+//! never a scan of the store. A second keyspace (`trace_ids`) indexes trace
+//! ids for `list`; a third (`meta`) holds the store's format version.
+//!
+//! # Format versions
+//!
+//! Format 1 (tracepool 0.2) had one key per event (`P:T:event:<seq>`) and
+//! per log line (`P:T:logs:N:<index>`) and no version key. Format 2 (this
+//! one) records `format = 2` in the `meta` keyspace when it opens a store
+//! without one; it still reads format 1 keys (a trace may hold both: its
+//! events merge by seq, its log lines by index), and writes format 2 from
+//! then on. A store of a newer format is refused with
+//! [`Error::Config`](crate::Error::Config) naming its path and versions.
+//!
+//! # Writes
+//!
+//! The engine hands the batches of every trace one worker visits on one
+//! wake-up to [`Driver::write_group`]: they become one atomic fjall write
+//! batch and one persist per [`Durability`] (`Buffered`: handed to the OS;
+//! `Flush`: `fdatasync`; `Fsync`: `fsync`) — group commit. Keys are built
+//! in buffers reused across the group.
 //!
 //! A new trace's first batch ([`WriteBatch::is_new_trace`]) is written only
-//! if the store holds no key of that trace: the check and the commit happen
-//! under the driver's creation lock, which every such batch takes, and a
-//! fjall store is opened by one process only — so an id collision is
-//! [`Error::AlreadyExists`](crate::Error::AlreadyExists) and never merges
-//! two traces.
+//! if the store holds no key of that trace (nor does an earlier batch of
+//! the group): the check and the commit happen under the driver's creation
+//! lock, which every group with such a batch takes, and a fjall store is
+//! opened by one process only — so an id collision is
+//! [`Error::AlreadyExists`](crate::Error::AlreadyExists) for that batch
+//! alone (the rest of the group commits) and never merges two traces.
 //!
 //! fjall poisons a store whose journal write or sync failed (a full disk):
 //! every later write fails. The driver then closes the store and reopens it
 //! before its next write (a reopen recovers the journal), so writing resumes
-//! once the cause is gone. A failed batch can still reach the journal (fjall
+//! once the cause is gone. A failed group can still reach the journal (fjall
 //! flushes its buffer when the store is closed) and come back with the
-//! reopen: if it was its trace's first, the trace's keys are removed right
-//! after the reopen, so a failed first write leaves nothing behind and its
-//! retry finds nothing.
+//! reopen: the keys of the traces whose first batch it held are removed
+//! right after the reopen, so a failed first write leaves nothing behind
+//! and its retry finds nothing.
+//!
+//! # Memory
+//!
+//! fjall's memory is bounded by the write buffer
+//! ([`StoreOptions::write_buffer`], `EngineBuilder::store_write_buffer`,
+//! default 64 MiB): memtables and block cache are sized from it, so the
+//! heap levels off within it instead of growing to fjall's defaults
+//! (about 165 MiB measured).
 //!
 //! fjall was chosen over redb by measurement (`docs/kv-choice`): appending
 //! events one key each, one transaction per batch, fjall wrote 6x faster
@@ -58,12 +84,16 @@ use crate::model::{SpaceData, TraceInfo};
 
 /// The embedded store driver on fjall: the reference's key scheme
 /// (`<prefix>:<trace>:info`, `node:<id>`, `space:<id>`, `space:<id>:data`)
-/// with one key per event (`event:<seq>`) and per log line
-/// (`logs:<node>:<index>`), so appends are O(1), and every read of a trace is
-/// a range scan of that trace's keys only. A second keyspace indexes trace
-/// ids for `list`. Each batch is one atomic write batch, persisted per
-/// [`Durability`]. A store poisoned by a failed write (a full disk) is
-/// reopened before the next write.
+/// with one key per batch of events (`events:<first seq>`) and of log
+/// lines (`logs:<first index>`), so appends are O(1), and every read of a
+/// trace is a range scan of that trace's keys only. A second keyspace
+/// indexes trace ids for `list`, a third records the format version (a
+/// store of a newer format is refused; one of format 1 is read and
+/// upgraded). The batches a worker hands over together
+/// ([`Driver::write_group`]) are one atomic write batch, persisted once per
+/// [`Durability`]. fjall's memory is bounded by the write buffer
+/// ([`StoreOptions::write_buffer`], default 64 MiB). A store poisoned by a
+/// failed write (a full disk) is reopened before the next write.
 ///
 /// # Examples
 /// ```
@@ -242,10 +272,12 @@ fn utf8<'a>(bytes: &'a [u8], key: &str) -> Result<&'a str> {
 
 impl StoreDriver {
     /// Opens (or creates) the store at `path` (a directory) with the default
-    /// key prefix `__trace`.
+    /// key prefix `__trace` and a 64 MiB write buffer ([`StoreOptions`]).
     ///
     /// # Errors
-    /// `Storage` when the store cannot be opened.
+    /// `Config` for a store written by a newer tracepool (see
+    /// [`open_with`](StoreDriver::open_with)); `Storage` when the store
+    /// cannot be opened.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<StoreDriver> {
         Self::with_prefix(path, "__trace", durability)
     }
@@ -253,7 +285,8 @@ impl StoreDriver {
     /// Opens the store with a custom key prefix (`[0-9A-Za-z_-]`, like trace ids).
     ///
     /// # Errors
-    /// `Config` for a bad prefix; `Storage` when the store cannot be opened.
+    /// `Config` for a bad prefix or a store written by a newer tracepool;
+    /// `Storage` when the store cannot be opened.
     pub fn with_prefix(
         path: impl Into<PathBuf>,
         prefix: &str,
