@@ -687,7 +687,8 @@ impl StoreDriver {
             let mut value = Vec::new();
             // The ids written by this group (a new trace must not collide
             // with one of them either); only built for several batches.
-            let mut ids: HashSet<&str> = HashSet::new();
+            let cap = if batches.len() > 1 { batches.len() } else { 0 };
+            let mut ids: HashSet<&str> = HashSet::with_capacity(cap);
             let mut written = 0;
             for (batch, r) in batches.iter().zip(results.iter_mut()) {
                 if r.is_err() || batch.is_empty() {
