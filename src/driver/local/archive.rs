@@ -74,7 +74,7 @@ impl LocalDriver {
         );
         let written = self
             .write_archive(&tmp_dir, &tmp, &dir, &items, &info_json)
-            .and_then(|()| tmp_dir.rename(&tmp, &shard, &archive));
+            .and_then(|()| tmp_dir.rename(&tmp, &shard, &archive, false));
         if let Err(e) = written {
             let _ = tmp_dir.remove_file(&tmp);
             return Err(e);
@@ -86,7 +86,7 @@ impl LocalDriver {
         }
         let stamp = rfc3339(now_ms());
         let tmp = tmp_dir.write_temp(&marker, stamp.as_bytes(), true)?;
-        if let Err(e) = tmp_dir.rename(&tmp, &shard, &marker) {
+        if let Err(e) = tmp_dir.rename(&tmp, &shard, &marker, false) {
             let _ = tmp_dir.remove_file(&tmp);
             return Err(e);
         }

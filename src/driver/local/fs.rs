@@ -247,6 +247,22 @@ impl Dir {
         }
     }
 
+    /// Creates the subdirectory `name` and opens it; opens it if it exists
+    /// already. Also returns whether it was created. For a directory that
+    /// is most likely missing (one inside a directory this batch made):
+    /// `mkdir` first saves the failed `open` that
+    /// [`open_or_make_dir`](Dir::open_or_make_dir) would start with.
+    pub(super) fn make_or_open_dir(&self, name: &str) -> Result<(Dir, bool)> {
+        let created = self.make_dir(name)?;
+        match self.open_dir(name, Access::Write)? {
+            Some(d) => Ok((d, created)),
+            None => Err(Error::storage(
+                self.child(name).display().to_string(),
+                "directory vanished right after it was created",
+            )),
+        }
+    }
+
     /// The type of `name`, without following a link; `None` if it does not exist.
     fn file_type(&self, name: &str) -> Result<Option<FileType>> {
         match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -416,9 +432,24 @@ impl Dir {
     /// Appends `bytes` to the regular file `name` in one write, creating it
     /// (mode 0644) if missing. On a failed write the file is cut back (or
     /// removed, if this call created it) before the error is returned.
-    pub(super) fn append(&self, name: &str, bytes: &[u8], sync: Sync) -> Result<Appended> {
+    ///
+    /// `fresh`: this directory was just created by the caller, so the file
+    /// is most likely missing: it is created exclusively first (an existing
+    /// one is then opened as usual), which saves a failed `open`.
+    pub(super) fn append(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sync: Sync,
+        fresh: bool,
+    ) -> Result<Appended> {
         let flags = OFlags::WRONLY | OFlags::APPEND;
-        let (mut file, len, created) = match self.open_file(name, flags, Access::Write)? {
+        let existing = if fresh {
+            None
+        } else {
+            self.open_file(name, flags, Access::Write)?
+        };
+        let (mut file, len, created) = match existing {
             Some((f, len)) => (f, len, false),
             None => match self.create_file(name, flags) {
                 Ok(f) => (f, 0, true),
@@ -497,8 +528,14 @@ impl Dir {
     /// regular file of that name. Refuses to replace anything else (a link,
     /// a directory, a FIFO). Something swapped in between the check and the
     /// rename is replaced (a rename never follows a link), never written to.
-    pub(super) fn rename(&self, from: &str, to_dir: &Dir, to: &str) -> Result<()> {
-        if let Some(kind) = to_dir.file_type(to)?
+    ///
+    /// `fresh`: `to_dir` was just created by the caller, so nothing is
+    /// expected at `to` and the check is skipped (whatever appeared there
+    /// meanwhile is replaced, never written through; a directory makes the
+    /// rename fail).
+    pub(super) fn rename(&self, from: &str, to_dir: &Dir, to: &str, fresh: bool) -> Result<()> {
+        if !fresh
+            && let Some(kind) = to_dir.file_type(to)?
             && kind != FileType::RegularFile
         {
             return Err(Access::Write.refuse(
@@ -529,19 +566,36 @@ impl Dir {
 
     /// Removes `name` and, if it is a directory, everything in it. Links are
     /// removed, never followed. `false` if nothing had that name.
+    ///
+    /// The directory is opened without a `stat` first (`O_DIRECTORY |
+    /// O_NOFOLLOW` tells a directory from anything else, a link included).
     pub(super) fn remove_tree(&self, name: &str) -> Result<bool> {
-        match self.kind_of(name)? {
-            None => Ok(false),
-            Some(Kind::Dir) => {
-                if let Some(d) = self.open_dir(name, Access::Write)? {
-                    d.empty_out()?;
+        let flags = OFlags::RDONLY
+            | OFlags::DIRECTORY
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK;
+        match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => {
+                Dir {
+                    fd,
+                    path: self.child(name),
                 }
-                match rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => Ok(true),
-                    Err(e) => Err(self.io(name, e)),
-                }
+                .empty_out()?;
+                self.remove_dir_entry(name)
             }
-            Some(_) => self.remove_file(name).map(|_| true),
+            Err(Errno::NOENT) => Ok(false),
+            // Not a directory (Linux says ENOTDIR for a link, too).
+            Err(Errno::NOTDIR | Errno::LOOP) => self.remove_file(name).map(|_| true),
+            Err(e) => Err(self.io(name, e)),
+        }
+    }
+
+    /// `rmdir` of `name`, whose contents were removed.
+    fn remove_dir_entry(&self, name: &str) -> Result<bool> {
+        match rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(true),
+            Err(e) => Err(self.io(name, e)),
         }
     }
 

@@ -145,9 +145,18 @@ enum Step {
 /// The directories a batch's documents go to, opened (or created) on first use.
 #[derive(Debug, Default)]
 struct DocDirs {
+    /// The trace directory was made by this batch: nothing is in it yet,
+    /// so subdirectories are made (not looked up) and renames into it skip
+    /// the check of what they replace.
+    fresh: bool,
     nodes: Option<Dir>,
     spaces: Option<Dir>,
+    /// Whether `nodes/`, `spaces/` were made by this batch.
+    nodes_made: bool,
+    spaces_made: bool,
+    /// `spaces/<id>/` directories, and whether this batch made each.
     space_data: Vec<Dir>,
+    space_data_made: Vec<bool>,
     sync_trace: bool,
     sync_nodes: bool,
     sync_spaces: bool,
@@ -155,10 +164,31 @@ struct DocDirs {
 }
 
 impl DocDirs {
+    /// Opens `name` in `parent`, making it if missing: `mkdir` first when
+    /// `parent` was made by this batch (the subdirectory cannot exist yet).
+    fn open_or_make(parent: &Dir, name: &str, parent_fresh: bool) -> Result<(Dir, bool)> {
+        if parent_fresh {
+            parent.make_or_open_dir(name)
+        } else {
+            parent.open_or_make_dir(name)
+        }
+    }
+
+    /// Whether the directory of `slot` was made by this batch.
+    fn is_fresh(&self, slot: Slot) -> bool {
+        match slot {
+            Slot::Trace => self.fresh,
+            Slot::Nodes => self.nodes_made,
+            Slot::Spaces => self.spaces_made,
+            Slot::SpaceData(i) => self.space_data_made.get(i).copied().unwrap_or(false),
+        }
+    }
+
     /// `nodes/`, made on first use (then removed again if the batch fails).
     fn nodes(&mut self, trace: &Dir, undo: &mut Undo) -> Result<&Dir> {
         if self.nodes.is_none() {
-            let (d, made) = trace.open_or_make_dir(NODES)?;
+            let (d, made) = Self::open_or_make(trace, NODES, self.fresh)?;
+            self.nodes_made = made;
             if made {
                 undo.dirs.push((String::new(), NODES.to_owned()));
                 self.sync_trace = true;
@@ -171,7 +201,8 @@ impl DocDirs {
     /// `spaces/`, made on first use (then removed again if the batch fails).
     fn spaces(&mut self, trace: &Dir, undo: &mut Undo) -> Result<&Dir> {
         if self.spaces.is_none() {
-            let (d, made) = trace.open_or_make_dir(SPACES)?;
+            let (d, made) = Self::open_or_make(trace, SPACES, self.fresh)?;
+            self.spaces_made = made;
             if made {
                 undo.dirs.push((String::new(), SPACES.to_owned()));
                 self.sync_trace = true;
@@ -238,10 +269,10 @@ impl LocalDriver {
         };
         let known = cached && !dirs.created;
         let r = if known {
-            self.apply(&dirs.trace, batch)
+            self.apply(&dirs.trace, batch, false)
         } else {
             self.finish_trace_dir(&dirs)
-                .and_then(|()| self.apply(&dirs.trace, batch))
+                .and_then(|()| self.apply(&dirs.trace, batch, dirs.created))
         };
         match r {
             Ok(()) => {
@@ -352,19 +383,29 @@ impl LocalDriver {
         Ok(())
     }
 
-    /// Applies the batch; on failure undoes what it did and returns the error.
-    fn apply(&self, trace: &Dir, batch: &WriteBatch<'_>) -> Result<()> {
+    /// Applies the batch; on failure undoes what it did and returns the
+    /// error. `fresh`: the trace directory was made by this batch.
+    fn apply(&self, trace: &Dir, batch: &WriteBatch<'_>, fresh: bool) -> Result<()> {
         let mut undo = Undo::default();
-        let r = self.apply_steps(trace, batch, &mut undo);
+        let r = self.apply_steps(trace, batch, fresh, &mut undo);
         if r.is_err() {
             undo.run(trace);
         }
         r
     }
 
-    fn apply_steps(&self, trace: &Dir, batch: &WriteBatch<'_>, undo: &mut Undo) -> Result<()> {
+    fn apply_steps(
+        &self,
+        trace: &Dir,
+        batch: &WriteBatch<'_>,
+        fresh: bool,
+        undo: &mut Undo,
+    ) -> Result<()> {
         let fsync = self.fsync();
-        let mut dirs = DocDirs::default();
+        let mut dirs = DocDirs {
+            fresh,
+            ..DocDirs::default()
+        };
         let n_events = batch.len();
         // 1. Event lines: one append.
         if n_events > 0 {
@@ -380,7 +421,7 @@ impl LocalDriver {
                     buf.extend_from_slice(e.bytes);
                     buf.push(b'\n');
                 }
-                let r = trace.append(UPDATES, &buf, sync);
+                let r = trace.append(UPDATES, &buf, sync, fresh);
                 if buf.capacity() > SCRATCH_KEEP {
                     *buf = Vec::new();
                 }
@@ -404,13 +445,13 @@ impl LocalDriver {
                 groups[i].1.push(b'\n');
             }
             let sync = if fsync { Sync::All } else { Sync::None };
-            let (logs, made) = trace.open_or_make_dir(LOGS)?;
+            let (logs, made) = DocDirs::open_or_make(trace, LOGS, fresh)?;
             if made {
                 undo.dirs.push((String::new(), LOGS.to_owned()));
                 dirs.sync_trace = true;
             }
             for (node, bytes) in &groups {
-                let a = logs.append(&format!("{node}.jsonl"), bytes, sync)?;
+                let a = logs.append(&format!("{node}.jsonl"), bytes, sync, made)?;
                 undo.appends.push((LOGS, a));
             }
             sync_logs = Some(logs);
@@ -438,13 +479,19 @@ impl LocalDriver {
                 }
                 DocKind::SpaceData => {
                     let id = checked(trace, doc.id)?;
-                    let (d, made) = dirs.spaces(trace, undo)?.open_or_make_dir(id)?;
+                    dirs.spaces(trace, undo)?;
+                    let (d, made) = DocDirs::open_or_make(
+                        dirs.get(trace, Slot::Spaces)?,
+                        id,
+                        dirs.spaces_made,
+                    )?;
                     let rel = format!("{SPACES}/{id}");
                     if made {
                         undo.dirs.push((SPACES.to_owned(), id.to_owned()));
                         dirs.sync_spaces = true;
                     }
                     dirs.space_data.push(d);
+                    dirs.space_data_made.push(made);
                     let i = dirs.space_data.len() - 1;
                     dirs.sync_space_data.push(i);
                     (Slot::SpaceData(i), rel, SPACE_DATA.to_owned())
@@ -477,7 +524,7 @@ impl LocalDriver {
             match step {
                 Step::Rename { slot, tmp, target } => {
                     let d = dirs.get(trace, *slot)?;
-                    d.rename(tmp, d, target)?;
+                    d.rename(tmp, d, target, dirs.is_fresh(*slot))?;
                     undo.renamed += 1;
                 }
                 Step::DeleteSpace { id } => {
