@@ -301,11 +301,19 @@ impl Dir {
     /// listing costs one `lseek` and the `getdents` calls, not also an
     /// `openat`, an `fcntl` and a `close`.
     pub(super) fn entries(&self) -> Result<Vec<Entry>> {
+        self.read_entries(true)
+    }
+
+    /// [`entries`](Dir::entries); `rewind: false` for a descriptor that was
+    /// just opened (nothing read from it yet: no `lseek` needed).
+    fn read_entries(&self, rewind: bool) -> Result<Vec<Entry>> {
         let err = |e: Errno| Error::io(&self.path, e.into());
         let mut named: Vec<(String, FileType)> = Vec::new();
         #[cfg(target_os = "linux")]
         {
-            rfs::seek(&self.fd, rustix::fs::SeekFrom::Start(0)).map_err(err)?;
+            if rewind {
+                rfs::seek(&self.fd, rustix::fs::SeekFrom::Start(0)).map_err(err)?;
+            }
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
             let mut it = rfs::RawDir::new(&self.fd, &mut buf);
             while let Some(e) = it.next() {
@@ -581,7 +589,7 @@ impl Dir {
                     fd,
                     path: self.child(name),
                 }
-                .empty_out()?;
+                .empty_out_fresh()?;
                 self.remove_dir_entry(name)
             }
             Err(Errno::NOENT) => Ok(false),
@@ -599,9 +607,10 @@ impl Dir {
         }
     }
 
-    /// Removes everything in this directory.
-    fn empty_out(&self) -> Result<()> {
-        for e in self.entries()? {
+    /// Removes everything in this directory, just opened (its entries
+    /// are read from the start without a rewind).
+    fn empty_out_fresh(&self) -> Result<()> {
+        for e in self.read_entries(false)? {
             if e.kind == Kind::Dir {
                 self.remove_tree(&e.name)?;
             } else {

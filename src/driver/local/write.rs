@@ -70,7 +70,7 @@ impl ReadyCache {
 /// A trace's shard and directory, opened for a batch.
 #[derive(Debug)]
 struct TraceDirs {
-    shard: Dir,
+    shard: std::sync::Arc<Dir>,
     trace: Dir,
     /// Whether this batch created the trace directory.
     created: bool,
@@ -300,14 +300,25 @@ impl LocalDriver {
     /// Opens the directories of a trace known to exist; `None` if they do
     /// not (any more).
     fn open_trace_dirs(&self, id: &str) -> Result<Option<TraceDirs>> {
-        let Some(shard) = self.base.open_dir(layout::shard(id), Access::Write)? else {
-            return Ok(None);
-        };
-        Ok(shard.open_dir(id, Access::Write)?.map(|trace| TraceDirs {
-            shard,
-            trace,
-            created: false,
-        }))
+        let name = layout::shard(id);
+        for _ in 0..2 {
+            let Some(shard) = self.shard_dir(name, false)? else {
+                return Ok(None);
+            };
+            match shard.dir.open_dir(id, Access::Write)? {
+                Some(trace) => {
+                    return Ok(Some(TraceDirs {
+                        shard: shard.dir,
+                        trace,
+                        created: false,
+                    }));
+                }
+                // The shard kept open may be a deleted one: look again.
+                None if shard.cached => self.forget_shard(name),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Creates (or opens) the trace's shard and directory. For a new trace
@@ -318,7 +329,55 @@ impl LocalDriver {
         // Until the trace directory exists the shard may be empty: keep
         // `remove` of another trace from deleting it meanwhile.
         let in_use = self.shard_use.hold();
-        let (shard, shard_created) = self.base.open_or_make_dir(name)?;
+        let mut shard = self.shard_dir(name, true)?.ok_or_else(|| {
+            Error::storage(
+                self.base.child(name).display().to_string(),
+                "shard directory vanished right after it was created",
+            )
+        })?;
+        let mut made = self.make_trace_dir(&shard.dir, id, new);
+        if shard.cached && matches!(made, Err(Error::Storage { .. })) {
+            // The shard kept open may have been deleted by someone else:
+            // once more through a freshly opened (or made) one.
+            self.forget_shard(name);
+            if let Some(fresh) = self.shard_dir(name, true)? {
+                shard = fresh;
+                made = self.make_trace_dir(&shard.dir, id, new);
+            }
+        }
+        let created = made?;
+        let opened = shard.dir.open_dir(id, Access::Write);
+        drop(in_use);
+        let trace = opened.and_then(|trace| {
+            let trace = trace.ok_or_else(|| {
+                Error::storage(
+                    shard.dir.child(id).display().to_string(),
+                    "trace directory vanished while it was being created",
+                )
+            })?;
+            if self.fsync() && shard.made {
+                self.base.sync()?;
+            }
+            Ok(trace)
+        });
+        match trace {
+            Ok(trace) => Ok(TraceDirs {
+                shard: shard.dir,
+                trace,
+                created,
+            }),
+            Err(e) => {
+                if created {
+                    let _ = shard.dir.remove_tree(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The trace directory `id` in `shard`: made (`true`) or found. For a
+    /// new trace it must not exist, nor an archive or marker of the id.
+    fn make_trace_dir(&self, shard: &Dir, id: &str, new: bool) -> Result<bool> {
         if shard.has(&layout::marker_name(id))? {
             if new {
                 return Err(Error::AlreadyExists);
@@ -335,33 +394,7 @@ impl LocalDriver {
         if new && !created {
             return Err(Error::AlreadyExists);
         }
-        let opened = shard.open_dir(id, Access::Write);
-        drop(in_use);
-        let trace = opened.and_then(|trace| {
-            let trace = trace.ok_or_else(|| {
-                Error::storage(
-                    shard.child(id).display().to_string(),
-                    "trace directory vanished while it was being created",
-                )
-            })?;
-            if self.fsync() && shard_created {
-                self.base.sync()?;
-            }
-            Ok(trace)
-        });
-        match trace {
-            Ok(trace) => Ok(TraceDirs {
-                shard,
-                trace,
-                created,
-            }),
-            Err(e) => {
-                if created {
-                    let _ = shard.remove_tree(id);
-                }
-                Err(e)
-            }
-        }
+        Ok(created)
     }
 
     /// First write to a trace in this process: what a crashed writer left
@@ -624,6 +657,35 @@ mod tests {
             }
             other => panic!("expected Storage naming {needle}, got {other:?}"),
         }
+    }
+
+    // ---- the shard kept open ---------------------------------------------------
+
+    #[test]
+    fn a_shard_deleted_behind_the_drivers_back_is_opened_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        let shard = tmp.path().join(layout::shard(ID));
+        // The shard is kept open after this write; then someone deletes it.
+        d.write(&first(true).batch()).unwrap();
+        stdfs::remove_dir_all(&shard).unwrap();
+        // A new trace goes into a new shard (not into the deleted one).
+        d.write(&first(true).batch()).unwrap();
+        assert!(shard.join(ID).join(UPDATES).is_file());
+        // A later batch of it finds it, and so does remove.
+        d.write(&later(3).batch()).unwrap();
+        assert_eq!(d.load(ID).unwrap().unwrap().events.len(), 3);
+        // Deleted and made again by someone else while kept open: remove
+        // still finds the trace in the new one.
+        let moved = tmp.path().join("moved-away");
+        stdfs::rename(&shard, &moved).unwrap();
+        stdfs::create_dir(&shard).unwrap();
+        stdfs::rename(moved.join(ID), shard.join(ID)).unwrap();
+        stdfs::remove_dir_all(&moved).unwrap();
+        assert_eq!(d.load(ID).unwrap().unwrap().events.len(), 3);
+        assert!(d.remove(ID).unwrap());
+        assert!(!shard.join(ID).exists());
+        assert!(!d.remove(ID).unwrap());
     }
 
     // ---- exclusive creation --------------------------------------------------
