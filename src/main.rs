@@ -78,9 +78,9 @@ fn write_line(to_stderr: bool, args: fmt::Arguments<'_>) {
 
 // ---- usage --------------------------------------------------------------------
 
-/// Where the default driver keeps traces unless `--dir` says otherwise.
 /// How long the main job retries a released trace's last batch on a failing disk.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where the default driver keeps traces unless `--dir` says otherwise.
 const DEFAULT_DIR: &str = "./traces";
 /// Largest `--capacity` (slots are preallocated at start).
 const MAX_CAPACITY: u64 = 4_194_304;
