@@ -1647,7 +1647,7 @@ impl RateReport {
         let why = self.shortfalls(checks);
         if why.is_empty() {
             out!(
-                "  sustained         yes: achieved >= {}% of offered, 0 events dropped, 0 persist errors, RSS growth < {MAX_RSS_GROWTH_PCT}%",
+                "  sustained         yes: achieved >= {}% of offered, 0 events dropped, 0 persist errors, RSS growth < {MAX_RSS_GROWTH_PCT}%, every check passed",
                 MIN_ACHIEVED * 100.0
             );
         } else {
