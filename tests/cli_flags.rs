@@ -41,6 +41,35 @@ fn values_that_cannot_work_are_usage_errors() {
 }
 
 #[test]
+fn rate_flags_that_cannot_work_are_usage_errors() {
+    usage_error(&["--rate", "0"], &["--rate must be at least 1"]);
+    usage_error(&["run", "--rate", "5", "--duration", "0"], &["--duration"]);
+    usage_error(&["--rate"], &["--rate needs a value"]);
+    usage_error(&["--rate", "1.5"], &["--rate", "whole number"]);
+    usage_error(&["--duration", "5"], &["--duration needs --rate"]);
+    usage_error(
+        &["--memory", "--duration", "5", "--traces", "10"],
+        &["--duration needs --rate"],
+    );
+    usage_error(
+        &["--rate", "100", "--traces", "10"],
+        &["--traces and --rate cannot be used together"],
+    );
+    usage_error(
+        &["--traces", "10", "--rate", "100", "--duration", "1"],
+        &["--traces and --rate cannot be used together"],
+    );
+    usage_error(
+        &["--rate", "1", "--duration", "100000000"],
+        &["--duration", "31536000"],
+    );
+    usage_error(
+        &["--rate", "18446744073709551615", "--duration", "2"],
+        &["too many traces"],
+    );
+}
+
+#[test]
 fn concurrency_is_lowered_to_traces_and_capacity_with_a_note() {
     let dir = tempfile::tempdir().unwrap();
     for huge in ["1000000", "100000000000"] {
@@ -144,6 +173,9 @@ fn help_and_version() {
         assert!(out.contains("usage: tracepool [run]"), "{args:?}: {out}");
         assert!(out.contains("--keep-every N"), "{args:?}: {out}");
         assert!(out.contains("--redis URL"), "{args:?}: {out}");
+        assert!(out.contains("--rate N"), "{args:?}: {out}");
+        assert!(out.contains("--duration S"), "{args:?}: {out}");
+        assert!(out.contains("rate_result"), "{args:?}: {out}");
     }
     for args in [
         &["serve", "--help"][..],

@@ -38,6 +38,79 @@ fn memory_driver_run_is_clean() {
     );
 }
 
+/// `--rate 200 --duration 1`: an open-loop run ends with a
+/// machine-readable `rate_result` line that agrees with the summary. Only
+/// the structure and the counts are checked, not whether a busy machine
+/// kept up with the rate.
+#[test]
+fn open_loop_run_reports_a_rate_result_that_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        &["--memory", "--rate", "200", "--duration", "1"],
+        dir.path(),
+    );
+    let last = out.lines().last().unwrap_or_default();
+    let fields: std::collections::HashMap<&str, &str> = last
+        .strip_prefix("rate_result ")
+        .unwrap_or_else(|| panic!("the last line is not rate_result:\n{out}"))
+        .split_whitespace()
+        .map(|kv| {
+            kv.split_once('=')
+                .unwrap_or_else(|| panic!("{kv:?} in {last:?}"))
+        })
+        .collect();
+    let num = |k: &str| -> f64 {
+        let v = fields
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k} in {last:?}"));
+        v.parse().unwrap_or_else(|_| panic!("{k}={v} in {last:?}"))
+    };
+    assert_eq!(num("offered"), 200.0, "{out}");
+    assert_eq!(num("duration_s"), 1.0, "{out}");
+    let completed = num("completed");
+    assert!(completed > 0.0 && completed <= 200.0, "{out}");
+    assert_eq!(completed + num("not_started"), 200.0, "{out}");
+    // Traces completed per second over the 1 s duration.
+    assert!((num("achieved") - completed).abs() < 0.051, "{out}");
+    assert_eq!(num("dropped"), 0.0, "{out}");
+    assert_eq!(num("persist_errors"), 0.0, "{out}");
+    assert!(
+        num("lag_max_ms") >= 0.0 && num("lag_end_ms") >= 0.0,
+        "{out}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(num("rss_growth_pct").is_finite(), "{out}");
+    }
+    assert_eq!(fields.get("checks"), Some(&"ok"), "{out}");
+    let sustained = fields.get("sustained").copied();
+    assert!(matches!(sustained, Some("yes" | "no")), "{out}");
+    // The summary says the same.
+    assert!(
+        field(&out, "traces ").contains(&format!("{completed} in")),
+        "{out}"
+    );
+    let rate = field(&out, "rate ");
+    assert!(
+        rate.contains("offered 200 traces/s for 1 s (200 scheduled)")
+            && rate.contains(&format!("({completed} completed in 1.000 s")),
+        "{out}"
+    );
+    assert!(field(&out, "schedule lag").contains("max "), "{out}");
+    assert!(field(&out, "memory (RSS)").contains("peak "), "{out}");
+    let verdict = field(&out, "sustained");
+    assert!(
+        verdict.contains(&format!(
+            "sustained         {}",
+            sustained.unwrap_or_default()
+        )),
+        "{out}"
+    );
+    if sustained == Some("yes") {
+        assert!(num("achieved") >= 198.0, "{out}");
+    }
+    assert!(field(&out, "result").contains("ok"), "{out}");
+}
+
 #[test]
 fn summary_figures_are_exact_and_split_engine_and_storage_time() {
     let dir = tempfile::tempdir().unwrap();
