@@ -50,7 +50,8 @@ fn main() -> tracepool::Result<()> {
         None => dhat::Profiler::builder().testing().build(),
     };
     let driver = arg("--driver").unwrap_or_else(|| "local".into());
-    let dir = std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/persist_allocs".into()));
+    let dir =
+        std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/persist_allocs".into()));
     let n: u64 = arg("--n").and_then(|s| s.parse().ok()).unwrap_or(5000);
     let k: u64 = arg("--round").and_then(|s| s.parse().ok()).unwrap_or(32);
     let b = Engine::builder().capacity(2 * k as usize).workers(1);

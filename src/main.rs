@@ -80,8 +80,9 @@ fn write_line(to_stderr: bool, args: fmt::Arguments<'_>) {
 
 /// How long the main job retries a released trace's last batch on a failing disk.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Where the default driver keeps traces unless `--dir` says otherwise.
-const DEFAULT_DIR: &str = "./traces";
+/// Where the default driver (the embedded store) keeps traces unless
+/// `--dir` says otherwise.
+const DEFAULT_DIR: &str = tracepool::DEFAULT_STORE;
 /// Largest `--capacity` (slots are preallocated at start).
 const MAX_CAPACITY: u64 = 4_194_304;
 /// Memory preallocated per slot, rounded up (measured: about 740 bytes per
@@ -127,10 +128,11 @@ Exit status: 0 success, 1 a failed check or a runtime failure, 2 a usage error,
 fn driver_usage() -> String {
     format!(
         "\
-Storage (at most one driver flag; default: the local-disk driver under {DEFAULT_DIR}):
+Storage (at most one driver flag; default: the embedded store in {DEFAULT_DIR}):
   --memory          in-memory driver: nothing is written
-  --local DIR       local-disk driver under DIR
-  --store PATH      embedded key-value store driver in the directory PATH
+  --local DIR       local-disk driver under DIR: the Yao engine's directory layout
+  --store PATH      embedded key-value store driver in the directory PATH (the
+                    default driver: the fastest one that needs no server)
   --redis URL       Redis driver on the server at URL (redis://HOST:PORT/DB; a cluster
                     is detected): every engine on that server shares its traces
   --dir DIR         where the default driver keeps its traces (instead of {DEFAULT_DIR});
@@ -208,7 +210,7 @@ usage: tracepool serve [--addr HOST:PORT] [--demo]
 
 The HTTP live view until Ctrl-C: JSON endpoints, a server-sent event stream
 per trace and the web viewer, over the traces of the chosen storage (by
-default the main job's: the local-disk driver under {DEFAULT_DIR}). With
+default the main job's: the embedded store in {DEFAULT_DIR}). With
 --redis it also streams the traces that other engines on the same Redis
 server are writing.
 
@@ -335,7 +337,7 @@ enum DriverSpec {
 impl DriverSpec {
     /// The default driver of `run` and `serve`: chosen here and only here.
     fn default_at(dir: Option<PathBuf>) -> DriverSpec {
-        DriverSpec::Local(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
+        DriverSpec::Store(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
     }
 
     /// For the header line: the driver and where it keeps traces.

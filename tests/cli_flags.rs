@@ -20,7 +20,7 @@ fn usage_error(args: &[&str], says: &[&str]) {
         assert!(err.contains(s), "{args:?}: {s:?} not in:\n{}", show(&out));
     }
     assert!(
-        !dir.path().join("traces").exists(),
+        !dir.path().join("traces.db").exists(),
         "{args:?} created storage before failing"
     );
 }
@@ -149,9 +149,13 @@ fn each_storage_flag_runs_the_job_where_it_says() {
     assert!(out.contains("driver store (db)"), "{out}");
     assert!(dir.path().join("db").is_dir());
     let out = run_ok(&["--traces", "20", "--dir", "there"], dir.path());
-    assert!(out.contains("driver local (there)"), "{out}");
+    assert!(out.contains("driver store (there)"), "{out}");
     assert!(dir.path().join("there").is_dir());
-    assert!(!dir.path().join("traces").exists());
+    assert!(!dir.path().join("traces.db").exists());
+    // No flag: the default driver, the embedded store in ./traces.db.
+    let out = run_ok(&["--traces", "20"], dir.path());
+    assert!(out.contains("driver store (./traces.db)"), "{out}");
+    assert!(dir.path().join("traces.db").is_dir());
 }
 
 #[test]
@@ -190,7 +194,7 @@ fn help_and_version() {
             "{args:?}: {out}"
         );
     }
-    assert!(!dir.path().join("traces").exists());
+    assert!(!dir.path().join("traces.db").exists());
 }
 
 /// `tracepool | head -1`: the reader goes away; tracepool finishes its job
