@@ -350,6 +350,7 @@ impl Dir {
     /// `fsync` of the directory itself (makes created, renamed and removed
     /// names durable).
     pub(super) fn sync(&self) -> Result<()> {
+        count_sync();
         rfs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
     }
 
@@ -471,8 +472,11 @@ impl Dir {
         };
         let r = file.write_all(bytes).and_then(|()| match sync {
             Sync::None => Ok(()),
-            Sync::Data => file.sync_data(),
-            Sync::All => file.sync_all(),
+            Sync::Data => {
+                count_sync();
+                file.sync_data()
+            }
+            Sync::All => sync_file(&file),
         });
         if let Err(e) = r {
             if created {
@@ -523,7 +527,7 @@ impl Dir {
         let mut f = self.create_new(&tmp)?;
         let r = f
             .write_all(bytes)
-            .and_then(|()| if sync { f.sync_all() } else { Ok(()) });
+            .and_then(|()| if sync { sync_file(&f) } else { Ok(()) });
         if let Err(e) = r {
             drop(f);
             let _ = self.remove_file(&tmp);
@@ -651,7 +655,7 @@ pub(super) fn cut_torn_tail(file: &mut File, len: u64, path: &Path, sync: bool) 
     }
     file.set_len(keep).map_err(io_err)?;
     if sync {
-        file.sync_all().map_err(io_err)?;
+        sync_file(file).map_err(io_err)?;
     }
     Ok(())
 }
@@ -728,6 +732,25 @@ fn next_line(
         ));
     }
     Ok(true)
+}
+
+/// `fsync` of a file (every file sync of the driver goes through here or
+/// [`Dir::sync`], so tests can count them).
+pub(super) fn sync_file(file: &File) -> std::io::Result<()> {
+    count_sync();
+    file.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// `fsync`/`fdatasync` calls made on this thread (tests only).
+    pub(super) static SYNCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[inline]
+fn count_sync() {
+    #[cfg(test)]
+    SYNCS.with(|c| c.set(c.get() + 1));
 }
 
 #[cfg(test)]
