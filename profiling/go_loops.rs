@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo run --release --example go_loops -- [--engine tracepool|go_baseline|baseline_blocking|harness]
 //!                                           [--secs 1] [--loop NAME] [--tsv]
+//!                                           [--driver memory|local|store --dir D]
 //! ```
 //!
 //! The loops (each iteration: create, body, release, remove):
@@ -22,7 +23,11 @@
 //!
 //! Timing is Go's: run N loops, grow N until one run takes at least `--secs`,
 //! report that run's time / N. The tracepool engine: memory driver, 1,024
-//! slots, default workers; one engine per process, as in Go.
+//! slots, default workers; one engine per process, as in Go. With
+//! `--driver local|store --dir D` it persists to the local (reference
+//! layout) or store driver under `D`, and every trace is flushed to storage
+//! before it is removed (`engine.flush_blocking()` before each `remove`):
+//! the Go package's local driver writes each change before it returns.
 //!
 //! Parallel branches are completed from 2 long-lived threads (`ThreadPool`,
 //! Go starts a goroutine per branch). `--engine harness` runs the same loops
@@ -135,6 +140,8 @@ fn main() {
     let mut secs = 1.0f64;
     let mut only: Option<String> = None;
     let mut tsv = false;
+    let mut driver = "memory".to_owned();
+    let mut dir: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -142,9 +149,11 @@ fn main() {
             "--secs" => secs = args.next().and_then(|s| s.parse().ok()).expect("--secs S"),
             "--loop" => only = args.next(),
             "--tsv" => tsv = true,
+            "--driver" => driver = args.next().expect("--driver memory|local|store"),
+            "--dir" => dir = args.next().map(Into::into),
             "-h" | "--help" => {
                 println!(
-                    "go_loops [--engine tracepool|go_baseline|baseline_blocking|harness] [--secs S] [--loop NAME] [--tsv]\nloops: {}",
+                    "go_loops [--engine tracepool|go_baseline|baseline_blocking|harness] [--secs S] [--loop NAME] [--tsv] [--driver memory|local|store --dir D]\nloops: {}",
                     LOOPS.join(", ")
                 );
                 return;
@@ -154,11 +163,20 @@ fn main() {
     }
     let target = Duration::from_secs_f64(secs);
     let runner = ThreadPool::new(2);
-    let tp = tracepool::Engine::builder()
-        .capacity(1024)
-        .memory()
-        .build()
-        .expect("engine");
+    let builder = tracepool::Engine::builder().capacity(1024);
+    let dir = || {
+        dir.clone()
+            .expect("--dir D (where the driver keeps traces)")
+    };
+    let tp = match driver.as_str() {
+        "memory" => builder.memory(),
+        "local" => builder.local(dir()),
+        "store" => builder.store(dir()),
+        other => panic!("unknown driver {other}"),
+    }
+    .build()
+    .expect("engine");
+    loops::FLUSH_BEFORE_REMOVE.store(driver != "memory", std::sync::atomic::Ordering::Relaxed);
     let blocking = (engine == "baseline_blocking").then(baseline::Baseline::default);
     let go = (engine == "go_baseline").then(go_baseline::GoBaseline::default);
     for name in LOOPS {

@@ -78,7 +78,7 @@ pub use driver::{
 };
 #[cfg(feature = "redis")]
 pub use driver::{RedisDriver, RedisOptions};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{DEFAULT_STORE, Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use event::{Cursor, Delivery, Event, EventKind};
 pub use handle::{Node, Trace};

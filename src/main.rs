@@ -78,10 +78,11 @@ fn write_line(to_stderr: bool, args: fmt::Arguments<'_>) {
 
 // ---- usage --------------------------------------------------------------------
 
-/// Where the default driver keeps traces unless `--dir` says otherwise.
 /// How long the main job retries a released trace's last batch on a failing disk.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_DIR: &str = "./traces";
+/// Where the default driver (the embedded store) keeps traces unless
+/// `--dir` says otherwise.
+const DEFAULT_DIR: &str = tracepool::DEFAULT_STORE;
 /// Largest `--capacity` (slots are preallocated at start).
 const MAX_CAPACITY: u64 = 4_194_304;
 /// Memory preallocated per slot, rounded up (measured: about 740 bytes per
@@ -89,6 +90,19 @@ const MAX_CAPACITY: u64 = 4_194_304;
 const SLOT_BYTES: u64 = 1024;
 /// Largest `--workers`.
 const MAX_WORKERS: u64 = 256;
+/// `--duration` when `--rate` is given without it, in seconds.
+const DEFAULT_DURATION: u64 = 30;
+/// Largest `--duration`, in seconds (a year).
+const MAX_DURATION: u64 = 365 * 24 * 3600;
+/// A rate run's warm-up: its memory (RSS) growth is measured from the RSS at
+/// this point to the peak.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// A rate run is sustained when it achieves at least this share of the
+/// offered rate (and drops nothing, and its RSS grows less than
+/// [`MAX_RSS_GROWTH_PCT`]).
+const MIN_ACHIEVED: f64 = 0.99;
+/// Largest RSS growth after warm-up, in %, of a sustained rate run.
+const MAX_RSS_GROWTH_PCT: f64 = 10.0;
 /// Metadata key and value that mark the traces the main job keeps.
 const KEPT_BY: (&str, &str) = ("kept_by", "tracepool run");
 /// Exit status of an interrupted run (128 + SIGINT).
@@ -114,10 +128,11 @@ Exit status: 0 success, 1 a failed check or a runtime failure, 2 a usage error,
 fn driver_usage() -> String {
     format!(
         "\
-Storage (at most one driver flag; default: the local-disk driver under {DEFAULT_DIR}):
+Storage (at most one driver flag; default: the embedded store in {DEFAULT_DIR}):
   --memory          in-memory driver: nothing is written
-  --local DIR       local-disk driver under DIR
-  --store PATH      embedded key-value store driver in the directory PATH
+  --local DIR       local-disk driver under DIR: the Yao engine's directory layout
+  --store PATH      embedded key-value store driver in the directory PATH (the
+                    default driver: the fastest one that needs no server)
   --redis URL       Redis driver on the server at URL (redis://HOST:PORT/DB; a cluster
                     is detected): every engine on that server shares its traces
   --dir DIR         where the default driver keeps its traces (instead of {DEFAULT_DIR});
@@ -128,8 +143,8 @@ Storage (at most one driver flag; default: the local-disk driver under {DEFAULT_
 fn run_usage() -> String {
     format!(
         "\
-usage: tracepool [run] [--traces N] [--concurrency N] [--capacity N] [--workers N]
-                       [--keep-every N]
+usage: tracepool [run] [--traces N | --rate N [--duration S]] [--concurrency N]
+                       [--capacity N] [--workers N] [--keep-every N]
                        [--memory | --local DIR | --store PATH | --redis URL | --dir DIR]
 
 The main job: the reference's five benchmark scenarios (sequential, parallel,
@@ -146,9 +161,28 @@ reported and skipped.
 Ctrl-C starts no new trace, cancels the running ones, flushes storage, prints
 the summary and exits with status 130 (a second Ctrl-C exits at once).
 
-  --traces N        traces to run (default 20000)
+  --traces N        traces to run, each thread starting its next trace as soon
+                    as its last one is done (closed loop; default 20000)
+  --rate N          open loop instead of --traces: offer N traces a second for
+                    --duration seconds, N x S traces in all. Trace k is due at
+                    k/N s: the next free thread starts it then, whether or not
+                    earlier traces have finished. A trace is never started
+                    before it is due; one that is late (every thread busy)
+                    starts as soon as a thread is free, and none is started
+                    after --duration. The summary adds the achieved rate
+                    (traces completed / S), how late the schedule ran (max and
+                    at the end), events dropped, persist errors, memory (RSS at
+                    start, after {warm_up} s, at the end, peak) and a verdict:
+                    \"sustained: yes\" when the achieved rate is at least {min_pct}% of
+                    N, no event was dropped, no write failed (persist errors),
+                    RSS grew less than {max_growth}% from after {warm_up} s to the peak and
+                    every check passed. The last line of stdout is then
+                    \"rate_result offered=N achieved=.. ... sustained=yes|no\".
+                    The verdict does not change the exit status
+  --duration S      seconds to offer --rate for (default {default_duration}, at most
+                    {max_duration}); only with --rate
   --concurrency N   threads running traces (default: one per core); lowered,
-                    with a note, to --traces and to --capacity
+                    with a note, to --traces (with --rate: N x S) and to --capacity
   --capacity N      trace slots, preallocated at start (default 1024; at most
                     {MAX_CAPACITY}, and at most half the memory)
   --workers N       the engine's worker tasks (default: one per core; at most {MAX_WORKERS})
@@ -159,6 +193,11 @@ Exit status: 0 every check passed, 1 a check failed or storage failed, 2 a
 usage error, 130 interrupted.",
         key = KEPT_BY.0,
         value = KEPT_BY.1,
+        warm_up = WARM_UP.as_secs(),
+        min_pct = MIN_ACHIEVED * 100.0,
+        max_growth = MAX_RSS_GROWTH_PCT,
+        default_duration = DEFAULT_DURATION,
+        max_duration = MAX_DURATION,
         drivers = driver_usage()
     )
 }
@@ -171,7 +210,7 @@ usage: tracepool serve [--addr HOST:PORT] [--demo]
 
 The HTTP live view until Ctrl-C: JSON endpoints, a server-sent event stream
 per trace and the web viewer, over the traces of the chosen storage (by
-default the main job's: the local-disk driver under {DEFAULT_DIR}). With
+default the main job's: the embedded store in {DEFAULT_DIR}). With
 --redis it also streams the traces that other engines on the same Redis
 server are writing.
 
@@ -298,7 +337,7 @@ enum DriverSpec {
 impl DriverSpec {
     /// The default driver of `run` and `serve`: chosen here and only here.
     fn default_at(dir: Option<PathBuf>) -> DriverSpec {
-        DriverSpec::Local(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
+        DriverSpec::Store(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
     }
 
     /// For the header line: the driver and where it keeps traces.
@@ -418,10 +457,35 @@ impl DriverFlags {
     }
 }
 
+/// An open-loop run (`--rate`, `--duration`): trace `k` is due at
+/// `k / per_sec` seconds after the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rate {
+    /// Traces offered per second.
+    per_sec: u64,
+    /// Seconds the rate is offered for.
+    duration_secs: u64,
+}
+
+impl Rate {
+    /// When trace `k` is due, counted from the start.
+    fn due(self, k: usize) -> Duration {
+        let ns = k as u128 * 1_000_000_000 / u128::from(self.per_sec);
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    fn duration(self) -> Duration {
+        Duration::from_secs(self.duration_secs)
+    }
+}
+
 /// What `tracepool run` was asked to do.
 #[derive(Debug)]
 struct RunOptions {
+    /// Traces to run; with `rate`, the traces scheduled (rate × duration).
     traces: usize,
+    /// `--rate`: an open-loop run.
+    rate: Option<Rate>,
     concurrency: usize,
     capacity: usize,
     workers: Option<usize>,
@@ -434,14 +498,17 @@ struct RunOptions {
 impl RunOptions {
     fn parse(args: &[String]) -> Result<RunOptions, Failure> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (mut traces, mut concurrency, mut capacity) = (20_000u64, None, 1024u64);
+        let (mut traces, mut concurrency, mut capacity) = (None, None, 1024u64);
         let (mut workers, mut keep_every) = (None, 1000u64);
+        let (mut rate, mut duration) = (None, None);
         let mut drivers = DriverFlags::default();
         let mut i = 0;
         while i < args.len() {
             let flag = args[i].as_str();
             match flag {
-                "--traces" => traces = number(flag, value_of(args, &mut i, flag)?)?,
+                "--traces" => traces = Some(number(flag, value_of(args, &mut i, flag)?)?),
+                "--rate" => rate = Some(number(flag, value_of(args, &mut i, flag)?)?),
+                "--duration" => duration = Some(number(flag, value_of(args, &mut i, flag)?)?),
                 "--concurrency" => concurrency = Some(number(flag, value_of(args, &mut i, flag)?)?),
                 "--capacity" => capacity = number(flag, value_of(args, &mut i, flag)?)?,
                 "--workers" => workers = Some(number(flag, value_of(args, &mut i, flag)?)?),
@@ -451,6 +518,37 @@ impl RunOptions {
             }
             i += 1;
         }
+        let (traces, rate) = match (traces, rate, duration) {
+            (Some(_), Some(_), _) => {
+                return usage_err(
+                    "--traces and --rate cannot be used together: --traces runs that many \
+                     traces as fast as they go, --rate offers N traces a second for --duration \
+                     seconds",
+                );
+            }
+            (_, None, Some(_)) => {
+                return usage_err("--duration needs --rate (the traces offered per second)");
+            }
+            (traces, None, None) => (traces.unwrap_or(20_000), None),
+            (None, Some(per_sec), duration) => {
+                let duration_secs = duration.unwrap_or(DEFAULT_DURATION);
+                if duration_secs > MAX_DURATION {
+                    return usage_err(format!(
+                        "--duration {duration_secs} is more than {MAX_DURATION} seconds"
+                    ));
+                }
+                let Some(traces) = per_sec.checked_mul(duration_secs) else {
+                    return usage_err(format!(
+                        "--rate {per_sec} for --duration {duration_secs} is too many traces"
+                    ));
+                };
+                let rate = Rate {
+                    per_sec,
+                    duration_secs,
+                };
+                (traces, Some(rate))
+            }
+        };
         if capacity > MAX_CAPACITY {
             return usage_err(format!(
                 "--capacity {capacity} is more than {MAX_CAPACITY} slots"
@@ -465,8 +563,15 @@ impl RunOptions {
         let mut notes = Vec::new();
         let mut concurrency = concurrency.unwrap_or(cores as u64);
         if concurrency > traces {
+            let what = match rate {
+                Some(r) => format!(
+                    "the {traces} traces of --rate {} for {} s",
+                    r.per_sec, r.duration_secs
+                ),
+                None => format!("--traces {traces}"),
+            };
             notes.push(format!(
-                "--concurrency {concurrency} is more than --traces {traces}: using {traces}"
+                "--concurrency {concurrency} is more than {what}: using {traces}"
             ));
             concurrency = traces;
         }
@@ -478,7 +583,8 @@ impl RunOptions {
             concurrency = capacity;
         }
         Ok(RunOptions {
-            traces: size("--traces", traces)?,
+            traces: size(if rate.is_some() { "--rate" } else { "--traces" }, traces)?,
+            rate,
             concurrency: size("--concurrency", concurrency)?,
             capacity: size("--capacity", capacity)?,
             workers: workers.map(|w| size("--workers", w)).transpose()?,
@@ -1205,6 +1311,13 @@ struct ThreadReport {
     busy: Duration,
     /// When it finished its last trace.
     end: Instant,
+    /// Open loop: how late it started its most late trace.
+    max_lag: Duration,
+    /// Open loop: the last trace it started and how late.
+    last: Option<(usize, Duration)>,
+    /// Open loop: the trace it took but did not start, the duration being
+    /// over when a thread was free for it.
+    not_started: Option<usize>,
 }
 
 /// Shared by the trace threads.
@@ -1220,26 +1333,78 @@ struct Shared {
     stop: Arc<AtomicBool>,
     traces: usize,
     keep_every: usize,
+    /// When the job started: trace `k` of an open-loop run is due at
+    /// `start + rate.due(k)`.
+    start: Instant,
+    rate: Option<Rate>,
 }
 
 impl Shared {
-    /// Runs traces until there are none left or the job is stopped.
+    /// Runs traces until there are none left or the job is stopped. Open
+    /// loop (`--rate`): each trace taken is started when it is due, at once
+    /// when it is late, not at all once the duration is over.
     fn trace_thread(&self) -> ThreadReport {
         TRACE_THREAD.set(true);
-        let mut busy = Duration::ZERO;
-        let mut end = Instant::now();
+        let mut report = ThreadReport {
+            busy: Duration::ZERO,
+            end: Instant::now(),
+            max_lag: Duration::ZERO,
+            last: None,
+            not_started: None,
+        };
         while !self.stop.load(Ordering::Acquire) {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             if i >= self.traces {
                 break;
             }
-            let start = Instant::now();
+            let start = match self.rate {
+                None => Instant::now(),
+                Some(rate) => {
+                    let due = self.start + rate.due(i);
+                    if !self.sleep_until(due) {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= self.start + rate.duration() {
+                        report.not_started = Some(i);
+                        break;
+                    }
+                    let lag = now - due;
+                    report.max_lag = report.max_lag.max(lag);
+                    report.last = Some((i, lag));
+                    now
+                }
+            };
             self.one_trace(i);
-            end = Instant::now();
-            busy += end - start;
+            report.end = Instant::now();
+            report.busy += report.end - start;
             self.done.fetch_add(1, Ordering::Relaxed);
         }
-        ThreadReport { busy, end }
+        report
+    }
+
+    /// Sleeps until `due`; `false` when the job was stopped meanwhile.
+    fn sleep_until(&self, due: Instant) -> bool {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return true;
+            }
+            // In slices, so that Ctrl-C is seen within 50 ms.
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Open loop: how late the schedule is now (the next trace to take was
+    /// due this long ago; zero when it is not due yet).
+    fn lag_now(&self, rate: Rate) -> Duration {
+        let next = self.next.load(Ordering::Relaxed).min(self.traces);
+        let end = self.start + rate.duration();
+        let now = Instant::now().min(end);
+        now.saturating_duration_since(self.start + rate.due(next))
     }
 
     /// One trace: create, subscribe a checker, run scenario `i mod 5`, mark
@@ -1355,6 +1520,160 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`) in bytes; `None`
+/// where it cannot be read (not Linux).
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    let kb = kb
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
+/// The resident set size now, in bytes.
+fn rss() -> Option<u64> {
+    proc_status_bytes("VmRSS")
+}
+
+/// `12.3 MB`, or `n/a`.
+fn megabytes(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "n/a".into(), |b| format!("{:.1} MB", b as f64 / 1e6))
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// What an open-loop run measured, for its summary lines.
+#[derive(Debug)]
+struct RateReport {
+    rate: Rate,
+    /// Traces started (on schedule or late) and completed.
+    completed: usize,
+    /// Traces scheduled within the duration but not started by its end.
+    not_started: usize,
+    /// The time `completed` is divided by: the duration (up to Ctrl-C when
+    /// interrupted).
+    window: Duration,
+    lag_max: Duration,
+    /// How late the schedule was at the end: at the end of the duration, how
+    /// long ago the first trace not started was due; when every trace
+    /// started, how late the last one started.
+    lag_end: Duration,
+    dropped: u64,
+    persist_errors: u64,
+    rss_start: Option<u64>,
+    rss_warm: Option<u64>,
+    rss_end: Option<u64>,
+    rss_peak: Option<u64>,
+}
+
+impl RateReport {
+    fn achieved(&self) -> f64 {
+        self.completed as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// RSS growth from after warm-up to the peak, in %.
+    fn rss_growth_pct(&self) -> Option<f64> {
+        let (warm, peak) = (self.rss_warm?, self.rss_peak?);
+        (warm > 0).then(|| (peak as f64 - warm as f64) / warm as f64 * 100.0)
+    }
+
+    /// Why the offered rate was not sustained; empty when it was. `checks`:
+    /// every check of the run passed, and it was not interrupted.
+    fn shortfalls(&self, checks: bool) -> Vec<String> {
+        let mut why = Vec::new();
+        let offered = self.rate.per_sec as f64;
+        if self.achieved() < MIN_ACHIEVED * offered {
+            why.push(format!(
+                "achieved {:.1} < {}% of {offered}",
+                self.achieved(),
+                MIN_ACHIEVED * 100.0
+            ));
+        }
+        if self.dropped > 0 {
+            why.push(format!("{} events dropped", self.dropped));
+        }
+        if self.persist_errors > 0 {
+            why.push(format!("{} persist errors", self.persist_errors));
+        }
+        if let Some(g) = self.rss_growth_pct()
+            && g >= MAX_RSS_GROWTH_PCT
+        {
+            why.push(format!("RSS grew {g:.1}% >= {MAX_RSS_GROWTH_PCT}%"));
+        }
+        if !checks {
+            why.push("checks failed or interrupted".into());
+        }
+        why
+    }
+
+    /// The summary lines of an open-loop run, before the result.
+    fn print(&self) {
+        let r = self.rate;
+        out!(
+            "  rate              offered {} traces/s for {} s ({} scheduled); achieved {:.1} traces/s ({} completed in {:.3} s, {} not started by the end)",
+            r.per_sec,
+            r.duration_secs,
+            r.per_sec.saturating_mul(r.duration_secs),
+            self.achieved(),
+            self.completed,
+            self.window.as_secs_f64(),
+            self.not_started
+        );
+        out!(
+            "  schedule lag      max {:.3} ms, at the end {:.3} ms",
+            millis(self.lag_max),
+            millis(self.lag_end)
+        );
+        out!(
+            "  memory (RSS)      start {}, after {} s {}, end {}, peak {}: {} from after warm-up to the peak",
+            megabytes(self.rss_start),
+            WARM_UP.as_secs(),
+            megabytes(self.rss_warm),
+            megabytes(self.rss_end),
+            megabytes(self.rss_peak),
+            self.rss_growth_pct()
+                .map_or_else(|| "growth n/a".into(), |g| format!("{g:+.1}%"))
+        );
+    }
+
+    /// The verdict and, last, the machine-readable line.
+    fn print_verdict(&self, checks: bool) {
+        let why = self.shortfalls(checks);
+        if why.is_empty() {
+            out!(
+                "  sustained         yes: achieved >= {}% of offered, 0 events dropped, 0 persist errors, RSS growth < {MAX_RSS_GROWTH_PCT}%, every check passed",
+                MIN_ACHIEVED * 100.0
+            );
+        } else {
+            out!("  sustained         no: {}", why.join("; "));
+        }
+        out!(
+            "rate_result offered={} achieved={:.1} completed={} not_started={} duration_s={} dropped={} persist_errors={} rss_growth_pct={} lag_max_ms={:.3} lag_end_ms={:.3} checks={} sustained={}",
+            self.rate.per_sec,
+            self.achieved(),
+            self.completed,
+            self.not_started,
+            self.rate.duration_secs,
+            self.dropped,
+            self.persist_errors,
+            self.rss_growth_pct()
+                .map_or_else(|| "na".into(), |g| format!("{g:.1}")),
+            millis(self.lag_max),
+            millis(self.lag_end),
+            if checks { "ok" } else { "failed" },
+            if why.is_empty() { "yes" } else { "no" }
+        );
+    }
+}
+
 fn run(o: RunOptions) -> Result<ExitCode, Failure> {
     for note in &o.notes {
         err!("tracepool: note: {note}");
@@ -1401,13 +1720,15 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
 
     let errors = Arc::new(Errors::default());
     let checks = Arc::new(Checks::default());
+    let branches = ThreadPool::new(2);
+    let rss_start = rss();
     let shared = Arc::new(Shared {
         job: Job {
             engine: engine.clone(),
             errors: errors.clone(),
         },
         checks: checks.clone(),
-        branches: ThreadPool::new(2),
+        branches,
         subscribers: rt.handle().clone(),
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
@@ -1416,9 +1737,11 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
         stop: stop.clone(),
         traces: o.traces,
         keep_every: o.keep_every,
+        start: Instant::now(),
+        rate: o.rate,
     });
 
-    let started = Instant::now();
+    let started = shared.start;
     let mut threads = Vec::with_capacity(o.concurrency);
     for k in 0..o.concurrency {
         let (shared, tx) = (shared.clone(), tx.clone());
@@ -1446,6 +1769,7 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
     let mut running = threads.len();
     let mut last = (started, 0usize);
     let mut tick = started + Duration::from_secs(1);
+    let mut rss_warm = None;
     while running > 0 {
         match rx.recv_timeout(tick.saturating_duration_since(Instant::now())) {
             Ok(Msg::ThreadDone) => running -= 1,
@@ -1456,8 +1780,14 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let n = shared.done.load(Ordering::Relaxed);
                 let now = Instant::now();
+                if rss_warm.is_none() && now - started >= WARM_UP {
+                    rss_warm = rss();
+                }
+                let lag = o.rate.map_or_else(String::new, |r| {
+                    format!("  schedule lag {:.1} ms", millis(shared.lag_now(r)))
+                });
                 err!(
-                    "  [{:>5.1}s] {:>9} / {} traces  {:>9.0} traces/s  {} slots in use",
+                    "  [{:>5.1}s] {:>9} / {} traces  {:>9.0} traces/s  {} slots in use{lag}",
                     (now - started).as_secs_f64(),
                     n,
                     o.traces,
@@ -1470,14 +1800,28 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // A run shorter than the warm-up: its memory after warm-up is the
+    // memory at its end.
+    let rss_warm = rss_warm.or_else(rss);
     let mut busy = Duration::ZERO;
     let mut end = started;
     let mut panicked = 0;
+    let (mut lag_max, mut last_started, mut first_not_started) =
+        (Duration::ZERO, None::<(usize, Duration)>, None::<usize>);
     for h in threads {
         match h.join() {
             Ok(r) => {
                 busy += r.busy;
                 end = end.max(r.end);
+                lag_max = lag_max.max(r.max_lag);
+                if r.last
+                    .is_some_and(|(i, _)| last_started.is_none_or(|(j, _)| i > j))
+                {
+                    last_started = r.last;
+                }
+                if let Some(i) = r.not_started {
+                    first_not_started = Some(first_not_started.map_or(i, |j: usize| j.min(i)));
+                }
             }
             Err(_) => panicked += 1,
         }
@@ -1493,8 +1837,38 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
         errors.record(Op::Flush, &e);
     }
     let after = engine.stats();
-
     let traces = shared.done.load(Ordering::Relaxed);
+    let rate_report = o.rate.map(|rate| {
+        // Traces never taken by a thread were not started either.
+        let untaken = shared.next.load(Ordering::Relaxed);
+        let first_not_started = match first_not_started {
+            Some(i) => Some(i.min(untaken)),
+            None => (untaken < o.traces).then_some(untaken),
+        };
+        let lag_end = match first_not_started {
+            Some(i) => rate.duration().saturating_sub(rate.due(i)),
+            None => last_started.map_or(Duration::ZERO, |(_, lag)| lag),
+        };
+        RateReport {
+            rate,
+            completed: traces,
+            not_started: o.traces.saturating_sub(traces),
+            window: if interrupted {
+                elapsed.min(rate.duration())
+            } else {
+                rate.duration()
+            },
+            lag_max,
+            lag_end,
+            dropped: after.events_dropped,
+            persist_errors: after.persist_errors,
+            rss_start,
+            rss_warm,
+            rss_end: rss(),
+            rss_peak: proc_status_bytes("VmHWM"),
+        }
+    });
+
     let secs_run = elapsed.as_secs_f64();
     let delivered = checks.delivered.load(Ordering::Relaxed);
     let violations = checks.order_violations.load(Ordering::Relaxed);
@@ -1512,6 +1886,9 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
             o.traces,
             shared.cancelled.load(Ordering::Relaxed)
         );
+    }
+    if let Some(r) = &rate_report {
+        r.print();
     }
     out!(
         "  events            {} emitted = {:.0} events/s; {} persisted by the driver, {} discarded (traces removed before they were written)",
@@ -1599,7 +1976,7 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
         && errors.total() == 0
         && panicked == 0
         && reopen.is_ok();
-    if interrupted {
+    let code = if interrupted {
         out!(
             "  result            interrupted{}",
             if ok {
@@ -1608,14 +1985,18 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
                 "; FAILED checks"
             }
         );
-        Ok(ExitCode::from(INTERRUPTED))
+        ExitCode::from(INTERRUPTED)
     } else if ok {
         out!("  result            ok: every subscriber saw every event of its trace, in order");
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         out!("  result            FAILED");
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
+    };
+    if let Some(r) = &rate_report {
+        r.print_verdict(ok && !interrupted);
     }
+    Ok(code)
 }
 
 #[cfg(test)]
@@ -1636,6 +2017,112 @@ mod tests {
             Err(Failure::Usage(m)) if m.contains("more than half")
         ));
         assert!(check_memory(MAX_CAPACITY, None).is_ok());
+    }
+
+    #[test]
+    fn rate_and_duration_make_a_schedule() {
+        let o = RunOptions::parse(&args("--memory")).ok().unwrap();
+        assert_eq!((o.traces, o.rate), (20_000, None));
+        let o = RunOptions::parse(&args("--memory --rate 200"))
+            .ok()
+            .unwrap();
+        let rate = Rate {
+            per_sec: 200,
+            duration_secs: DEFAULT_DURATION,
+        };
+        assert_eq!(o.rate, Some(rate));
+        assert_eq!(o.traces, 200 * 30);
+        let o = RunOptions::parse(&args("--duration 2 --rate 3"))
+            .ok()
+            .unwrap();
+        let rate = o.rate.unwrap();
+        assert_eq!(o.traces, 6);
+        assert_eq!(rate.due(0), Duration::ZERO);
+        assert_eq!(rate.due(3), Duration::from_secs(1));
+        assert_eq!(rate.due(5), Duration::from_nanos(1_666_666_666));
+        // Concurrency is lowered to the scheduled traces.
+        let o = RunOptions::parse(&args("--rate 1 --duration 2 --concurrency 8"))
+            .ok()
+            .unwrap();
+        assert_eq!(o.concurrency, 2);
+        assert!(o.notes[0].contains("the 2 traces of --rate 1 for 2 s"));
+    }
+
+    #[test]
+    fn rate_flags_that_cannot_work_are_usage_errors() {
+        for (a, says) in [
+            ("--rate 0", "--rate must be at least 1"),
+            ("--rate 5 --duration 0", "--duration must be at least 1"),
+            ("--duration 5", "--duration needs --rate"),
+            (
+                "--traces 5 --rate 5",
+                "--traces and --rate cannot be used together",
+            ),
+            (
+                "--rate 5 --traces 5",
+                "--traces and --rate cannot be used together",
+            ),
+            (
+                "--rate 5 --duration 999999999",
+                "more than 31536000 seconds",
+            ),
+            (
+                "--rate 18446744073709551615 --duration 2",
+                "too many traces",
+            ),
+        ] {
+            match RunOptions::parse(&args(a)) {
+                Err(Failure::Usage(m)) => assert!(m.contains(says), "{a}: {m}"),
+                other => panic!("{a}: {other:?}"),
+            }
+        }
+    }
+
+    fn report(completed: usize, dropped: u64, warm: u64, peak: u64) -> RateReport {
+        RateReport {
+            rate: Rate {
+                per_sec: 100,
+                duration_secs: 2,
+            },
+            completed,
+            not_started: 200 - completed,
+            window: Duration::from_secs(2),
+            lag_max: Duration::ZERO,
+            lag_end: Duration::ZERO,
+            dropped,
+            persist_errors: 0,
+            rss_start: Some(warm),
+            rss_warm: Some(warm),
+            rss_end: Some(peak),
+            rss_peak: Some(peak),
+        }
+    }
+
+    #[test]
+    fn the_verdict_needs_the_rate_no_drops_and_flat_memory() {
+        assert!(report(200, 0, 1000, 1099).shortfalls(true).is_empty());
+        // 198 of 200: 99%.
+        assert!(report(198, 0, 1000, 1000).shortfalls(true).is_empty());
+        let why = report(197, 0, 1000, 1000).shortfalls(true);
+        assert!(why[0].contains("achieved 98.5 < 99% of 100"), "{why:?}");
+        let why = report(200, 3, 1000, 1000).shortfalls(true);
+        assert_eq!(why, ["3 events dropped"]);
+        let why = report(200, 0, 1000, 1100).shortfalls(true);
+        assert_eq!(why, ["RSS grew 10.0% >= 10%"]);
+        assert_eq!(report(200, 0, 1000, 1000).shortfalls(false).len(), 1);
+        // Unknown memory (no /proc) is not held against the run.
+        let mut r = report(200, 0, 1000, 1000);
+        r.rss_peak = None;
+        assert_eq!(r.rss_growth_pct(), None);
+        assert!(r.shortfalls(true).is_empty());
+    }
+
+    #[test]
+    fn rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let (now, peak) = (rss().unwrap(), proc_status_bytes("VmHWM").unwrap());
+            assert!(now > 0 && peak >= now, "{now} {peak}");
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ struct DemoServer {
 
 /// Starts `tracepool serve --demo` on a free port; returns it and its address.
 fn start_demo_server() -> (DemoServer, SocketAddr) {
-    // The default driver writes under ./traces: keep that out of the source tree.
+    // The default driver writes to ./traces.db: keep that out of the source tree.
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = Reaped(
         Command::new(env!("CARGO_BIN_EXE_tracepool"))

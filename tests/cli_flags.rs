@@ -20,7 +20,7 @@ fn usage_error(args: &[&str], says: &[&str]) {
         assert!(err.contains(s), "{args:?}: {s:?} not in:\n{}", show(&out));
     }
     assert!(
-        !dir.path().join("traces").exists(),
+        !dir.path().join("traces.db").exists(),
         "{args:?} created storage before failing"
     );
 }
@@ -38,6 +38,35 @@ fn values_that_cannot_work_are_usage_errors() {
     usage_error(&["--traces"], &["--traces needs a value"]);
     usage_error(&["--frobnicate"], &["unknown argument", "--frobnicate"]);
     usage_error(&["serve", "--port", "1"], &["unknown argument", "--port"]);
+}
+
+#[test]
+fn rate_flags_that_cannot_work_are_usage_errors() {
+    usage_error(&["--rate", "0"], &["--rate must be at least 1"]);
+    usage_error(&["run", "--rate", "5", "--duration", "0"], &["--duration"]);
+    usage_error(&["--rate"], &["--rate needs a value"]);
+    usage_error(&["--rate", "1.5"], &["--rate", "whole number"]);
+    usage_error(&["--duration", "5"], &["--duration needs --rate"]);
+    usage_error(
+        &["--memory", "--duration", "5", "--traces", "10"],
+        &["--duration needs --rate"],
+    );
+    usage_error(
+        &["--rate", "100", "--traces", "10"],
+        &["--traces and --rate cannot be used together"],
+    );
+    usage_error(
+        &["--traces", "10", "--rate", "100", "--duration", "1"],
+        &["--traces and --rate cannot be used together"],
+    );
+    usage_error(
+        &["--rate", "1", "--duration", "100000000"],
+        &["--duration", "31536000"],
+    );
+    usage_error(
+        &["--rate", "18446744073709551615", "--duration", "2"],
+        &["too many traces"],
+    );
 }
 
 #[test]
@@ -120,9 +149,13 @@ fn each_storage_flag_runs_the_job_where_it_says() {
     assert!(out.contains("driver store (db)"), "{out}");
     assert!(dir.path().join("db").is_dir());
     let out = run_ok(&["--traces", "20", "--dir", "there"], dir.path());
-    assert!(out.contains("driver local (there)"), "{out}");
+    assert!(out.contains("driver store (there)"), "{out}");
     assert!(dir.path().join("there").is_dir());
-    assert!(!dir.path().join("traces").exists());
+    assert!(!dir.path().join("traces.db").exists());
+    // No flag: the default driver, the embedded store in ./traces.db.
+    let out = run_ok(&["--traces", "20"], dir.path());
+    assert!(out.contains("driver store (./traces.db)"), "{out}");
+    assert!(dir.path().join("traces.db").is_dir());
 }
 
 #[test]
@@ -144,6 +177,9 @@ fn help_and_version() {
         assert!(out.contains("usage: tracepool [run]"), "{args:?}: {out}");
         assert!(out.contains("--keep-every N"), "{args:?}: {out}");
         assert!(out.contains("--redis URL"), "{args:?}: {out}");
+        assert!(out.contains("--rate N"), "{args:?}: {out}");
+        assert!(out.contains("--duration S"), "{args:?}: {out}");
+        assert!(out.contains("rate_result"), "{args:?}: {out}");
     }
     for args in [
         &["serve", "--help"][..],
@@ -158,7 +194,7 @@ fn help_and_version() {
             "{args:?}: {out}"
         );
     }
-    assert!(!dir.path().join("traces").exists());
+    assert!(!dir.path().join("traces.db").exists());
 }
 
 /// `tracepool | head -1`: the reader goes away; tracepool finishes its job

@@ -33,9 +33,82 @@ fn memory_driver_run_is_clean() {
         "{out}"
     );
     assert!(
-        !dir.path().join("traces").exists(),
+        !dir.path().join("traces.db").exists(),
         "memory run wrote files"
     );
+}
+
+/// `--rate 200 --duration 1`: an open-loop run ends with a
+/// machine-readable `rate_result` line that agrees with the summary. Only
+/// the structure and the counts are checked, not whether a busy machine
+/// kept up with the rate.
+#[test]
+fn open_loop_run_reports_a_rate_result_that_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        &["--memory", "--rate", "200", "--duration", "1"],
+        dir.path(),
+    );
+    let last = out.lines().last().unwrap_or_default();
+    let fields: std::collections::HashMap<&str, &str> = last
+        .strip_prefix("rate_result ")
+        .unwrap_or_else(|| panic!("the last line is not rate_result:\n{out}"))
+        .split_whitespace()
+        .map(|kv| {
+            kv.split_once('=')
+                .unwrap_or_else(|| panic!("{kv:?} in {last:?}"))
+        })
+        .collect();
+    let num = |k: &str| -> f64 {
+        let v = fields
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k} in {last:?}"));
+        v.parse().unwrap_or_else(|_| panic!("{k}={v} in {last:?}"))
+    };
+    assert_eq!(num("offered"), 200.0, "{out}");
+    assert_eq!(num("duration_s"), 1.0, "{out}");
+    let completed = num("completed");
+    assert!(completed > 0.0 && completed <= 200.0, "{out}");
+    assert_eq!(completed + num("not_started"), 200.0, "{out}");
+    // Traces completed per second over the 1 s duration.
+    assert!((num("achieved") - completed).abs() < 0.051, "{out}");
+    assert_eq!(num("dropped"), 0.0, "{out}");
+    assert_eq!(num("persist_errors"), 0.0, "{out}");
+    assert!(
+        num("lag_max_ms") >= 0.0 && num("lag_end_ms") >= 0.0,
+        "{out}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(num("rss_growth_pct").is_finite(), "{out}");
+    }
+    assert_eq!(fields.get("checks"), Some(&"ok"), "{out}");
+    let sustained = fields.get("sustained").copied();
+    assert!(matches!(sustained, Some("yes" | "no")), "{out}");
+    // The summary says the same.
+    assert!(
+        field(&out, "traces ").contains(&format!("{completed} in")),
+        "{out}"
+    );
+    let rate = field(&out, "rate ");
+    assert!(
+        rate.contains("offered 200 traces/s for 1 s (200 scheduled)")
+            && rate.contains(&format!("({completed} completed in 1.000 s")),
+        "{out}"
+    );
+    assert!(field(&out, "schedule lag").contains("max "), "{out}");
+    assert!(field(&out, "memory (RSS)").contains("peak "), "{out}");
+    let verdict = field(&out, "sustained");
+    assert!(
+        verdict.contains(&format!(
+            "sustained         {}",
+            sustained.unwrap_or_default()
+        )),
+        "{out}"
+    );
+    if sustained == Some("yes") {
+        assert!(num("achieved") >= 198.0, "{out}");
+    }
+    assert!(field(&out, "result").contains("ok"), "{out}");
 }
 
 #[test]
@@ -72,8 +145,11 @@ fn summary_figures_are_exact_and_split_engine_and_storage_time() {
     let storage_time = field(&out, "storage time");
     assert!(storage_time.contains("driver calls"), "{out}");
 
-    // On the local driver, bytes are written and storage takes time.
-    let out = run_ok(&["--traces", "20", "--dir", "t"], dir.path());
+    // On the default driver, bytes are written and storage takes time.
+    let out = run_ok(
+        &["--traces", "20", "--keep-every", "1", "--dir", "t"],
+        dir.path(),
+    );
     assert!(field(&out, "storage ").contains("bytes written"), "{out}");
     assert!(
         number_after(&field(&out, "storage time"), "wall time of") >= 1.0,
@@ -84,7 +160,17 @@ fn summary_figures_are_exact_and_split_engine_and_storage_time() {
 #[test]
 fn local_driver_runs_and_a_second_run_reopens_a_kept_trace() {
     let dir = tempfile::tempdir().unwrap();
-    let first = run_ok(&["--traces", "300", "--keep-every", "100"], dir.path());
+    let first = run_ok(
+        &[
+            "--traces",
+            "300",
+            "--keep-every",
+            "100",
+            "--local",
+            "traces",
+        ],
+        dir.path(),
+    );
     assert!(first.contains("driver local"), "{first}");
     assert!(field(&first, "result").contains("ok"), "{first}");
     // 300 traces, every 100th kept: 3 stay on disk under ./traces.
@@ -93,7 +179,7 @@ fn local_driver_runs_and_a_second_run_reopens_a_kept_trace() {
         "{first}"
     );
     assert!(!first.contains("reopen"), "nothing to reopen yet");
-    let second = run_ok(&["run", "--traces", "50", "--dir", "traces"], dir.path());
+    let second = run_ok(&["run", "--traces", "50", "--local", "traces"], dir.path());
     let reopened = field(&second, "reopened trace");
     assert!(
         reopened.contains("gap-free, ends with complete") && reopened.contains("status completed"),
@@ -156,7 +242,7 @@ fn reopen_check_skips_foreign_partial_and_running_traces() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("traces");
     let first = run_ok(
-        &["--traces", "30", "--keep-every", "10", "--dir", "traces"],
+        &["--traces", "30", "--keep-every", "10", "--local", "traces"],
         dir.path(),
     );
     assert!(field(&first, "result").contains("ok"), "{first}");
@@ -171,7 +257,7 @@ fn reopen_check_skips_foreign_partial_and_running_traces() {
     assert_eq!(kept.len(), 3, "{first}");
     add_strangers(&store);
 
-    let second = run_ok(&["--traces", "10", "--dir", "traces"], dir.path());
+    let second = run_ok(&["--traces", "10", "--local", "traces"], dir.path());
     let reopened = field(&second, "reopened trace");
     assert!(
         kept.iter().any(|id| reopened.contains(id.as_str())),
@@ -200,17 +286,24 @@ fn reopen_check_skips_foreign_partial_and_running_traces() {
 /// `RLIMIT_FSIZE` 0, with `SIGXFSZ` ignored so that writes fail with EFBIG
 /// instead of killing the process.
 #[cfg(unix)]
+fn run_on_failing_disk(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", r#"trap "" XFSZ; ulimit -f 0; exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_tracepool"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The local driver writes files only when traces go to storage: the job
+/// runs, and every failed write is counted and reported.
+#[cfg(unix)]
 #[test]
 fn a_failing_disk_is_counted_and_reported_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("sh")
-        .args(["-c", r#"trap "" XFSZ; ulimit -f 0; exec "$0" "$@""#])
-        .arg(env!("CARGO_BIN_EXE_tracepool"))
-        .args(["--traces", "40", "--dir", "traces"])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_on_failing_disk(&["--traces", "40", "--local", "traces"], dir.path());
     let (o, e) = (stdout(&out), stderr(&out));
     assert!(!e.contains("panicked"), "{}", show(&out));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -222,6 +315,24 @@ fn a_failing_disk_is_counted_and_reported_not_a_panic() {
         show(&out)
     );
     assert!(field(&o, "result").contains("FAILED"), "{}", show(&out));
+}
+
+/// The default driver (the embedded store) writes its journal when it
+/// opens: on a disk that takes no byte the job stops there, with the
+/// cause, before any trace runs.
+#[cfg(unix)]
+#[test]
+fn a_failing_disk_stops_the_default_driver_at_open_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_on_failing_disk(&["--traces", "40", "--dir", "traces"], dir.path());
+    let e = stderr(&out);
+    assert!(!e.contains("panicked"), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        e.contains("cannot open storage store (traces)") && e.contains("File too large"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// Ctrl-C: no new trace, the running ones cancelled, storage flushed, the
@@ -255,8 +366,9 @@ fn ctrl_c_cancels_flushes_summarises_and_exits_130() {
     assert!(field(&out, "interrupted").contains("by Ctrl-C"), "{shown}");
     assert!(field(&out, "result").contains("interrupted"), "{shown}");
 
+    // `--dir traces`: the default driver, the embedded store.
     let engine = Engine::builder()
-        .local(dir.path().join("traces"))
+        .store(dir.path().join("traces"))
         .capacity(4)
         .workers(1)
         .build()

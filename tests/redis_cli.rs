@@ -41,7 +41,7 @@ fn the_main_job_runs_on_redis_and_a_second_run_reopens_a_kept_trace() {
     );
     assert!(field(&second, "result").contains("ok"), "{second}");
     // Nothing on disk: everything went to Redis.
-    assert!(!dir.path().join("traces").exists());
+    assert!(!dir.path().join("traces.db").exists());
     // No server there: a clear runtime error, status 1.
     let out = run(
         &["--redis", "redis://127.0.0.1:1/0", "--traces", "1"],

@@ -8,6 +8,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::baseline;
@@ -42,6 +43,12 @@ pub trait Loops: SubscribeEngine {
     fn remove(&self, id: &str);
 }
 
+/// Set for an engine on a driver that persists (local, store): `remove`
+/// first waits until everything released so far reached storage
+/// (`flush_blocking`), so every trace of the loops is persisted before it is
+/// removed (the Go package's drivers write each change before returning).
+pub static FLUSH_BEFORE_REMOVE: AtomicBool = AtomicBool::new(false);
+
 impl Loops for tracepool::Engine {
     fn id_of(t: &tracepool::Trace) -> IdBuf {
         IdBuf::new(t.id())
@@ -50,6 +57,9 @@ impl Loops for tracepool::Engine {
     /// the memory driver; `NotFound` (nothing queued, nothing stored) is the
     /// Go `Remove`'s "not an error".
     fn remove(&self, id: &str) {
+        if FLUSH_BEFORE_REMOVE.load(Ordering::Relaxed) {
+            self.flush_blocking().expect("flush");
+        }
         match tracepool::Engine::remove(self, id) {
             Ok(()) | Err(tracepool::Error::NotFound) => {}
             Err(e) => panic!("remove: {e}"),

@@ -9,6 +9,11 @@ use crate::driver::{Driver, Durability, LocalDriver, MemoryDriver, StoreDriver, 
 use crate::error::{Error, Result};
 use crate::pool::Exhausted;
 
+/// Where the default driver (the embedded store, [`EngineBuilder::store`])
+/// keeps traces when no driver is chosen: `./traces.db`, relative to the
+/// working directory.
+pub const DEFAULT_STORE: &str = "./traces.db";
+
 /// Settings of an engine, fixed at build time.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -124,7 +129,7 @@ impl Default for EngineBuilder {
                 observer: None, // otel-hook:
                 max_follows: defaults::MAX_FOLLOWS, // redis-hook
             },
-            driver: DriverChoice::Local(PathBuf::from("./traces")),
+            driver: DriverChoice::Store(PathBuf::from(DEFAULT_STORE)),
             #[cfg(feature = "redis")] // redis-hook
             redis: crate::driver::RedisOptions::default(), // redis-hook
             observer_setup: None, // otel-hook:
@@ -275,6 +280,10 @@ impl EngineBuilder {
     /// Local-disk driver ([`LocalDriver`]) in the reference's directory
     /// layout under `base`, with the [`durability`](EngineBuilder::durability)
     /// set on this builder. `build` creates `base` if it is missing.
+    ///
+    /// The layout is the Yao engine's own (a directory it wrote opens here
+    /// and vice versa); it costs some 30 file-system calls per trace, which
+    /// is why it is not the default: see [`store`](EngineBuilder::store).
     pub fn local(mut self, base: impl Into<PathBuf>) -> Self {
         self.driver = DriverChoice::Local(base.into());
         self
@@ -284,6 +293,12 @@ impl EngineBuilder {
     /// directory `path`, with the [`durability`](EngineBuilder::durability)
     /// set on this builder and a write buffer of
     /// [`store_write_buffer`](EngineBuilder::store_write_buffer) bytes.
+    ///
+    /// **The default driver**, in `./traces.db` ([`DEFAULT_STORE`]): of the
+    /// drivers that need no server it sustains the most traces a second
+    /// with every trace persisted (all of a worker's traces go to storage in
+    /// one commit); use [`local`](EngineBuilder::local) for the reference's
+    /// directory layout.
     pub fn store(mut self, path: impl Into<PathBuf>) -> Self {
         self.driver = DriverChoice::Store(path.into());
         self

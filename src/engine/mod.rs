@@ -31,7 +31,7 @@ mod registry;
 mod ticker;
 mod workers;
 
-pub use builder::EngineBuilder;
+pub use builder::{DEFAULT_STORE, EngineBuilder};
 pub(crate) use core::Core;
 
 use std::fmt::Display;

@@ -2,7 +2,9 @@
 //! marker `<D>/.<id>.archived`.
 //!
 //! Archiving writes the archive to a temp file in the shard's `.tmp`
-//! directory, fsyncs and renames it into place, verifies it (every entry
+//! directory, fsyncs it (not at [`Durability::Buffered`](crate::Durability::Buffered),
+//! whose promise is surviving a killed process, which the page cache keeps:
+//! no `fsync` anywhere then) and renames it into place, verifies it (every entry
 //! decompressed, gzip CRC included, compared with the directory, which must
 //! be unchanged), writes the marker atomically, and only then removes the
 //! directory. A crash at any point leaves a readable trace. Reading an
@@ -18,10 +20,10 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde_json::{Map, Value};
 
-use super::LocalDriver;
 use super::fs::{self, Access, Dir, Kind};
 use super::layout::{self, INFO, SHARD_TMP};
 use super::read::archive_location;
+use super::{Durability, LocalDriver};
 use crate::error::{Error, Result};
 use crate::id::{civil_from_days, now_ms, validate_trace_id};
 
@@ -74,23 +76,28 @@ impl LocalDriver {
         );
         let written = self
             .write_archive(&tmp_dir, &tmp, &dir, &items, &info_json)
-            .and_then(|()| tmp_dir.rename(&tmp, &shard, &archive));
+            .and_then(|()| tmp_dir.rename(&tmp, &shard, &archive, false));
         if let Err(e) = written {
             let _ = tmp_dir.remove_file(&tmp);
             return Err(e);
         }
-        shard.sync()?;
+        let sync = self.durability != Durability::Buffered;
+        if sync {
+            shard.sync()?;
+        }
         if let Err(e) = self.verify_archive(&shard, &archive, &dir, &items, &info_json) {
             let _ = shard.remove_file(&archive);
             return Err(e);
         }
         let stamp = rfc3339(now_ms());
-        let tmp = tmp_dir.write_temp(&marker, stamp.as_bytes(), true)?;
-        if let Err(e) = tmp_dir.rename(&tmp, &shard, &marker) {
+        let tmp = tmp_dir.write_temp(&marker, stamp.as_bytes(), sync)?;
+        if let Err(e) = tmp_dir.rename(&tmp, &shard, &marker, false) {
             let _ = tmp_dir.remove_file(&tmp);
             return Err(e);
         }
-        shard.sync()?;
+        if sync {
+            shard.sync()?;
+        }
         drop(dir);
         shard.remove_tree(id)?;
         if self.fsync() {
@@ -161,7 +168,9 @@ impl LocalDriver {
         let gz = tar.into_inner().map_err(io_err)?;
         let buf = gz.finish().map_err(io_err)?;
         let file = buf.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
+        if self.durability != Durability::Buffered {
+            fs::sync_file(&file).map_err(io_err)?;
+        }
         Ok(())
     }
 
@@ -405,6 +414,31 @@ fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_is_fsynced_except_at_buffered() {
+        use crate::driver::Driver;
+        use crate::driver::test_batch::TestBatch;
+        for (durability, synced) in [
+            (Durability::Buffered, false),
+            (Durability::Flush, true),
+            (Durability::Fsync, true),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let d = LocalDriver::new(tmp.path(), durability).unwrap();
+            let id = "archive-sync-test";
+            let batch = TestBatch::new(id, true)
+                .event(1, "")
+                .node("node00000001")
+                .info(Some("node00000001"));
+            d.write(&batch.batch()).unwrap();
+            let before = fs::SYNCS.with(|c| c.get());
+            d.archive(id).unwrap();
+            let syncs = fs::SYNCS.with(|c| c.get()) - before;
+            assert_eq!(syncs > 0, synced, "{durability:?}: {syncs} syncs");
+            assert!(d.load(id).unwrap().is_some(), "archived and readable");
+        }
+    }
 
     #[test]
     fn rfc3339_format() {

@@ -9,7 +9,7 @@
 //! trace ever makes another trace's write fail.
 
 use super::LocalDriver;
-use super::fs::{Access, Kind};
+use super::fs::{Access, Dir, Kind};
 use super::layout::{self, SHARD_TMP};
 use crate::error::Result;
 use crate::id::validate_trace_id;
@@ -65,9 +65,35 @@ impl LocalDriver {
         validate_trace_id(id)?;
         self.ready.forget(id);
         let name = layout::shard(id);
-        let Some(shard) = self.base.open_dir(name, Access::Write)? else {
+        let Some(shard) = self.shard_dir(name, false)? else {
             return Ok(false);
         };
+        let found = match self.remove_in_shard(&shard.dir, id) {
+            // A shard kept open may have been deleted (and made again) by
+            // someone else: look again through a fresh one.
+            Ok(false) | Err(_) if shard.cached => {
+                self.forget_shard(name);
+                match self.shard_dir(name, false)? {
+                    Some(fresh) => self.remove_in_shard(&fresh.dir, id)?,
+                    None => false,
+                }
+            }
+            r => r?,
+        };
+        drop(shard);
+        // Today's shard is where new traces go: keep it (removing it only to
+        // make it again on the next create costs a rmdir and a mkdir per
+        // trace). Older shards go when they are empty.
+        if name != layout::shard_of_today() {
+            self.drop_shard_if_empty(name);
+        }
+        self.ready.forget(id);
+        Ok(found)
+    }
+
+    /// Removes trace `id`'s directory, archive and markers from `shard`;
+    /// whether anything of it was there.
+    fn remove_in_shard(&self, shard: &Dir, id: &str) -> Result<bool> {
         let mut found = shard.remove_tree(id)?;
         found |= shard.remove_file(&layout::archive_name(id))?;
         // Temp archives or markers a crash left behind (in the shard's small
@@ -87,14 +113,6 @@ impl LocalDriver {
         if self.fsync() {
             shard.sync()?;
         }
-        drop(shard);
-        // Today's shard is where new traces go: keep it (removing it only to
-        // make it again on the next create costs a rmdir and a mkdir per
-        // trace). Older shards go when they are empty.
-        if name != layout::shard_of_today() {
-            self.drop_shard_if_empty(name);
-        }
-        self.ready.forget(id);
         Ok(found)
     }
 
@@ -105,6 +123,7 @@ impl LocalDriver {
         let Some(_exclusive) = self.shard_use.try_exclusive() else {
             return;
         };
+        self.forget_shard(name);
         if let Ok(Some(shard)) = self.base.open_dir(name, Access::Write) {
             let _ = shard.remove_empty_dir(SHARD_TMP);
         }

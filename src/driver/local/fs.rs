@@ -247,6 +247,22 @@ impl Dir {
         }
     }
 
+    /// Creates the subdirectory `name` and opens it; opens it if it exists
+    /// already. Also returns whether it was created. For a directory that
+    /// is most likely missing (one inside a directory this batch made):
+    /// `mkdir` first saves the failed `open` that
+    /// [`open_or_make_dir`](Dir::open_or_make_dir) would start with.
+    pub(super) fn make_or_open_dir(&self, name: &str) -> Result<(Dir, bool)> {
+        let created = self.make_dir(name)?;
+        match self.open_dir(name, Access::Write)? {
+            Some(d) => Ok((d, created)),
+            None => Err(Error::storage(
+                self.child(name).display().to_string(),
+                "directory vanished right after it was created",
+            )),
+        }
+    }
+
     /// The type of `name`, without following a link; `None` if it does not exist.
     fn file_type(&self, name: &str) -> Result<Option<FileType>> {
         match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -285,11 +301,19 @@ impl Dir {
     /// listing costs one `lseek` and the `getdents` calls, not also an
     /// `openat`, an `fcntl` and a `close`.
     pub(super) fn entries(&self) -> Result<Vec<Entry>> {
+        self.read_entries(true)
+    }
+
+    /// [`entries`](Dir::entries); `rewind: false` for a descriptor that was
+    /// just opened (nothing read from it yet: no `lseek` needed).
+    fn read_entries(&self, rewind: bool) -> Result<Vec<Entry>> {
         let err = |e: Errno| Error::io(&self.path, e.into());
         let mut named: Vec<(String, FileType)> = Vec::new();
         #[cfg(target_os = "linux")]
         {
-            rfs::seek(&self.fd, rustix::fs::SeekFrom::Start(0)).map_err(err)?;
+            if rewind {
+                rfs::seek(&self.fd, rustix::fs::SeekFrom::Start(0)).map_err(err)?;
+            }
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
             let mut it = rfs::RawDir::new(&self.fd, &mut buf);
             while let Some(e) = it.next() {
@@ -326,6 +350,7 @@ impl Dir {
     /// `fsync` of the directory itself (makes created, renamed and removed
     /// names durable).
     pub(super) fn sync(&self) -> Result<()> {
+        count_sync();
         rfs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
     }
 
@@ -416,9 +441,24 @@ impl Dir {
     /// Appends `bytes` to the regular file `name` in one write, creating it
     /// (mode 0644) if missing. On a failed write the file is cut back (or
     /// removed, if this call created it) before the error is returned.
-    pub(super) fn append(&self, name: &str, bytes: &[u8], sync: Sync) -> Result<Appended> {
+    ///
+    /// `fresh`: this directory was just created by the caller, so the file
+    /// is most likely missing: it is created exclusively first (an existing
+    /// one is then opened as usual), which saves a failed `open`.
+    pub(super) fn append(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sync: Sync,
+        fresh: bool,
+    ) -> Result<Appended> {
         let flags = OFlags::WRONLY | OFlags::APPEND;
-        let (mut file, len, created) = match self.open_file(name, flags, Access::Write)? {
+        let existing = if fresh {
+            None
+        } else {
+            self.open_file(name, flags, Access::Write)?
+        };
+        let (mut file, len, created) = match existing {
             Some((f, len)) => (f, len, false),
             None => match self.create_file(name, flags) {
                 Ok(f) => (f, 0, true),
@@ -432,8 +472,11 @@ impl Dir {
         };
         let r = file.write_all(bytes).and_then(|()| match sync {
             Sync::None => Ok(()),
-            Sync::Data => file.sync_data(),
-            Sync::All => file.sync_all(),
+            Sync::Data => {
+                count_sync();
+                file.sync_data()
+            }
+            Sync::All => sync_file(&file),
         });
         if let Err(e) = r {
             if created {
@@ -484,7 +527,7 @@ impl Dir {
         let mut f = self.create_new(&tmp)?;
         let r = f
             .write_all(bytes)
-            .and_then(|()| if sync { f.sync_all() } else { Ok(()) });
+            .and_then(|()| if sync { sync_file(&f) } else { Ok(()) });
         if let Err(e) = r {
             drop(f);
             let _ = self.remove_file(&tmp);
@@ -497,8 +540,14 @@ impl Dir {
     /// regular file of that name. Refuses to replace anything else (a link,
     /// a directory, a FIFO). Something swapped in between the check and the
     /// rename is replaced (a rename never follows a link), never written to.
-    pub(super) fn rename(&self, from: &str, to_dir: &Dir, to: &str) -> Result<()> {
-        if let Some(kind) = to_dir.file_type(to)?
+    ///
+    /// `fresh`: `to_dir` was just created by the caller, so nothing is
+    /// expected at `to` and the check is skipped (whatever appeared there
+    /// meanwhile is replaced, never written through; a directory makes the
+    /// rename fail).
+    pub(super) fn rename(&self, from: &str, to_dir: &Dir, to: &str, fresh: bool) -> Result<()> {
+        if !fresh
+            && let Some(kind) = to_dir.file_type(to)?
             && kind != FileType::RegularFile
         {
             return Err(Access::Write.refuse(
@@ -529,25 +578,43 @@ impl Dir {
 
     /// Removes `name` and, if it is a directory, everything in it. Links are
     /// removed, never followed. `false` if nothing had that name.
+    ///
+    /// The directory is opened without a `stat` first (`O_DIRECTORY |
+    /// O_NOFOLLOW` tells a directory from anything else, a link included).
     pub(super) fn remove_tree(&self, name: &str) -> Result<bool> {
-        match self.kind_of(name)? {
-            None => Ok(false),
-            Some(Kind::Dir) => {
-                if let Some(d) = self.open_dir(name, Access::Write)? {
-                    d.empty_out()?;
+        let flags = OFlags::RDONLY
+            | OFlags::DIRECTORY
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK;
+        match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => {
+                Dir {
+                    fd,
+                    path: self.child(name),
                 }
-                match rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => Ok(true),
-                    Err(e) => Err(self.io(name, e)),
-                }
+                .empty_out_fresh()?;
+                self.remove_dir_entry(name)
             }
-            Some(_) => self.remove_file(name).map(|_| true),
+            Err(Errno::NOENT) => Ok(false),
+            // Not a directory (Linux says ENOTDIR for a link, too).
+            Err(Errno::NOTDIR | Errno::LOOP) => self.remove_file(name).map(|_| true),
+            Err(e) => Err(self.io(name, e)),
         }
     }
 
-    /// Removes everything in this directory.
-    fn empty_out(&self) -> Result<()> {
-        for e in self.entries()? {
+    /// `rmdir` of `name`, whose contents were removed.
+    fn remove_dir_entry(&self, name: &str) -> Result<bool> {
+        match rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(true),
+            Err(e) => Err(self.io(name, e)),
+        }
+    }
+
+    /// Removes everything in this directory, just opened (its entries
+    /// are read from the start without a rewind).
+    fn empty_out_fresh(&self) -> Result<()> {
+        for e in self.read_entries(false)? {
             if e.kind == Kind::Dir {
                 self.remove_tree(&e.name)?;
             } else {
@@ -588,7 +655,7 @@ pub(super) fn cut_torn_tail(file: &mut File, len: u64, path: &Path, sync: bool) 
     }
     file.set_len(keep).map_err(io_err)?;
     if sync {
-        file.sync_all().map_err(io_err)?;
+        sync_file(file).map_err(io_err)?;
     }
     Ok(())
 }
@@ -665,6 +732,25 @@ fn next_line(
         ));
     }
     Ok(true)
+}
+
+/// `fsync` of a file (every file sync of the driver goes through here or
+/// [`Dir::sync`], so tests can count them).
+pub(super) fn sync_file(file: &File) -> std::io::Result<()> {
+    count_sync();
+    file.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// `fsync`/`fdatasync` calls made on this thread (tests only).
+    pub(super) static SYNCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[inline]
+fn count_sync() {
+    #[cfg(test)]
+    SYNCS.with(|c| c.set(c.get() + 1));
 }
 
 #[cfg(test)]

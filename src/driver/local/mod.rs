@@ -34,7 +34,7 @@ mod recover;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use super::{Driver, Durability, StoredTrace, WriteBatch};
 use crate::error::Result;
@@ -95,6 +95,12 @@ pub struct LocalDriver {
     /// directory; `remove` deletes an empty shard only when it can take it
     /// exclusively, so it never pulls a shard from under a trace being created.
     shard_use: ShardUse,
+    /// The shard directory used last (where new traces go), kept open: a
+    /// write or removal then opens only the trace's own directory. Dropped
+    /// when that shard is deleted, and when an operation through it fails
+    /// (someone else deleted it): the operation is then tried once more
+    /// through a freshly opened shard.
+    last_shard: Mutex<Option<(String, Arc<Dir>)>>,
     /// Unit tests: fail every batch just before its documents are renamed.
     #[cfg(test)]
     fail_before_renames: std::sync::atomic::AtomicBool,
@@ -129,6 +135,7 @@ impl LocalDriver {
             max_line: Self::DEFAULT_MAX_LINE_SIZE,
             ready: ReadyCache::default(),
             shard_use: ShardUse::default(),
+            last_shard: Mutex::new(None),
             #[cfg(test)]
             fail_before_renames: Default::default(),
         })
@@ -183,6 +190,58 @@ impl LocalDriver {
     fn fsync(&self) -> bool {
         self.durability == Durability::Fsync
     }
+
+    /// Shard directory `name`: the one kept open if it is that one, else
+    /// opened (and made, if `make`; `None` if missing and not `make`) and
+    /// kept open. Also says whether this call made it and whether it came
+    /// from the cache (then a failure through it may mean someone else
+    /// deleted it: see [`forget_shard`](LocalDriver::forget_shard)).
+    fn shard_dir(&self, name: &str, make: bool) -> Result<Option<OpenShard>> {
+        if let Some((n, d)) = &*super::lock(&self.last_shard)
+            && n == name
+        {
+            return Ok(Some(OpenShard {
+                dir: d.clone(),
+                made: false,
+                cached: true,
+            }));
+        }
+        let (dir, made) = if make {
+            let (d, made) = self.base.open_or_make_dir(name)?;
+            (d, made)
+        } else {
+            match self.base.open_dir(name, fs::Access::Write)? {
+                Some(d) => (d, false),
+                None => return Ok(None),
+            }
+        };
+        let dir = Arc::new(dir);
+        *super::lock(&self.last_shard) = Some((name.to_owned(), dir.clone()));
+        Ok(Some(OpenShard {
+            dir,
+            made,
+            cached: false,
+        }))
+    }
+
+    /// Stops keeping shard `name` open (it was deleted, or an operation
+    /// through it failed).
+    fn forget_shard(&self, name: &str) {
+        let mut last = super::lock(&self.last_shard);
+        if last.as_ref().is_some_and(|(n, _)| n == name) {
+            *last = None;
+        }
+    }
+}
+
+/// A shard directory from [`LocalDriver::shard_dir`].
+#[derive(Debug)]
+struct OpenShard {
+    dir: Arc<Dir>,
+    /// Made by this call.
+    made: bool,
+    /// Kept open from an earlier operation.
+    cached: bool,
 }
 
 impl Driver for LocalDriver {

@@ -70,7 +70,7 @@ impl ReadyCache {
 /// A trace's shard and directory, opened for a batch.
 #[derive(Debug)]
 struct TraceDirs {
-    shard: Dir,
+    shard: std::sync::Arc<Dir>,
     trace: Dir,
     /// Whether this batch created the trace directory.
     created: bool,
@@ -145,9 +145,18 @@ enum Step {
 /// The directories a batch's documents go to, opened (or created) on first use.
 #[derive(Debug, Default)]
 struct DocDirs {
+    /// The trace directory was made by this batch: nothing is in it yet,
+    /// so subdirectories are made (not looked up) and renames into it skip
+    /// the check of what they replace.
+    fresh: bool,
     nodes: Option<Dir>,
     spaces: Option<Dir>,
+    /// Whether `nodes/`, `spaces/` were made by this batch.
+    nodes_made: bool,
+    spaces_made: bool,
+    /// `spaces/<id>/` directories, and whether this batch made each.
     space_data: Vec<Dir>,
+    space_data_made: Vec<bool>,
     sync_trace: bool,
     sync_nodes: bool,
     sync_spaces: bool,
@@ -155,10 +164,31 @@ struct DocDirs {
 }
 
 impl DocDirs {
+    /// Opens `name` in `parent`, making it if missing: `mkdir` first when
+    /// `parent` was made by this batch (the subdirectory cannot exist yet).
+    fn open_or_make(parent: &Dir, name: &str, parent_fresh: bool) -> Result<(Dir, bool)> {
+        if parent_fresh {
+            parent.make_or_open_dir(name)
+        } else {
+            parent.open_or_make_dir(name)
+        }
+    }
+
+    /// Whether the directory of `slot` was made by this batch.
+    fn is_fresh(&self, slot: Slot) -> bool {
+        match slot {
+            Slot::Trace => self.fresh,
+            Slot::Nodes => self.nodes_made,
+            Slot::Spaces => self.spaces_made,
+            Slot::SpaceData(i) => self.space_data_made.get(i).copied().unwrap_or(false),
+        }
+    }
+
     /// `nodes/`, made on first use (then removed again if the batch fails).
     fn nodes(&mut self, trace: &Dir, undo: &mut Undo) -> Result<&Dir> {
         if self.nodes.is_none() {
-            let (d, made) = trace.open_or_make_dir(NODES)?;
+            let (d, made) = Self::open_or_make(trace, NODES, self.fresh)?;
+            self.nodes_made = made;
             if made {
                 undo.dirs.push((String::new(), NODES.to_owned()));
                 self.sync_trace = true;
@@ -171,7 +201,8 @@ impl DocDirs {
     /// `spaces/`, made on first use (then removed again if the batch fails).
     fn spaces(&mut self, trace: &Dir, undo: &mut Undo) -> Result<&Dir> {
         if self.spaces.is_none() {
-            let (d, made) = trace.open_or_make_dir(SPACES)?;
+            let (d, made) = Self::open_or_make(trace, SPACES, self.fresh)?;
+            self.spaces_made = made;
             if made {
                 undo.dirs.push((String::new(), SPACES.to_owned()));
                 self.sync_trace = true;
@@ -238,10 +269,10 @@ impl LocalDriver {
         };
         let known = cached && !dirs.created;
         let r = if known {
-            self.apply(&dirs.trace, batch)
+            self.apply(&dirs.trace, batch, false)
         } else {
             self.finish_trace_dir(&dirs)
-                .and_then(|()| self.apply(&dirs.trace, batch))
+                .and_then(|()| self.apply(&dirs.trace, batch, dirs.created))
         };
         match r {
             Ok(()) => {
@@ -269,14 +300,25 @@ impl LocalDriver {
     /// Opens the directories of a trace known to exist; `None` if they do
     /// not (any more).
     fn open_trace_dirs(&self, id: &str) -> Result<Option<TraceDirs>> {
-        let Some(shard) = self.base.open_dir(layout::shard(id), Access::Write)? else {
-            return Ok(None);
-        };
-        Ok(shard.open_dir(id, Access::Write)?.map(|trace| TraceDirs {
-            shard,
-            trace,
-            created: false,
-        }))
+        let name = layout::shard(id);
+        for _ in 0..2 {
+            let Some(shard) = self.shard_dir(name, false)? else {
+                return Ok(None);
+            };
+            match shard.dir.open_dir(id, Access::Write)? {
+                Some(trace) => {
+                    return Ok(Some(TraceDirs {
+                        shard: shard.dir,
+                        trace,
+                        created: false,
+                    }));
+                }
+                // The shard kept open may be a deleted one: look again.
+                None if shard.cached => self.forget_shard(name),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Creates (or opens) the trace's shard and directory. For a new trace
@@ -287,7 +329,55 @@ impl LocalDriver {
         // Until the trace directory exists the shard may be empty: keep
         // `remove` of another trace from deleting it meanwhile.
         let in_use = self.shard_use.hold();
-        let (shard, shard_created) = self.base.open_or_make_dir(name)?;
+        let mut shard = self.shard_dir(name, true)?.ok_or_else(|| {
+            Error::storage(
+                self.base.child(name).display().to_string(),
+                "shard directory vanished right after it was created",
+            )
+        })?;
+        let mut made = self.make_trace_dir(&shard.dir, id, new);
+        if shard.cached && matches!(made, Err(Error::Storage { .. })) {
+            // The shard kept open may have been deleted by someone else:
+            // once more through a freshly opened (or made) one.
+            self.forget_shard(name);
+            if let Some(fresh) = self.shard_dir(name, true)? {
+                shard = fresh;
+                made = self.make_trace_dir(&shard.dir, id, new);
+            }
+        }
+        let created = made?;
+        let opened = shard.dir.open_dir(id, Access::Write);
+        drop(in_use);
+        let trace = opened.and_then(|trace| {
+            let trace = trace.ok_or_else(|| {
+                Error::storage(
+                    shard.dir.child(id).display().to_string(),
+                    "trace directory vanished while it was being created",
+                )
+            })?;
+            if self.fsync() && shard.made {
+                self.base.sync()?;
+            }
+            Ok(trace)
+        });
+        match trace {
+            Ok(trace) => Ok(TraceDirs {
+                shard: shard.dir,
+                trace,
+                created,
+            }),
+            Err(e) => {
+                if created {
+                    let _ = shard.dir.remove_tree(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The trace directory `id` in `shard`: made (`true`) or found. For a
+    /// new trace it must not exist, nor an archive or marker of the id.
+    fn make_trace_dir(&self, shard: &Dir, id: &str, new: bool) -> Result<bool> {
         if shard.has(&layout::marker_name(id))? {
             if new {
                 return Err(Error::AlreadyExists);
@@ -304,33 +394,7 @@ impl LocalDriver {
         if new && !created {
             return Err(Error::AlreadyExists);
         }
-        let opened = shard.open_dir(id, Access::Write);
-        drop(in_use);
-        let trace = opened.and_then(|trace| {
-            let trace = trace.ok_or_else(|| {
-                Error::storage(
-                    shard.child(id).display().to_string(),
-                    "trace directory vanished while it was being created",
-                )
-            })?;
-            if self.fsync() && shard_created {
-                self.base.sync()?;
-            }
-            Ok(trace)
-        });
-        match trace {
-            Ok(trace) => Ok(TraceDirs {
-                shard,
-                trace,
-                created,
-            }),
-            Err(e) => {
-                if created {
-                    let _ = shard.remove_tree(id);
-                }
-                Err(e)
-            }
-        }
+        Ok(created)
     }
 
     /// First write to a trace in this process: what a crashed writer left
@@ -352,19 +416,29 @@ impl LocalDriver {
         Ok(())
     }
 
-    /// Applies the batch; on failure undoes what it did and returns the error.
-    fn apply(&self, trace: &Dir, batch: &WriteBatch<'_>) -> Result<()> {
+    /// Applies the batch; on failure undoes what it did and returns the
+    /// error. `fresh`: the trace directory was made by this batch.
+    fn apply(&self, trace: &Dir, batch: &WriteBatch<'_>, fresh: bool) -> Result<()> {
         let mut undo = Undo::default();
-        let r = self.apply_steps(trace, batch, &mut undo);
+        let r = self.apply_steps(trace, batch, fresh, &mut undo);
         if r.is_err() {
             undo.run(trace);
         }
         r
     }
 
-    fn apply_steps(&self, trace: &Dir, batch: &WriteBatch<'_>, undo: &mut Undo) -> Result<()> {
+    fn apply_steps(
+        &self,
+        trace: &Dir,
+        batch: &WriteBatch<'_>,
+        fresh: bool,
+        undo: &mut Undo,
+    ) -> Result<()> {
         let fsync = self.fsync();
-        let mut dirs = DocDirs::default();
+        let mut dirs = DocDirs {
+            fresh,
+            ..DocDirs::default()
+        };
         let n_events = batch.len();
         // 1. Event lines: one append.
         if n_events > 0 {
@@ -380,7 +454,7 @@ impl LocalDriver {
                     buf.extend_from_slice(e.bytes);
                     buf.push(b'\n');
                 }
-                let r = trace.append(UPDATES, &buf, sync);
+                let r = trace.append(UPDATES, &buf, sync, fresh);
                 if buf.capacity() > SCRATCH_KEEP {
                     *buf = Vec::new();
                 }
@@ -404,13 +478,13 @@ impl LocalDriver {
                 groups[i].1.push(b'\n');
             }
             let sync = if fsync { Sync::All } else { Sync::None };
-            let (logs, made) = trace.open_or_make_dir(LOGS)?;
+            let (logs, made) = DocDirs::open_or_make(trace, LOGS, fresh)?;
             if made {
                 undo.dirs.push((String::new(), LOGS.to_owned()));
                 dirs.sync_trace = true;
             }
             for (node, bytes) in &groups {
-                let a = logs.append(&format!("{node}.jsonl"), bytes, sync)?;
+                let a = logs.append(&format!("{node}.jsonl"), bytes, sync, made)?;
                 undo.appends.push((LOGS, a));
             }
             sync_logs = Some(logs);
@@ -438,13 +512,19 @@ impl LocalDriver {
                 }
                 DocKind::SpaceData => {
                     let id = checked(trace, doc.id)?;
-                    let (d, made) = dirs.spaces(trace, undo)?.open_or_make_dir(id)?;
+                    dirs.spaces(trace, undo)?;
+                    let (d, made) = DocDirs::open_or_make(
+                        dirs.get(trace, Slot::Spaces)?,
+                        id,
+                        dirs.spaces_made,
+                    )?;
                     let rel = format!("{SPACES}/{id}");
                     if made {
                         undo.dirs.push((SPACES.to_owned(), id.to_owned()));
                         dirs.sync_spaces = true;
                     }
                     dirs.space_data.push(d);
+                    dirs.space_data_made.push(made);
                     let i = dirs.space_data.len() - 1;
                     dirs.sync_space_data.push(i);
                     (Slot::SpaceData(i), rel, SPACE_DATA.to_owned())
@@ -477,7 +557,7 @@ impl LocalDriver {
             match step {
                 Step::Rename { slot, tmp, target } => {
                     let d = dirs.get(trace, *slot)?;
-                    d.rename(tmp, d, target)?;
+                    d.rename(tmp, d, target, dirs.is_fresh(*slot))?;
                     undo.renamed += 1;
                 }
                 Step::DeleteSpace { id } => {
@@ -577,6 +657,35 @@ mod tests {
             }
             other => panic!("expected Storage naming {needle}, got {other:?}"),
         }
+    }
+
+    // ---- the shard kept open ---------------------------------------------------
+
+    #[test]
+    fn a_shard_deleted_behind_the_drivers_back_is_opened_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        let shard = tmp.path().join(layout::shard(ID));
+        // The shard is kept open after this write; then someone deletes it.
+        d.write(&first(true).batch()).unwrap();
+        stdfs::remove_dir_all(&shard).unwrap();
+        // A new trace goes into a new shard (not into the deleted one).
+        d.write(&first(true).batch()).unwrap();
+        assert!(shard.join(ID).join(UPDATES).is_file());
+        // A later batch of it finds it, and so does remove.
+        d.write(&later(3).batch()).unwrap();
+        assert_eq!(d.load(ID).unwrap().unwrap().events.len(), 3);
+        // Deleted and made again by someone else while kept open: remove
+        // still finds the trace in the new one.
+        let moved = tmp.path().join("moved-away");
+        stdfs::rename(&shard, &moved).unwrap();
+        stdfs::create_dir(&shard).unwrap();
+        stdfs::rename(moved.join(ID), shard.join(ID)).unwrap();
+        stdfs::remove_dir_all(&moved).unwrap();
+        assert_eq!(d.load(ID).unwrap().unwrap().events.len(), 3);
+        assert!(d.remove(ID).unwrap());
+        assert!(!shard.join(ID).exists());
+        assert!(!d.remove(ID).unwrap());
     }
 
     // ---- exclusive creation --------------------------------------------------

@@ -11,8 +11,11 @@
 //!   the task polls every 5 ms instead: one `XRANGE key (cursor + COUNT n`
 //!   per followed trace, all sent at once.
 //!
-//! A replay is the same read from an older cursor: no separate path, no
-//! window between replay and live entries. Each follower has a buffer of
+//! A follower's first read is made by `follow` itself, before it returns
+//! (what storage holds then is delivered even if the trace is removed right
+//! afterwards); the task reads on from there. A replay is the same read
+//! from an older cursor: no separate path, no window between replay and
+//! live entries. Each follower has a buffer of
 //! `buffer` items; a full one is left out of the reads until its reader has
 //! taken half (the stream keeps what it has not read, nothing is skipped).
 //! A `released` marker ends a follower only when it is the stream's last
@@ -435,24 +438,33 @@ async fn run_cluster(mux: Arc<Mux>, link: Link) {
 
 impl Mux {
     /// Adds a follower of stream `key` from seq `from_seq` on and returns
-    /// its feed; starts the follow task on first use.
+    /// its feed; starts the follow task on first use. `seed`: the entries
+    /// from `from_seq` on already read (in order, with their ids): the feed
+    /// yields them first and the task reads on after the last one.
     pub(super) fn follow(
         self: &Arc<Self>,
         io: &Io,
         key: String,
         from_seq: u64,
         buffer: usize,
+        seed: Vec<(Id, Event)>,
     ) -> RedisFeed {
+        let cap = buffer.max(2);
+        // Entries after `<from - 1>-<max>`: seq `from` and later.
+        let cursor = seed
+            .last()
+            .map_or((from_seq.max(1) - 1, u64::MAX), |(id, _)| *id);
+        let items: VecDeque<FeedItem> = seed.into_iter().map(|(_, e)| FeedItem::Event(e)).collect();
+        let paused = items.len() >= cap;
         let follower = Arc::new(Follower {
             key,
-            cap: buffer.max(2),
+            cap,
             st: Mutex::new(FState {
-                items: VecDeque::new(),
-                // Entries after `<from - 1>-<max>`: seq `from` and later.
-                cursor: (from_seq.max(1) - 1, u64::MAX),
+                items,
+                cursor,
                 done: false,
                 gone: false,
-                paused: false,
+                paused,
                 waker: None,
             }),
         });

@@ -388,11 +388,15 @@ impl Driver for RedisDriver {
         from_seq: u64,
         buffer: usize,
     ) -> Result<Option<Box<dyn FollowFeed>>> {
-        if !self.exists_stored(trace_id)? {
+        crate::id::validate_trace_id(trace_id)?;
+        let key = self.keys.trace(trace_id).events();
+        // What storage holds now is read here, before `follow` returns: a
+        // trace removed right afterwards still gives its followers that.
+        let seed = self.read_stream_from(&key, from_seq, buffer.max(2))?;
+        if seed.is_empty() && !self.exists_stored(trace_id)? {
             return Err(Error::NotFound);
         }
-        let key = self.keys.trace(trace_id).events();
-        let feed = self.mux.follow(&self.io, key, from_seq, buffer);
+        let feed = self.mux.follow(&self.io, key, from_seq, buffer, seed);
         Ok(Some(Box::new(feed)))
     }
 

@@ -100,6 +100,38 @@ impl RedisDriver {
         Ok(n > 0)
     }
 
+    /// Up to `count` events of stream `key` from seq `from_seq` on, with
+    /// their entry ids, stopping before the first entry that is not an event
+    /// (a `released` marker: the follow task decides whether it is final).
+    pub(super) fn read_stream_from(
+        &self,
+        key: &str,
+        from_seq: u64,
+        count: usize,
+    ) -> Result<Vec<((u64, u64), Event)>> {
+        let mut conn = self.io.conn.clone();
+        let k = key.to_owned();
+        let reply: StreamRangeReply = self.io.run(key, async move {
+            redis::cmd("XRANGE")
+                .arg(k)
+                .arg(format!("{}-0", from_seq.max(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await
+        })?;
+        let mut out = Vec::with_capacity(reply.ids.len());
+        for e in &reply.ids {
+            let (Some(id), Some(bytes)) = (super::keys::parse_id(&e.id), field(&e.map, "e")) else {
+                break;
+            };
+            let loc = format!("{key}#{}", e.id);
+            out.push((id, Event::from_json(bytes, &loc)?));
+        }
+        Ok(out)
+    }
+
     pub(super) fn info_stored(&self, id: &str) -> Result<Option<TraceInfo>> {
         crate::id::validate_trace_id(id)?;
         let key = self.keys.trace(id).info();
