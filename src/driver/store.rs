@@ -156,6 +156,24 @@ const FORMAT_KEY: &[u8] = b"format";
 /// The smallest write buffer (fjall's memtables need some room).
 const MIN_WRITE_BUFFER: usize = 4 << 20;
 
+/// Refuses to turn a directory that holds something else (the local
+/// driver's trace directories, say, from `--dir` of an older version whose
+/// default driver was the local one) into a store: a store is opened only
+/// where nothing is yet, or where fjall's `version` file is.
+fn refuse_foreign_directory(path: &std::path::Path) -> Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(path) else {
+        return Ok(()); // missing (created by fjall) or unreadable (fjall says why)
+    };
+    if entries.next().is_none() || path.join("version").is_file() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} is not empty and is not a tracepool store (no fjall `version` file): if it \
+         holds traces of the local driver, open it with `.local(dir)` (`--local DIR`)",
+        path.display()
+    )))
+}
+
 impl Store {
     fn open(path: &std::path::Path, options: &StoreOptions) -> Result<Store> {
         let loc = path.display().to_string();
@@ -168,6 +186,7 @@ impl Store {
         // written and removed within one memtable costs no table writes
         // (measured: 200,000 simple traces in 7.4 s with a quarter of 64
         // MiB, 12.1 s with an eighth; peak heaps 60 and 30 MiB).
+        refuse_foreign_directory(path)?;
         let db = Database::builder(path)
             .cache_size(budget / 16)
             .open()
@@ -941,6 +960,27 @@ mod tests {
 
     fn keys(d: &StoreDriver) -> BTreeMap<String, Vec<u8>> {
         d.reading(|s| d.scan(s, ID)).unwrap()
+    }
+
+    #[test]
+    fn a_directory_of_something_else_is_not_made_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // A local-driver base: a shard directory with a trace in it.
+        std::fs::create_dir_all(dir.path().join("20261129/20261129000000000001")).unwrap();
+        let r = StoreDriver::open(dir.path(), Durability::Buffered);
+        assert!(
+            matches!(&r, Err(Error::Config(m)) if m.contains("--local")),
+            "{r:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "untouched"
+        );
+        // An empty directory and an existing store open.
+        let empty = tempfile::tempdir().unwrap();
+        drop(StoreDriver::open(empty.path(), Durability::Buffered).unwrap());
+        StoreDriver::open(empty.path(), Durability::Buffered).unwrap();
     }
 
     #[test]
