@@ -652,7 +652,8 @@ impl Core {
     /// Collects the counters of every loaded trace (for `flush`: counters
     /// are exact afterwards).
     fn collect_live_stats(&self) {
-        for idx in self.pool.indices() {
+        // Slots never checked out have nothing to publish.
+        for idx in self.pool.touched_indices() {
             let slot = self.pool.get(idx);
             let mut st = lock(&slot.state);
             if st.phase != Phase::Free && st.has_stats() {
@@ -720,8 +721,8 @@ impl Core {
         self.collect_live_stats();
         let mark = self.flush.error_mark();
         let target = self.flush.request();
-        for q in self.queues.iter() {
-            q.wake();
+        for (w, q) in self.queues.iter().enumerate() {
+            q.flush(w, target, self);
         }
         let deadline = Instant::now() + self.config.drain_timeout;
         let done = self.flush.signal.wait_blocking(deadline, || {
@@ -735,8 +736,8 @@ impl Core {
         self.collect_live_stats();
         let mark = self.flush.error_mark();
         let target = self.flush.request();
-        for q in self.queues.iter() {
-            q.wake();
+        for (w, q) in self.queues.iter().enumerate() {
+            q.flush(w, target, self);
         }
         let timeout = self.ticker.sleep(self.config.drain_timeout);
         let done = self

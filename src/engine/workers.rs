@@ -37,6 +37,10 @@ pub(crate) const WAKE_AT: usize = 1024;
 const MAX_GROUP: usize = 256;
 const MAX_GROUP_BYTES: usize = 8 << 20;
 
+/// How long a worker polls its queue after a pass that wrote something,
+/// before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
+
 /// First and longest pause before a draining slot's failed batch is retried.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -45,6 +49,11 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 struct QueueInner {
     items: Vec<u32>,
     woken: bool,
+    /// The worker is parked with nothing of its own pending: its last pass
+    /// wrote everything it took and no failed drain waits for a retry. A
+    /// flush then counts it as done without waking it, unless `items` holds
+    /// something.
+    idle: bool,
 }
 
 /// One worker's queue of slot indices with something to do.
@@ -64,9 +73,37 @@ impl WorkerQueue {
         self.cv.notify_one();
     }
 
-    /// Waits until woken or `until`, then moves the queued indices into `out`.
-    fn wait_and_take(&self, until: Instant, out: &mut Vec<u32>) {
+    /// Waits until woken or `until`, then moves the queued indices into
+    /// `out` and returns the flush epoch the pass covers. `idle`: nothing of
+    /// this worker is pending while it waits (see [`QueueInner::idle`]).
+    ///
+    /// The epoch is read under the queue's lock, right before the indices
+    /// are taken: a flush requested before that read was requested after
+    /// every push it must see, and pushes take this lock, so they are in
+    /// `out` (read after the take, a slot queued in between would be
+    /// reported written).
+    fn wait_and_take(
+        &self,
+        until: Instant,
+        out: &mut Vec<u32>,
+        idle: bool,
+        spin: bool,
+        core: &Core,
+    ) -> u64 {
         let mut q = lock(&self.inner);
+        q.idle = idle;
+        if spin {
+            // Right after a pass that wrote something, more work (the
+            // flush a caller waits for, the next trace of a loop) tends to
+            // follow within microseconds: poll for it a little before
+            // sleeping, yielding the CPU between polls.
+            let spin_until = Instant::now() + SPIN;
+            while !q.woken && Instant::now() < spin_until.min(until) {
+                drop(q);
+                std::thread::yield_now();
+                q = lock(&self.inner);
+            }
+        }
         while !q.woken {
             let now = Instant::now();
             if now >= until {
@@ -79,7 +116,23 @@ impl WorkerQueue {
                 .0;
         }
         q.woken = false;
+        q.idle = false;
+        let epoch = core.flush.epoch();
         std::mem::swap(&mut q.items, out);
+        epoch
+    }
+
+    /// For a flush of epoch `target`: counts an idle worker with nothing
+    /// queued as done (no wake-up, no pass), wakes any other.
+    pub(crate) fn flush(&self, worker: usize, target: u64, core: &Core) {
+        let mut q = lock(&self.inner);
+        if q.idle && q.items.is_empty() {
+            core.flush.complete_idle(worker, target);
+        } else {
+            q.woken = true;
+            drop(q);
+            self.cv.notify_one();
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -235,6 +288,7 @@ fn worker_loop(core: &Core, w: usize) {
     let mut scratch = WriteScratch::default();
     let mut group = Group::default();
     let mut next_tick = Instant::now() + interval;
+    let mut worked = false;
     loop {
         let stopping = core.stopping.load(Ordering::Acquire);
         let next_retry = retries.iter().map(|r| r.at).min();
@@ -244,12 +298,13 @@ fn worker_loop(core: &Core, w: usize) {
         } else {
             next_retry.map_or(next_tick, |r| r.min(next_tick))
         };
-        queue.wait_and_take(until, &mut items);
+        let spin = worked && !stopping;
+        let epoch = queue.wait_and_take(until, &mut items, retries.is_empty(), spin, core);
+        worked = !items.is_empty();
         let now = Instant::now();
         if now >= next_tick {
             next_tick = now + interval;
         }
-        let epoch = core.flush.epoch();
         let mut blocked = u64::MAX;
         let mut done = |idx: u32, outcome: Outcome| match outcome {
             Outcome::Done => {}

@@ -111,6 +111,12 @@ pub(crate) struct SlotPool<T> {
     /// word so that a slot moves from one to the other in one step.
     gauges: AtomicU64,
     peak: AtomicUsize,
+    /// The lowest and highest index ever checked out: every slot that was
+    /// ever used lies in `touched_lo..=touched_hi` (`lo > hi`: none yet), so
+    /// a scan of used slots (`flush` publishing live counters) skips the
+    /// rest of a mostly idle pool.
+    touched_lo: std::sync::atomic::AtomicU32,
+    touched_hi: std::sync::atomic::AtomicU32,
     grown: AtomicUsize,
     grow_lock: Mutex<()>,
     waiters: Waiters,
@@ -148,6 +154,8 @@ impl<T> SlotPool<T> {
             free: FreeList::new(),
             gauges: AtomicU64::new(0),
             peak: AtomicUsize::new(0),
+            touched_lo: std::sync::atomic::AtomicU32::new(u32::MAX),
+            touched_hi: std::sync::atomic::AtomicU32::new(0),
             grown: AtomicUsize::new(0),
             grow_lock: Mutex::new(()),
             waiters: Waiters::default(),
@@ -218,8 +226,27 @@ impl<T> SlotPool<T> {
         0..u32::try_from(self.capacity.load(Ordering::Acquire)).unwrap_or(NIL)
     }
 
+    /// Every slot index that was ever checked out (and some never used
+    /// between them), in order.
+    pub(crate) fn touched_indices(&self) -> std::ops::RangeInclusive<u32> {
+        let lo = self.touched_lo.load(Ordering::Acquire);
+        let hi = self.touched_hi.load(Ordering::Acquire);
+        if lo > hi {
+            #[allow(clippy::reversed_empty_ranges)]
+            return 1..=0;
+        }
+        lo..=hi
+    }
+
     fn pop(&self) -> Option<u32> {
         let i = self.free.pop(self)?;
+        // Read first: the range rarely changes, so no write in the common case.
+        if i < self.touched_lo.load(Ordering::Relaxed) {
+            self.touched_lo.fetch_min(i, Ordering::AcqRel);
+        }
+        if i > self.touched_hi.load(Ordering::Relaxed) {
+            self.touched_hi.fetch_max(i, Ordering::AcqRel);
+        }
         let n = self.gauges.fetch_add(IN_USE_ONE, Ordering::AcqRel) + IN_USE_ONE;
         self.peak
             .fetch_max((n & (DRAINING_ONE - 1)) as usize, Ordering::AcqRel);
