@@ -18,6 +18,8 @@ struct Recorder {
     events: Mutex<HashMap<String, u64>>,
     refuse: Mutex<String>,
     fail: Mutex<String>,
+    /// Says it does not commit groups: gets one trace per call.
+    single: Mutex<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,10 @@ impl Driver for Shared {
         let mut results = Vec::new();
         self.write_group(std::slice::from_ref(batch), &mut results);
         results.pop().unwrap()
+    }
+
+    fn commits_groups(&self) -> bool {
+        !*self.0.single.lock().unwrap()
     }
 
     fn write_group(&self, batches: &[WriteBatch<'_>], results: &mut Vec<tracepool::Result<()>>) {
@@ -115,6 +121,27 @@ fn one_worker_wake_up_is_one_group_and_each_trace_keeps_its_outcome() {
     assert!(!events.contains_key("trace-3"), "{events:?}");
     assert!(events["trace-5"] >= 4, "{events:?}");
     assert!(events["trace-0"] >= 4, "{events:?}");
+    drop(ts);
+    e.shutdown().unwrap();
+}
+
+#[test]
+fn a_driver_that_does_not_commit_groups_gets_one_trace_per_call() {
+    let d = Arc::new(Recorder::default());
+    *d.single.lock().unwrap() = true;
+    let e = Engine::builder()
+        .capacity(64)
+        .workers(1)
+        .flush_interval(Duration::from_secs(30))
+        .driver(Shared(d.clone()))
+        .build()
+        .unwrap();
+    let ids: Vec<String> = (0..8).map(|i| format!("single-{i}")).collect();
+    let ts = traces(&e, &ids);
+    e.flush_blocking().unwrap();
+    let groups = d.groups.lock().unwrap().clone();
+    assert_eq!(groups, vec![1; 8], "one trace per call: {groups:?}");
+    assert_eq!(d.events.lock().unwrap().len(), 8);
     drop(ts);
     e.shutdown().unwrap();
 }

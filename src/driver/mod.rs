@@ -260,12 +260,23 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// engine counts the batch's events as dropped.
     fn write(&self, batch: &WriteBatch<'_>) -> Result<()>;
 
+    /// Whether [`write_group`](Driver::write_group) makes a group durable
+    /// together (one commit), so that handing it many traces at once pays
+    /// off (`false`, the default: the worker hands over one trace at a
+    /// time, and each trace's slot is finished — freed, if it was released —
+    /// as soon as its own batch is written, not after a whole group of
+    /// them).
+    fn commits_groups(&self) -> bool {
+        false
+    }
+
     /// Persists several batches, each of a different trace, pushing one
     /// result per batch onto `results` (empty when called), in the order
     /// of `batches`. A worker hands over the batches of every trace it
     /// visits on one wake-up this way (at most 256 traces or 8 MiB per
-    /// call), so a driver can make them durable together: one commit and
-    /// one sync for the whole group ([`StoreDriver`] does).
+    /// call) when the driver [`commits_groups`](Driver::commits_groups),
+    /// so that it can make them durable together: one commit and one sync
+    /// for the whole group ([`StoreDriver`] does); otherwise one at a time.
     ///
     /// Each batch keeps the semantics of [`write`](Driver::write): a
     /// new trace's first batch ([`WriteBatch::is_new_trace`]) is created

@@ -806,6 +806,10 @@ impl Driver for StoreDriver {
     /// One fjall batch and one persist (per [`Durability`]) for the whole
     /// group; a new trace that collides gets `AlreadyExists` while the
     /// others commit.
+    fn commits_groups(&self) -> bool {
+        true
+    }
+
     fn write_group(&self, batches: &[WriteBatch<'_>], results: &mut Vec<Result<()>>) {
         let start = results.len();
         results.extend(batches.iter().map(|b| self.check(b.trace_id)));

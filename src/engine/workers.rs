@@ -9,9 +9,11 @@
 //! when woken (a slot with many pending events, a flush, a release),
 //! takes the writes of every queued slot and hands them to the driver in
 //! one call (a group: one commit for the store driver; at most
-//! `MAX_GROUP` traces or `MAX_GROUP_BYTES` each), finishes each slot with
-//! its own outcome, then retries draining slots whose last batch
-//! failed (with backoff, up to `drain_timeout`), and reports the flush epoch
+//! `MAX_GROUP` traces or `MAX_GROUP_BYTES` each; one trace per call for a
+//! driver that does not commit groups, so a slot is freed as soon as its
+//! own batch is written), finishes each slot with its own outcome, then
+//! retries draining slots whose last batch failed (with backoff, up to
+//! `drain_timeout`), and reports the flush epoch
 //! it completed.
 //!
 //! Workers are plain threads: a driver call may block (it is I/O), and no
@@ -246,7 +248,10 @@ impl<'a> Group<'a> {
             Visit::Taken(t) => {
                 self.bytes += w.byte_len();
                 self.taken.push(t);
-                if self.taken.len() >= MAX_GROUP || self.bytes >= MAX_GROUP_BYTES {
+                if self.taken.len() >= MAX_GROUP
+                    || self.bytes >= MAX_GROUP_BYTES
+                    || !core.driver.commits_groups()
+                {
                     self.hand_over(core, done);
                 }
             }
