@@ -184,7 +184,9 @@ the summary and exits with status 130 (a second Ctrl-C exits at once).
   --concurrency N   threads running traces (default: one per core); lowered,
                     with a note, to --traces (with --rate: N x S) and to --capacity
   --capacity N      trace slots, preallocated at start (default 1024; at most
-                    {MAX_CAPACITY}, and at most half the memory)
+                    {MAX_CAPACITY}, and at most half the memory). When every
+                    slot is still being written to storage, a thread waits
+                    for one (up to 5 s) instead of failing
   --workers N       the engine's worker tasks (default: one per core; at most {MAX_WORKERS})
   --keep-every N    keep every Nth trace in storage (default 1000)
 {drivers}
@@ -1682,9 +1684,13 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
     let driver_time = driver.time.clone();
     // A failing disk: give up on a released trace's last batch after 5 s
     // (counted and reported) rather than the library's 30 s default.
+    // A closed loop on slow storage: every slot may be draining when a
+    // thread wants its next trace. It waits for a slot (backpressure, as
+    // long as a drain may take) instead of failing after the default 50 ms.
     let mut builder = Engine::builder()
         .capacity(o.capacity)
         .drain_timeout(DRAIN_TIMEOUT)
+        .on_exhausted(tracepool::Exhausted::Wait(DRAIN_TIMEOUT))
         .driver(driver);
     if let Some(w) = o.workers {
         builder = builder.workers(w);
