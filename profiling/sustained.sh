@@ -13,8 +13,8 @@
 #
 # A run is sustained when tracepool says `sustained=yes` on its last line
 # (`rate_result ...`): at least 99% of the offered rate achieved, no event
-# dropped, no persist error, RSS growing less than 10% after the first
-# second, every check passed (`tracepool run --help`).
+# dropped, no persist error, RSS growing less than 10% (or 8 MiB) from
+# halfway through the run, every check passed (`tracepool run --help`).
 #
 # --keep-every 1 (the default here) keeps every trace, so every trace is
 # written by the driver: with the main job's default (1000) nearly every

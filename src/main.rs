@@ -94,9 +94,15 @@ const MAX_WORKERS: u64 = 256;
 const DEFAULT_DURATION: u64 = 30;
 /// Largest `--duration`, in seconds (a year).
 const MAX_DURATION: u64 = 365 * 24 * 3600;
-/// A rate run's warm-up: its memory (RSS) growth is measured from the RSS at
-/// this point to the peak.
+/// A rate run's shortest warm-up: its memory (RSS) growth is measured from
+/// the RSS at the end of the warm-up — the first half of the run, at least
+/// this long — to the peak. Caches, a store's memtables and its first
+/// compactions fill during the first seconds; bounded memory means no
+/// growth after that.
 const WARM_UP: Duration = Duration::from_secs(1);
+/// RSS growth below this many bytes passes whatever its share: a process of
+/// a few megabytes grows by more than 10% through allocator noise alone.
+const RSS_SLACK: u64 = 8 << 20;
 /// A rate run is sustained when it achieves at least this share of the
 /// offered rate (and drops nothing, and its RSS grows less than
 /// [`MAX_RSS_GROWTH_PCT`]).
@@ -172,11 +178,12 @@ the summary and exits with status 130 (a second Ctrl-C exits at once).
                     after --duration. The summary adds the achieved rate
                     (traces completed / S), how late the schedule ran (max and
                     at the end), events dropped, persist errors, memory (RSS at
-                    start, after {warm_up} s, at the end, peak) and a verdict:
+                    start, halfway through, at the end, peak) and a verdict:
                     \"sustained: yes\" when the achieved rate is at least {min_pct}% of
                     N, no event was dropped, no write failed (persist errors),
-                    RSS grew less than {max_growth}% from after {warm_up} s to the peak and
-                    every check passed. The last line of stdout is then
+                    RSS grew less than {max_growth}% (or less than {slack} MiB) from
+                    halfway through the run to the peak (the first half
+                    is warm-up: caches and buffers fill) and every check passed. The last line of stdout is then
                     \"rate_result offered=N achieved=.. ... sustained=yes|no\".
                     The verdict does not change the exit status
   --duration S      seconds to offer --rate for (default {default_duration}, at most
@@ -195,7 +202,7 @@ Exit status: 0 every check passed, 1 a check failed or storage failed, 2 a
 usage error, 130 interrupted.",
         key = KEPT_BY.0,
         value = KEPT_BY.1,
-        warm_up = WARM_UP.as_secs(),
+        slack = RSS_SLACK >> 20,
         min_pct = MIN_ACHIEVED * 100.0,
         max_growth = MAX_RSS_GROWTH_PCT,
         default_duration = DEFAULT_DURATION,
@@ -1581,6 +1588,14 @@ impl RateReport {
         self.completed as f64 / self.window.as_secs_f64().max(1e-9)
     }
 
+    /// RSS growth from after warm-up to the peak, in bytes.
+    fn rss_growth_bytes(&self) -> u64 {
+        match (self.rss_warm, self.rss_peak) {
+            (Some(w), Some(p)) => p.saturating_sub(w),
+            _ => 0,
+        }
+    }
+
     /// RSS growth from after warm-up to the peak, in %.
     fn rss_growth_pct(&self) -> Option<f64> {
         let (warm, peak) = (self.rss_warm?, self.rss_peak?);
@@ -1607,8 +1622,12 @@ impl RateReport {
         }
         if let Some(g) = self.rss_growth_pct()
             && g >= MAX_RSS_GROWTH_PCT
+            && self.rss_growth_bytes() >= RSS_SLACK
         {
-            why.push(format!("RSS grew {g:.1}% >= {MAX_RSS_GROWTH_PCT}%"));
+            why.push(format!(
+                "RSS grew {g:.1}% >= {MAX_RSS_GROWTH_PCT}% (and {} MiB)",
+                self.rss_growth_bytes() >> 20
+            ));
         }
         if !checks {
             why.push("checks failed or interrupted".into());
@@ -1635,9 +1654,8 @@ impl RateReport {
             millis(self.lag_end)
         );
         out!(
-            "  memory (RSS)      start {}, after {} s {}, end {}, peak {}: {} from after warm-up to the peak",
+            "  memory (RSS)      start {}, halfway {}, end {}, peak {}: {} from halfway to the peak",
             megabytes(self.rss_start),
-            WARM_UP.as_secs(),
             megabytes(self.rss_warm),
             megabytes(self.rss_end),
             megabytes(self.rss_peak),
@@ -1651,8 +1669,9 @@ impl RateReport {
         let why = self.shortfalls(checks);
         if why.is_empty() {
             out!(
-                "  sustained         yes: achieved >= {}% of offered, 0 events dropped, 0 persist errors, RSS growth < {MAX_RSS_GROWTH_PCT}%, every check passed",
-                MIN_ACHIEVED * 100.0
+                "  sustained         yes: achieved >= {}% of offered, 0 events dropped, 0 persist errors, RSS growth after warm-up < {MAX_RSS_GROWTH_PCT}% (or {} MiB), every check passed",
+                MIN_ACHIEVED * 100.0,
+                RSS_SLACK >> 20
             );
         } else {
             out!("  sustained         no: {}", why.join("; "));
@@ -1776,6 +1795,11 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
     let mut last = (started, 0usize);
     let mut tick = started + Duration::from_secs(1);
     let mut rss_warm = None;
+    // Warm-up: the first half of a rate run (at least WARM_UP).
+    let warm_up = o
+        .rate
+        .map_or(WARM_UP, |r| Duration::from_secs(r.duration_secs) / 2)
+        .max(WARM_UP);
     while running > 0 {
         match rx.recv_timeout(tick.saturating_duration_since(Instant::now())) {
             Ok(Msg::ThreadDone) => running -= 1,
@@ -1786,7 +1810,7 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let n = shared.done.load(Ordering::Relaxed);
                 let now = Instant::now();
-                if rss_warm.is_none() && now - started >= WARM_UP {
+                if rss_warm.is_none() && now - started >= warm_up {
                     rss_warm = rss();
                 }
                 let lag = o.rate.map_or_else(String::new, |r| {
@@ -2113,8 +2137,17 @@ mod tests {
         assert!(why[0].contains("achieved 98.5 < 99% of 100"), "{why:?}");
         let why = report(200, 3, 1000, 1000).shortfalls(true);
         assert_eq!(why, ["3 events dropped"]);
-        let why = report(200, 0, 1000, 1100).shortfalls(true);
-        assert_eq!(why, ["RSS grew 10.0% >= 10%"]);
+        // 10% is allowed while under the slack (allocator noise)...
+        assert!(report(200, 0, 1000, 1100).shortfalls(true).is_empty());
+        // ... not above it.
+        let mib = 1 << 20;
+        let why = report(200, 0, 100 * mib, 110 * mib).shortfalls(true);
+        assert_eq!(why, ["RSS grew 10.0% >= 10% (and 10 MiB)"]);
+        assert!(
+            report(200, 0, 100 * mib, 107 * mib)
+                .shortfalls(true)
+                .is_empty()
+        );
         assert_eq!(report(200, 0, 1000, 1000).shortfalls(false).len(), 1);
         // Unknown memory (no /proc) is not held against the run.
         let mut r = report(200, 0, 1000, 1000);
