@@ -193,7 +193,8 @@ async fn run_blocking<T: Send + 'static>(
 
 impl Engine {
     /// A builder with the defaults: 1024 slots, one worker per core,
-    /// `Exhausted::Wait(50 ms)`, the local-disk driver under `./traces`.
+    /// `Exhausted::Wait(50 ms)`, the embedded store driver in
+    /// `./traces.db` ([`DEFAULT_STORE`](crate::DEFAULT_STORE)).
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
