@@ -65,22 +65,15 @@ impl LocalDriver {
         validate_trace_id(id)?;
         self.ready.forget(id);
         let name = layout::shard(id);
-        let Some(shard) = self.shard_dir(name, false)? else {
-            return Ok(false);
-        };
-        let found = match self.remove_in_shard(&shard.dir, id) {
-            // A shard kept open may have been deleted (and made again) by
-            // someone else: look again through a fresh one.
-            Ok(false) | Err(_) if shard.cached => {
-                self.forget_shard(name);
-                match self.shard_dir(name, false)? {
-                    Some(fresh) => self.remove_in_shard(&fresh.dir, id)?,
-                    None => false,
-                }
-            }
-            r => r?,
-        };
-        drop(shard);
+        // Nothing found, or a failure, through a stale shard: look again.
+        let found = self
+            .in_shard(
+                name,
+                false,
+                |shard| self.remove_in_shard(&shard.dir, id),
+                |r| matches!(r, Ok(false) | Err(_)),
+            )?
+            .unwrap_or(false);
         // Today's shard is where new traces go: keep it (removing it only to
         // make it again on the next create costs a rmdir and a mkdir per
         // trace). Older shards go when they are empty.

@@ -177,12 +177,7 @@ impl Dir {
     /// anything but a directory is refused.
     pub(super) fn open_dir(&self, name: &str, access: Access) -> Result<Option<Dir>> {
         debug_assert!(!name.contains('/') && name != ".." && name != ".");
-        let flags = OFlags::RDONLY
-            | OFlags::DIRECTORY
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC
-            | OFlags::NONBLOCK;
-        match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+        match self.openat_dir(name) {
             Ok(fd) => Ok(Some(Dir {
                 fd,
                 path: self.child(name),
@@ -201,6 +196,17 @@ impl Dir {
             }
             Err(e) => Err(self.io(name, e)),
         }
+    }
+
+    /// `openat` of the subdirectory `name`: fails with `NOTDIR` or `LOOP`
+    /// for anything but a directory (a link included), never blocks.
+    fn openat_dir(&self, name: &str) -> std::result::Result<OwnedFd, Errno> {
+        let flags = OFlags::RDONLY
+            | OFlags::DIRECTORY
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK;
+        rfs::openat(&self.fd, name, flags, Mode::empty())
     }
 
     /// Opens `a/b/c` below this directory, one component at a time.
@@ -582,12 +588,7 @@ impl Dir {
     /// The directory is opened without a `stat` first (`O_DIRECTORY |
     /// O_NOFOLLOW` tells a directory from anything else, a link included).
     pub(super) fn remove_tree(&self, name: &str) -> Result<bool> {
-        let flags = OFlags::RDONLY
-            | OFlags::DIRECTORY
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC
-            | OFlags::NONBLOCK;
-        match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+        match self.openat_dir(name) {
             Ok(fd) => {
                 Dir {
                     fd,

@@ -224,6 +224,33 @@ impl LocalDriver {
         }))
     }
 
+    /// Runs `f` on shard `name` ([`shard_dir`](LocalDriver::shard_dir);
+    /// `Ok(None)` when it is missing and not `make`). The shard kept open
+    /// may be one someone else deleted (and perhaps made again): when `f`
+    /// ran on it and `stale` says its outcome may come from that, the shard
+    /// is forgotten and `f` runs once more on a freshly opened one.
+    fn in_shard<T>(
+        &self,
+        name: &str,
+        make: bool,
+        f: impl Fn(&OpenShard) -> Result<T>,
+        stale: impl Fn(&Result<T>) -> bool,
+    ) -> Result<Option<T>> {
+        let Some(shard) = self.shard_dir(name, make)? else {
+            return Ok(None);
+        };
+        let r = f(&shard);
+        if !(shard.cached && stale(&r)) {
+            return r.map(Some);
+        }
+        drop(shard);
+        self.forget_shard(name);
+        match self.shard_dir(name, make)? {
+            Some(fresh) => f(&fresh).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Stops keeping shard `name` open (it was deleted, or an operation
     /// through it failed).
     fn forget_shard(&self, name: &str) {
@@ -235,7 +262,7 @@ impl LocalDriver {
 }
 
 /// A shard directory from [`LocalDriver::shard_dir`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OpenShard {
     dir: Arc<Dir>,
     /// Made by this call.

@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::fs::{Access, Dir, Sync};
 use super::layout::{self, INFO, LOGS, NODES, SPACE_DATA, SPACES, UPDATES, is_short_id};
-use super::{Durability, LocalDriver, WriteBatch};
+use super::{Durability, LocalDriver, OpenShard, WriteBatch};
 use crate::driver::DocKind;
 use crate::error::{Error, Result};
 use crate::id::validate_trace_id;
@@ -300,25 +300,19 @@ impl LocalDriver {
     /// Opens the directories of a trace known to exist; `None` if they do
     /// not (any more).
     fn open_trace_dirs(&self, id: &str) -> Result<Option<TraceDirs>> {
-        let name = layout::shard(id);
-        for _ in 0..2 {
-            let Some(shard) = self.shard_dir(name, false)? else {
-                return Ok(None);
-            };
-            match shard.dir.open_dir(id, Access::Write)? {
-                Some(trace) => {
-                    return Ok(Some(TraceDirs {
-                        shard: shard.dir,
-                        trace,
-                        created: false,
-                    }));
-                }
-                // The shard kept open may be a deleted one: look again.
-                None if shard.cached => self.forget_shard(name),
-                None => return Ok(None),
-            }
-        }
-        Ok(None)
+        let open = |shard: &OpenShard| {
+            Ok(shard
+                .dir
+                .open_dir(id, Access::Write)?
+                .map(|trace| TraceDirs {
+                    shard: shard.dir.clone(),
+                    trace,
+                    created: false,
+                }))
+        };
+        // Not found through a stale shard: look again.
+        let dirs = self.in_shard(layout::shard(id), false, open, |r| matches!(r, Ok(None)))?;
+        Ok(dirs.flatten())
     }
 
     /// Creates (or opens) the trace's shard and directory. For a new trace
@@ -329,23 +323,24 @@ impl LocalDriver {
         // Until the trace directory exists the shard may be empty: keep
         // `remove` of another trace from deleting it meanwhile.
         let in_use = self.shard_use.hold();
-        let mut shard = self.shard_dir(name, true)?.ok_or_else(|| {
-            Error::storage(
-                self.base.child(name).display().to_string(),
-                "shard directory vanished right after it was created",
-            )
-        })?;
-        let mut made = self.make_trace_dir(&shard.dir, id, new);
-        if shard.cached && matches!(made, Err(Error::Storage { .. })) {
-            // The shard kept open may have been deleted by someone else:
-            // once more through a freshly opened (or made) one.
-            self.forget_shard(name);
-            if let Some(fresh) = self.shard_dir(name, true)? {
-                shard = fresh;
-                made = self.make_trace_dir(&shard.dir, id, new);
-            }
-        }
-        let created = made?;
+        // A storage error through a stale shard (`mkdir` in a deleted
+        // directory): once more through a freshly opened (or made) one.
+        let (shard, created) = self
+            .in_shard(
+                name,
+                true,
+                |shard| {
+                    let created = self.make_trace_dir(&shard.dir, id, new)?;
+                    Ok((shard.clone(), created))
+                },
+                |r| matches!(r, Err(Error::Storage { .. })),
+            )?
+            .ok_or_else(|| {
+                Error::storage(
+                    self.base.child(name).display().to_string(),
+                    "shard directory vanished right after it was created",
+                )
+            })?;
         let opened = shard.dir.open_dir(id, Access::Write);
         drop(in_use);
         let trace = opened.and_then(|trace| {
