@@ -100,6 +100,15 @@ fn add(c: &AtomicU64, n: u64) {
     }
 }
 
+/// Adds `delta` (negative: subtracts) to a gauge.
+fn add_signed(c: &AtomicUsize, delta: isize) {
+    if delta >= 0 {
+        c.fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
+    } else {
+        c.fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
+    }
+}
+
 /// Why a trace is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReleaseKind {
@@ -718,36 +727,44 @@ impl Core {
     /// Waits (blocking, at most `drain_timeout`) until everything emitted,
     /// released or archived before the call is handed to the driver.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
-        self.collect_live_stats();
-        let mark = self.flush.error_mark();
-        let target = self.flush.request();
-        for (w, q) in self.queues.iter().enumerate() {
-            q.flush(w, target, self);
-        }
+        let (mark, target) = self.start_flush();
         let deadline = Instant::now() + self.config.drain_timeout;
-        let done = self.flush.signal.wait_blocking(deadline, || {
-            self.flush.reached(target) || self.flush.error_mark() > mark
-        });
+        let done = self
+            .flush
+            .signal
+            .wait_blocking(deadline, || self.flush_done(mark, target));
         self.flush_result(mark, done)
     }
 
     /// [`flush_blocking`](Core::flush_blocking) without blocking the thread.
     pub(crate) async fn flush_async(&self) -> Result<()> {
+        let (mark, target) = self.start_flush();
+        let timeout = self.ticker.sleep(self.config.drain_timeout);
+        let done = self
+            .flush
+            .signal
+            .wait(timeout, || self.flush_done(mark, target))
+            .await;
+        self.flush_result(mark, done)
+    }
+
+    /// Starts a flush: publishes live counters, requests an epoch and tells
+    /// every worker (idle ones are counted done at once). Returns the error
+    /// mark and the target epoch to wait for.
+    fn start_flush(&self) -> (u64, u64) {
         self.collect_live_stats();
         let mark = self.flush.error_mark();
         let target = self.flush.request();
         for (w, q) in self.queues.iter().enumerate() {
             q.flush(w, target, self);
         }
-        let timeout = self.ticker.sleep(self.config.drain_timeout);
-        let done = self
-            .flush
-            .signal
-            .wait(timeout, || {
-                self.flush.reached(target) || self.flush.error_mark() > mark
-            })
-            .await;
-        self.flush_result(mark, done)
+        (mark, target)
+    }
+
+    /// Whether the flush of `target` is over: every worker reached it, or a
+    /// storage error was recorded since `mark`.
+    fn flush_done(&self, mark: u64, target: u64) -> bool {
+        self.flush.reached(target) || self.flush.error_mark() > mark
     }
 
     fn flush_result(&self, mark: u64, done: bool) -> Result<()> {
@@ -814,27 +831,10 @@ impl LogHost for Core {
     }
 
     fn count_follow(&self, delta: isize) {
-        // redis-hook
-        if delta >= 0 {
-            self.counters
-                .follows
-                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
-        } else {
-            self.counters
-                .follows
-                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
-        }
+        add_signed(&self.counters.follows, delta); // redis-hook
     }
 
     fn count_reader(&self, delta: isize) {
-        if delta >= 0 {
-            self.counters
-                .subscribers
-                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
-        } else {
-            self.counters
-                .subscribers
-                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
-        }
+        add_signed(&self.counters.subscribers, delta);
     }
 }

@@ -32,8 +32,10 @@ use tokio::sync::Notify;
 use crate::error::Error;
 use crate::pool::lock;
 
-/// How long a blocking wait polls before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a blocking wait polls before it sleeps, and a worker its queue
+/// after a pass that wrote something: a wake-up of a sleeping thread takes
+/// tens of microseconds on a virtual machine.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 /// How many recent storage errors are kept for `flush` to report.
 const ERRORS_KEPT: usize = 32;
@@ -169,20 +171,13 @@ impl FlushState {
             .all(|c| c.load(Ordering::Acquire) >= target)
     }
 
-    /// A worker finished a pass: everything queued before `upto` is written.
+    /// Everything of `worker` queued before `upto` is written: it finished
+    /// a pass, or it is idle (`WorkerQueue::flush` counts it done without
+    /// waking it).
     pub(crate) fn complete(&self, worker: usize, upto: u64) {
         // `fetch_max`: an idle worker may have been counted as done with a
         // later epoch than its own last pass reported.
         self.completed[worker].fetch_max(upto, Ordering::AcqRel);
-        self.signal.wake_all();
-    }
-
-    /// Counts an idle worker (parked, nothing queued, nothing to retry: see
-    /// `WorkerQueue::flush`) as having completed `target`, without waking
-    /// it. Called under that worker's queue lock, so the worker is not in a
-    /// pass meanwhile.
-    pub(crate) fn complete_idle(&self, worker: usize, target: u64) {
-        self.completed[worker].fetch_max(target, Ordering::AcqRel);
         self.signal.wake_all();
     }
 

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::core::{Core, Outcome, Taken, Visit};
+use super::flush::SPIN;
 use crate::driver::WriteBatch;
 use crate::error::{Error, Result};
 use crate::pool::lock;
@@ -38,10 +39,6 @@ pub(crate) const WAKE_AT: usize = 1024;
 /// (it holds their slots' io locks meanwhile).
 const MAX_GROUP: usize = 256;
 const MAX_GROUP_BYTES: usize = 8 << 20;
-
-/// How long a worker polls its queue after a pass that wrote something,
-/// before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// First and longest pause before a draining slot's failed batch is retried.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
@@ -129,7 +126,8 @@ impl WorkerQueue {
     pub(crate) fn flush(&self, worker: usize, target: u64, core: &Core) {
         let mut q = lock(&self.inner);
         if q.idle && q.items.is_empty() {
-            core.flush.complete_idle(worker, target);
+            // Under the queue lock: the worker is not in a pass meanwhile.
+            core.flush.complete(worker, target);
         } else {
             q.woken = true;
             drop(q);
