@@ -9,7 +9,12 @@
 //! cargo run --release --example persist_allocs -- --driver local --dir /tmp/pa --n 5000 [--json dhat.json]
 //! ```
 
-use tracepool::{Engine, NodeOptions, TraceOptions};
+use tracepool::Engine;
+
+#[path = "../benches/support/floor.rs"]
+mod floor;
+
+use floor::simple_round_of;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -22,25 +27,6 @@ fn arg(name: &str) -> Option<String> {
         }
     }
     None
-}
-
-fn round(engine: &Engine, k: u64, ids: &mut Vec<String>) -> tracepool::Result<()> {
-    for _ in 0..k {
-        let t = engine.create(TraceOptions::new())?;
-        t.add(0, NodeOptions::new().label("step"))?;
-        t.complete(Some(serde_json::json!(true)))?;
-        ids.push(t.id().to_owned());
-        t.release()?;
-    }
-    engine.flush_blocking()?;
-    for id in ids.drain(..) {
-        match engine.remove(&id) {
-            // The memory driver keeps nothing: its remove finds nothing.
-            Ok(()) | Err(tracepool::Error::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn main() -> tracepool::Result<()> {
@@ -64,12 +50,12 @@ fn main() -> tracepool::Result<()> {
     let mut ids = Vec::with_capacity(k as usize);
     // Warm-up: pools, caches and buffers reach their steady size.
     for _ in 0..(1000 / k).max(1) {
-        round(&engine, k, &mut ids)?;
+        simple_round_of(&engine, k, &mut ids);
     }
     let before = dhat::HeapStats::get();
     let rounds = (n / k).max(1);
     for _ in 0..rounds {
-        round(&engine, k, &mut ids)?;
+        simple_round_of(&engine, k, &mut ids);
     }
     let after = dhat::HeapStats::get();
     let traces = (rounds * k) as f64;

@@ -26,7 +26,12 @@ pub fn bench_dir() -> tempfile::TempDir {
 /// node each completed, released; one `flush` (every trace reaches
 /// storage); then every trace removed.
 pub fn simple_round(e: &Engine, ids: &mut Vec<String>) {
-    for _ in 0..ROUND {
+    simple_round_of(e, ROUND, ids);
+}
+
+/// [`simple_round`] of `k` traces.
+pub fn simple_round_of(e: &Engine, k: u64, ids: &mut Vec<String>) {
+    for _ in 0..k {
         let t = e.create(TraceOptions::new()).unwrap();
         t.add(0, NodeOptions::new().label("step")).unwrap();
         t.complete(Some(serde_json::json!(true))).unwrap();
