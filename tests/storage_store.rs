@@ -1,6 +1,7 @@
 //! The embedded store driver (fjall): round trip through `open`, the key
-//! scheme (one key per event and per log line, all under `P:T:`), remove,
-//! list, archive, and corrupt values reported with their key.
+//! scheme (a trace's first batch as one key, later batches one key per
+//! kind, all under `P:T:`), remove, list, archive, and corrupt values
+//! reported with their key.
 
 use serde_json::json;
 use tracepool::{
@@ -120,17 +121,27 @@ fn open_rebuilds_the_trace_and_numbering_continues() {
     assert_eq!(e.info(&id).unwrap().status, TraceStatus::Completed);
 }
 
-#[test]
-fn one_key_per_batch_of_events_and_of_log_lines_all_under_the_trace_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let (id, n) = {
-        let e = engine(&path);
-        let r = populate(&e);
-        e.shutdown().unwrap();
-        r
-    };
-    let db = fjall::Database::builder(&path).open().unwrap();
+/// A trace written in two batches: node `A`, a log line and a space
+/// created and deleted, flushed (the first batch); then `A` completed and
+/// another log line. Returns its id, `A`'s id and its event count.
+fn two_batches(e: &Engine) -> (String, String, u64) {
+    let t = e.create(TraceOptions::new()).unwrap();
+    let a = t.add(1, NodeOptions::new().label("A")).unwrap();
+    t.info("before");
+    let gone = t.create_space(SpaceOptions::new().label("gone")).unwrap();
+    t.delete_space(&gone.id).unwrap();
+    e.flush_blocking().unwrap();
+    a.complete(Some(json!(2))).unwrap();
+    t.info("after");
+    let n = t.events(Cursor::Seq(0)).unwrap().len() as u64;
+    let (id, a) = (t.id().to_owned(), a.id().to_owned());
+    t.release().unwrap();
+    (id, a, n)
+}
+
+/// Every key/value of the store's trace keyspace (the engine shut down).
+fn stored(path: &std::path::Path) -> (Vec<(String, Vec<u8>)>, String) {
+    let db = fjall::Database::builder(path).open().unwrap();
     let kv = db
         .keyspace("trace", fjall::KeyspaceCreateOptions::default)
         .unwrap();
@@ -139,10 +150,43 @@ fn one_key_per_batch_of_events_and_of_log_lines_all_under_the_trace_prefix() {
         let (k, v) = g.into_inner().unwrap();
         entries.push((String::from_utf8(k.to_vec()).unwrap(), v.to_vec()));
     }
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    let format = String::from_utf8(meta.get("format").unwrap().unwrap().to_vec()).unwrap();
+    (entries, format)
+}
+
+#[test]
+fn a_first_batch_is_one_key_and_later_batches_one_key_per_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (id, a, n) = {
+        let e = engine(&path);
+        let r = two_batches(&e);
+        e.shutdown().unwrap();
+        r
+    };
+    let (entries, format) = stored(&path);
+    assert_eq!(format, "3");
     let keys: Vec<&String> = entries.iter().map(|(k, _)| k).collect();
     let p = format!("__trace:{id}:");
     assert!(keys.iter().all(|k| k.starts_with(&p)), "{keys:?}");
-    // Each batch's events are one key, from its first seq, one line each.
+    // The first batch is one key holding the first event; the deleted
+    // space left nothing behind, in it or beside it.
+    let first = &entries
+        .iter()
+        .find(|(k, _)| *k == format!("{p}first"))
+        .unwrap()
+        .1;
+    let first = String::from_utf8_lossy(first);
+    assert!(first.starts_with(&format!("events:{:020} ", 1)), "{first}");
+    assert!(first.contains(&format!("\nnode:{a} ")), "{first}");
+    assert!(first.contains("\ninfo "), "{first}");
+    assert!(first.contains("\ndeleted:space:"), "{first}");
+    assert!(!keys.iter().any(|k| k.contains(":space:")), "{keys:?}");
+    // Later batches: one key per batch of events and of log lines (from
+    // their first seq / index), one per changed document.
     let lines = |part: &str| -> Vec<(&String, usize)> {
         entries
             .iter()
@@ -150,19 +194,44 @@ fn one_key_per_batch_of_events_and_of_log_lines_all_under_the_trace_prefix() {
             .map(|(k, v)| (k, v.split(|b| *b == b'\n').count()))
             .collect()
     };
-    let events = lines(":events:");
-    assert_eq!(events.iter().map(|(_, n)| *n as u64).sum::<u64>(), n);
-    assert_eq!(events[0].0, &format!("{p}events:{:020}", 1));
-    assert_eq!(lines(":logs:").iter().map(|(_, n)| n).sum::<usize>(), 2);
-    assert_eq!(keys.iter().filter(|k| k.ends_with(":info")).count(), 1);
-    assert_eq!(keys.iter().filter(|k| k.contains(":node:")).count(), 4);
-    // The deleted space left nothing behind.
-    assert_eq!(keys.iter().filter(|k| k.contains(":space:")).count(), 2);
-    // The store records its format.
-    let meta = db
-        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-        .unwrap();
-    assert_eq!(meta.get("format").unwrap().unwrap().to_vec(), b"2");
+    let later = lines(":events:");
+    assert!(
+        !later.is_empty()
+            && later
+                .iter()
+                .all(|(k, _)| *k > &format!("{p}events:{:020}", 1))
+    );
+    assert_eq!(lines(":logs:"), [(&format!("{p}logs:{:020}", 1), 1)]);
+    assert!(keys.contains(&&format!("{p}node:{a}")), "{keys:?}");
+    // Both read back as one trace, later keys winning over the sections.
+    let e = engine(&path);
+    let t = e.open(&id).unwrap();
+    let node = t.node(&a).unwrap().unwrap();
+    assert_eq!(node.status, NodeStatus::Completed);
+    assert_eq!(node.output, Some(json!(2)));
+    let logs: Vec<String> = t
+        .logs(None)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(logs, ["before", "after"]);
+    let events = t.events(Cursor::Seq(0)).unwrap();
+    assert_eq!(events.len() as u64, n);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1)
+    );
+    assert!(t.spaces().unwrap().is_empty());
+    t.release().unwrap();
+    drop(t);
+    assert_eq!(e.info(&id).unwrap().id, id);
+    e.remove(&id).unwrap();
+    e.shutdown().unwrap();
+    drop(e);
+    assert!(stored(&path).0.is_empty());
 }
 
 #[test]
@@ -211,40 +280,97 @@ fn auto_archive_keeps_the_trace_readable_and_remove_deletes_it() {
     assert!(matches!(e.info(&id), Err(Error::NotFound)));
 }
 
+/// Replaces the body of `section` in a `first` value by `body`.
+fn with_section(first: &[u8], section: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = first;
+    while !rest.is_empty() {
+        let eol = rest.iter().position(|b| *b == b'\n').unwrap();
+        let header = std::str::from_utf8(&rest[..eol]).unwrap();
+        let (name, len) = header.rsplit_once(' ').unwrap();
+        let len: usize = len.parse().unwrap();
+        let old = &rest[eol + 1..eol + 1 + len];
+        let new = if name == section { body } else { old };
+        out.extend_from_slice(format!("{name} {}\n", new.len()).as_bytes());
+        out.extend_from_slice(new);
+        out.push(b'\n');
+        rest = &rest[eol + 2 + len..];
+    }
+    out
+}
+
 #[test]
 fn a_corrupt_value_is_reported_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let id = {
+    let (id, a, _) = {
         let e = engine(&path);
-        let (id, _) = populate(&e);
+        let r = two_batches(&e);
         e.shutdown().unwrap();
-        id
+        r
     };
-    let node_key = {
+    let p = format!("__trace:{id}:");
+    let (entries, _) = stored(&path);
+    let first = entries
+        .iter()
+        .find(|(k, _)| *k == format!("{p}first"))
+        .unwrap()
+        .1
+        .clone();
+    let node_key = format!("{p}node:{a}");
+    let node = entries
+        .iter()
+        .find(|(k, _)| *k == node_key)
+        .unwrap()
+        .1
+        .clone();
+    let put = |key: &str, value: &[u8]| {
         let db = fjall::Database::builder(&path).open().unwrap();
         let kv = db
             .keyspace("trace", fjall::KeyspaceCreateOptions::default)
             .unwrap();
-        let key = kv
-            .prefix(format!("__trace:{id}:node:").as_bytes())
-            .next()
-            .unwrap()
-            .key()
-            .unwrap()
-            .to_vec();
-        kv.insert(&key, b"{\"ID\": 12, truncated").unwrap();
+        kv.insert(key, value).unwrap();
         db.persist(fjall::PersistMode::SyncAll).unwrap();
-        String::from_utf8(key).unwrap()
     };
+    let corrupt_at = || {
+        let e = engine(&path);
+        let location = match e.open(&id) {
+            Err(Error::Corrupt { location, .. }) => location,
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        // The failed open left no trace loaded and the slot free.
+        assert!(!e.is_loaded(&id));
+        assert_eq!(e.stats().in_use, 0);
+        location
+    };
+    // A key of its own.
+    put(&node_key, b"{\"ID\": 12, truncated");
+    assert_eq!(corrupt_at(), node_key);
+    put(&node_key, &node);
+    // A document inside `first` (its own key, written later, wins: the
+    // info section is read only while there is no `info` key).
+    put(&format!("{p}info"), b"[");
+    assert_eq!(corrupt_at(), format!("{p}info"));
+    let kv_remove = |key: &str| {
+        let db = fjall::Database::builder(&path).open().unwrap();
+        let kv = db
+            .keyspace("trace", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        kv.remove(key).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    };
+    kv_remove(&format!("{p}info"));
+    put(
+        &format!("{p}first"),
+        &with_section(&first, "info", b"{\"id\": 1"),
+    );
+    assert_eq!(corrupt_at(), format!("{p}first (section info)"));
+    // A `first` value whose sections do not parse.
+    put(&format!("{p}first"), &first[..first.len() - 3]);
+    assert_eq!(corrupt_at(), format!("{p}first"));
+    put(&format!("{p}first"), &first);
     let e = engine(&path);
-    match e.open(&id) {
-        Err(Error::Corrupt { location, .. }) => assert_eq!(location, node_key),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
-    // The failed open left no trace loaded and the slot free.
-    assert!(!e.is_loaded(&id));
-    assert_eq!(e.stats().in_use, 0);
+    e.open(&id).unwrap().release().unwrap();
     // Invalid ids never reach the store.
     for bad in ["../../etc", "a:b", "a/b", ".", ".."] {
         assert!(matches!(e.open(bad), Err(Error::InvalidId)), "{bad}");

@@ -11,23 +11,30 @@
 //! | `P:T:space:S:data` | space key-values |
 //! | `P:T:logs:<index>` | the log lines of one batch, joined by newlines (index: 20 digits, the first line's position in the trace's log) |
 //! | `P:T:events:<seq>` | the events of one batch, joined by newlines (seq: 20 digits, the first event's) |
+//! | `P:T:first` | the trace's first batch: a section per key above that it would have written (`<key> <length>\n<bytes>\n`, in write order; `deleted:space:S` for a space deleted within it) |
 //! | `P:T:archive` | gzip'd JSON object `{key: value}` of an archived trace |
 //!
 //! Unlike the reference, events and log lines are appended as one key per
 //! batch, so an append is O(1) (never a rewritten array), and every read of
 //! a trace is a range scan of `P:T:` only (trace ids cannot contain `:`),
-//! never a scan of the store. A second keyspace (`trace_ids`) indexes trace
-//! ids for `list`; a third (`meta`) holds the store's format version.
+//! never a scan of the store. A new trace's first batch is a single key:
+//! a short trace, released before the worker first writes it, costs one
+//! insert and one tombstone (plus its index entry) instead of one per
+//! document. A key written later (`info`, `node:N`, ...) wins over its
+//! section in `first`. A second keyspace (`trace_ids`) indexes trace ids
+//! for `list`; a third (`meta`) holds the store's format version.
 //!
 //! # Format versions
 //!
 //! Format 1 (tracepool 0.2) had one key per event (`P:T:event:<seq>`) and
-//! per log line (`P:T:logs:N:<index>`) and no version key. Format 2 (this
-//! one) records `format = 2` in the `meta` keyspace when it opens a store
-//! without one; it still reads format 1 keys (a trace may hold both: its
-//! events merge by seq, its log lines by index), and writes format 2 from
-//! then on. A store of a newer format is refused with
-//! [`Error::Config`](crate::Error::Config) naming its path and versions.
+//! per log line (`P:T:logs:N:<index>`) and no version key. Format 2 wrote
+//! one key per batch of events and of log lines and recorded `format` in
+//! the `meta` keyspace. Format 3 (this one) adds `first`. Opening a store
+//! of an older format records `format = 3` (so older versions refuse it);
+//! its keys are still read (a trace may hold several layouts: events merge
+//! by seq, log lines by index), and writing goes on in format 3. A store of
+//! a newer format is refused with [`Error::Config`](crate::Error::Config)
+//! naming its path and versions.
 //!
 //! # Writes
 //!
@@ -147,10 +154,12 @@ struct Store {
     index: Keyspace,
 }
 
-/// The store's format: 1, the layout without a version key (written by
-/// tracepool 0.2 and earlier); 2, the same keys plus the version key
-/// `format` in the `meta` keyspace. A store of a newer format is refused.
-pub(crate) const FORMAT: u64 = 2;
+/// The store's format: 1, one key per event and per log line, no version
+/// key (tracepool 0.2 and earlier); 2, one key per batch of events and of
+/// log lines, and the version key `format` in the `meta` keyspace; 3, a new
+/// trace's first batch as one `first` key. Older formats are read (and
+/// upgraded by writing on in this one); a newer one is refused.
+pub(crate) const FORMAT: u64 = 3;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// The smallest write buffer (fjall's memtables need some room).
@@ -212,9 +221,16 @@ impl Store {
                          reads versions 1 to {FORMAT} (a newer tracepool wrote it)"
                     )));
                 }
+                if version < FORMAT {
+                    // Written in this format from now on: older versions
+                    // must refuse it.
+                    meta.insert(FORMAT_KEY, FORMAT.to_string())
+                        .and_then(|()| db.persist(PersistMode::SyncAll))
+                        .map_err(fail)?;
+                }
             }
             None => {
-                // A new store, or one of format 1 (the same keys): record
+                // A new store, or one of format 1 (no version key): record
                 // the version it is written in from now on.
                 meta.insert(FORMAT_KEY, FORMAT.to_string())
                     .and_then(|()| db.persist(PersistMode::SyncAll))
@@ -452,9 +468,10 @@ impl StoreDriver {
 
     /// Whether the store holds anything of trace `id`.
     fn holds(&self, store: &Store, id: &str) -> Result<bool> {
-        // The index entry is written and deleted in one batch with the
-        // trace's keys (with its info, and by `delete_trace`), so a trace
-        // with no key has no index entry: one range probe answers.
+        // A range probe of the trace's keys, not the index: a later batch
+        // racing a `remove` can leave keys without an info document or an
+        // index entry, and a new trace must not merge with them. (The
+        // index lookup would save ~0.4 µs per new trace.)
         let prefix = self.trace_prefix(id);
         match store.kv.prefix(prefix.as_bytes()).next() {
             Some(g) => {
@@ -512,22 +529,23 @@ impl StoreDriver {
         ))
     }
 
-    /// The trace's keys: live ones, or the archived ones.
-    fn trace_map(&self, store: &Store, id: &str) -> Result<BTreeMap<String, Vec<u8>>> {
-        let mut live = self.scan(store, id)?;
-        if live.contains_key("archive") {
-            return Ok(self.archived_map(store, id)?.unwrap_or_default());
+    /// The trace's keys: live ones, or the archived ones, with a `first`
+    /// key replaced by the keys it stands for (their names returned too).
+    fn trace_map(&self, store: &Store, id: &str) -> Result<TraceMap> {
+        let mut map = self.scan(store, id)?;
+        if map.contains_key("archive") {
+            map = self.archived_map(store, id)?.unwrap_or_default();
         }
-        live.remove("archive");
-        Ok(live)
+        let sections = explode_first(&mut map, &format!("{}first", self.trace_prefix(id)))?;
+        Ok((map, sections))
     }
 
-    fn decode(&self, id: &str, map: BTreeMap<String, Vec<u8>>) -> Result<Option<StoredTrace>> {
+    fn decode(&self, id: &str, (map, sections): TraceMap) -> Result<Option<StoredTrace>> {
         let p = self.trace_prefix(id);
         let Some(info) = map.get("info") else {
             return Ok(None);
         };
-        let (info, root, current) = decode_info(info, &format!("{p}info"))?;
+        let (info, root, current) = decode_info(info, &value_location(&p, "info", &sections))?;
         let mut nodes = Vec::new();
         let mut logs = BTreeMap::new();
         let mut spaces: Vec<SpaceData> = Vec::new();
@@ -535,7 +553,7 @@ impl StoreDriver {
         let mut data: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
             BTreeMap::new();
         for (k, v) in &map {
-            let loc = format!("{p}{k}");
+            let loc = value_location(&p, k, &sections);
             let parts: Vec<&str> = k.split(':').collect();
             match parts.as_slice() {
                 ["info"] => {}
@@ -613,7 +631,7 @@ impl StoreDriver {
             numbered.push(ev);
         }
         let events = numbered;
-        let loc = |n: &str| format!("{p}node:{n}");
+        let loc = |n: &str| value_location(&p, &format!("node:{n}"), &sections);
         StoredTrace::assemble(info, root, current, nodes, logs, spaces, events, &loc).map(Some)
     }
 
@@ -637,6 +655,19 @@ impl StoreDriver {
         key.extend_from_slice(batch.trace_id.as_bytes());
         key.push(b':');
         let base = key.len();
+        if batch.is_new_trace() {
+            // A new trace's first batch is one key (`first`): one insert
+            // and, on removal, one tombstone for what is often the whole
+            // trace (a short trace released before its first flush).
+            key.extend_from_slice(b"first");
+            value.clear();
+            encode_first(batch, value);
+            b.insert(&store.kv, &key[..], &value[..]);
+            if batch.docs().any(|d| matches!(d.kind, DocKind::Info)) {
+                b.insert(&store.index, batch.trace_id.as_bytes(), b"");
+            }
+            return;
+        }
         let with = |key: &mut Vec<u8>, parts: &[&[u8]]| {
             key.truncate(base);
             for part in parts {
@@ -788,6 +819,112 @@ fn push_padded(key: &mut Vec<u8>, mut n: u64) {
     }
 }
 
+/// Appends one section of a `first` value: `<name> <length>\n<bytes>\n`.
+fn push_section(out: &mut Vec<u8>, name: &[&[u8]], bytes: &[u8]) {
+    for part in name {
+        out.extend_from_slice(part);
+    }
+    out.push(b' ');
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(bytes);
+    out.push(b'\n');
+}
+
+/// Encodes a new trace's first batch as one value: a section per key it
+/// would have had in format 2 (`events:<seq>`, `logs:<index>`, `info`,
+/// `node:<id>`, `space:<id>`, `space:<id>:data`; a deleted space is a
+/// `deleted:space:<id>` section), named as that key, in write order.
+fn encode_first(batch: &WriteBatch<'_>, out: &mut Vec<u8>) {
+    let mut joined = Vec::new();
+    let mut events = batch.events();
+    if let Some(first) = events.next() {
+        joined.extend_from_slice(&first.bytes[..]);
+        for ev in events {
+            joined.push(b'\n');
+            joined.extend_from_slice(&ev.bytes[..]);
+        }
+        let mut name = b"events:".to_vec();
+        push_padded(&mut name, first.seq);
+        push_section(out, &[&name], &joined);
+    }
+    let mut lines = batch.log_lines();
+    if let Some(first) = lines.next() {
+        joined.clear();
+        joined.extend_from_slice(first.bytes);
+        for line in lines {
+            joined.push(b'\n');
+            joined.extend_from_slice(line.bytes);
+        }
+        let mut name = b"logs:".to_vec();
+        push_padded(&mut name, first.index);
+        push_section(out, &[&name], &joined);
+    }
+    for doc in batch.docs() {
+        let id = doc.id.as_bytes();
+        match doc.kind {
+            DocKind::Info => push_section(out, &[b"info"], doc.bytes),
+            DocKind::Node => push_section(out, &[b"node:", id], doc.bytes),
+            DocKind::Space => push_section(out, &[b"space:", id], doc.bytes),
+            DocKind::SpaceData => push_section(out, &[b"space:", id, b":data"], doc.bytes),
+            DocKind::SpaceDeleted => push_section(out, &[b"deleted:space:", id], b""),
+        }
+    }
+}
+
+/// Replaces the `first` key of a trace's key map by the keys its sections
+/// stand for; a key written on its own wins over the section (it was
+/// written later: `first` is the trace's first batch). Returns the names
+/// taken from sections (their location is `first`, not a key of their own).
+fn explode_first(map: &mut BTreeMap<String, Vec<u8>>, loc: &str) -> Result<HashSet<String>> {
+    let mut taken = HashSet::new();
+    let Some(value) = map.remove("first") else {
+        return Ok(taken);
+    };
+    let mut sections: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut rest = &value[..];
+    while !rest.is_empty() {
+        let bad = || Error::corrupt(loc, "bad first-batch section");
+        let eol = rest.iter().position(|b| *b == b'\n').ok_or_else(bad)?;
+        let header = std::str::from_utf8(&rest[..eol]).map_err(|_| bad())?;
+        let (name, len) = header.rsplit_once(' ').ok_or_else(bad)?;
+        let len: usize = len.parse().map_err(|_| bad())?;
+        let end = (eol + 1).checked_add(len).ok_or_else(bad)?;
+        let body = rest.get(eol + 1..end).ok_or_else(bad)?;
+        if rest.get(end) != Some(&b'\n') {
+            return Err(bad());
+        }
+        rest = &rest[end + 1..];
+        if let Some(space) = name.strip_prefix("deleted:") {
+            sections.remove(space);
+            sections.remove(&format!("{space}:data"));
+        } else {
+            sections.insert(name.to_owned(), body.to_vec());
+        }
+    }
+    for (name, body) in sections {
+        if let std::collections::btree_map::Entry::Vacant(v) = map.entry(name) {
+            taken.insert(v.key().clone());
+            v.insert(body);
+        }
+    }
+    Ok(taken)
+}
+
+/// A trace's values by key name (without the `P:T:` prefix), and the names
+/// that were sections of its `first` key.
+type TraceMap = (BTreeMap<String, Vec<u8>>, HashSet<String>);
+
+/// Where a value of a trace's key map is stored: its own key `P:T:<name>`,
+/// or a section of `P:T:first`.
+fn value_location(prefix: &str, name: &str, sections: &HashSet<String>) -> String {
+    if sections.contains(name) {
+        format!("{prefix}first (section {name})")
+    } else {
+        format!("{prefix}{name}")
+    }
+}
+
 impl Driver for StoreDriver {
     fn name(&self) -> &'static str {
         "store"
@@ -847,6 +984,20 @@ impl Driver for StoreDriver {
             {
                 return Ok(Some(decode_info(&v, &key)?.0));
             }
+            // Written only in the trace's first batch: inside `first`.
+            let first = format!("{}first", self.trace_prefix(trace_id));
+            if let Some(v) = store
+                .kv
+                .get(first.as_bytes())
+                .map_err(|e| Error::storage(&first, e.to_string()))?
+            {
+                let mut map = BTreeMap::from([("first".to_owned(), v.to_vec())]);
+                explode_first(&mut map, &first)?;
+                if let Some(info) = map.get("info") {
+                    let loc = format!("{first} (section info)");
+                    return Ok(Some(decode_info(info, &loc)?.0));
+                }
+            }
             match self.archived_map(store, trace_id)? {
                 Some(map) => match map.get("info") {
                     Some(v) => Ok(Some(decode_info(v, &key)?.0)),
@@ -890,13 +1041,15 @@ impl Driver for StoreDriver {
         self.check(trace_id)?;
         let p = self.trace_prefix(trace_id);
         self.writing(|store| {
-            let mut live = self.scan(store, trace_id)?;
-            if live.contains_key("archive") {
+            let stored = self.scan(store, trace_id)?;
+            if stored.contains_key("archive") {
                 return Err(Error::storage(
                     format!("{p}archive"),
                     "trace is already archived",
                 ));
             }
+            let mut live = stored.clone();
+            explode_first(&mut live, &format!("{p}first"))?;
             let Some(info) = live.get("info") else {
                 return Err(Error::NotFound);
             };
@@ -930,7 +1083,7 @@ impl Driver for StoreDriver {
                 return Err(Error::storage(&archive_key, "archive verification failed"));
             }
             let mut b = store.db.batch();
-            for k in live.keys() {
+            for k in stored.keys() {
                 b.remove(&store.kv, format!("{p}{k}").as_bytes());
             }
             b.insert(&store.kv, archive_key.as_bytes(), packed);
@@ -1159,7 +1312,7 @@ mod tests {
         };
         // Opening it recorded the version.
         assert_eq!(version(&d), Some(FORMAT.to_string().into_bytes()));
-        // Later batches are written in format 2; both layouts read as one.
+        // Later batches are written in format 3; both layouts read as one.
         d.write(&TestBatch::new(ID, false).event(3, NODE).batch())
             .unwrap();
         let t = d.load(ID).unwrap().unwrap();
@@ -1174,16 +1327,59 @@ mod tests {
         {
             let db = Database::builder(&path).open().unwrap();
             let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
-            meta.insert(FORMAT_KEY, b"3").unwrap();
+            meta.insert(FORMAT_KEY, b"4").unwrap();
             db.persist(PersistMode::SyncAll).unwrap();
         }
         match StoreDriver::open(&path, Durability::Buffered) {
             Err(Error::Config(m)) => {
                 assert!(m.contains(&path.display().to_string()), "{m}");
-                assert!(m.contains("version 3") && m.contains("1 to 2"), "{m}");
+                assert!(m.contains("version 4") && m.contains("1 to 3"), "{m}");
             }
             other => panic!("a newer format opened: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_format_2_store_is_read_and_upgraded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        // Format 2: a trace's first batch in one key per kind (what a
+        // later batch still writes), and `format = 2`.
+        let expected = {
+            let d = StoreDriver::open(&path, Durability::Buffered).unwrap();
+            d.write(&first(false).batch()).unwrap();
+            assert!(!keys(&d).contains_key("first"));
+            d.reading(|s| {
+                let meta =
+                    s.db.keyspace("meta", KeyspaceCreateOptions::default)
+                        .unwrap();
+                meta.insert(FORMAT_KEY, b"2").unwrap();
+                s.db.persist(PersistMode::SyncAll).unwrap();
+                Ok(())
+            })
+            .unwrap();
+            format!("{:?}", d.load(ID).unwrap().unwrap())
+        };
+        let d = StoreDriver::open(&path, Durability::Buffered).unwrap();
+        assert_eq!(format!("{:?}", d.load(ID).unwrap().unwrap()), expected);
+        let version = d
+            .reading(|s| {
+                let meta =
+                    s.db.keyspace("meta", KeyspaceCreateOptions::default)
+                        .unwrap();
+                Ok(meta.get(FORMAT_KEY).unwrap().map(|v| v.to_vec()))
+            })
+            .unwrap();
+        assert_eq!(version, Some(b"3".to_vec()));
+        // A new trace is written in format 3 next to it; both read.
+        d.write(&trace("other", true).batch()).unwrap();
+        assert!(
+            d.reading(|s| Ok(s.kv.contains_key("__trace:other:first").unwrap()))
+                .unwrap()
+        );
+        assert_eq!(d.list().unwrap(), ["other", ID]);
+        assert_eq!(d.info("other").unwrap().unwrap().id, "other");
+        assert_eq!(d.info(ID).unwrap().unwrap().id, ID);
     }
 
     #[test]
@@ -1204,6 +1400,42 @@ mod tests {
             StoreDriver::open_with(tmp.path().join("db"), Durability::Buffered, options).unwrap();
         d.write(&trace("small", true).batch()).unwrap();
         assert!(d.exists("small").unwrap());
+    }
+
+    proptest::proptest! {
+        /// `first` values that do not parse (random bytes, or a valid one
+        /// truncated or with a byte changed) fail with `Corrupt` at the
+        /// location given, never panic; a valid one yields its keys.
+        #[test]
+        fn first_values_never_panic(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            cut in 0usize..4096,
+            flip in 0usize..4096,
+            byte in proptest::num::u8::ANY,
+        ) {
+            let t = first(true);
+            let mut valid = Vec::new();
+            encode_first(&t.batch(), &mut valid);
+            let mut map = BTreeMap::from([("first".to_owned(), valid.clone())]);
+            let taken = explode_first(&mut map, "loc").unwrap();
+            let node = format!("node:{}", NODE);
+            proptest::prop_assert!(map.contains_key("info") && map.contains_key(&node));
+            proptest::prop_assert_eq!(taken.len(), map.len());
+            let mut flipped = valid.clone();
+            let at = flip % flipped.len();
+            flipped[at] = byte;
+            let cut = valid[..cut % valid.len()].to_vec();
+            let huge = format!("info {}\n{{}}\n", usize::MAX).into_bytes();
+            for value in [noise, cut, flipped, huge] {
+                let mut map = BTreeMap::from([("first".to_owned(), value)]);
+                if let Err(e) = explode_first(&mut map, "loc") {
+                    proptest::prop_assert!(
+                        matches!(&e, Error::Corrupt { location, .. } if location == "loc"),
+                        "{e:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! Where a store driver's simple lifecycle spends its time: rounds of the
+//! Go package's simple loop ([`floor::ROUND`] traces created, one node each
+//! completed, released; one flush; every trace removed) on the store driver
+//! alone, each phase timed on its own and divided by the traces of the
+//! round. Prints the medians per trace of create + release, flush, remove
+//! and the whole round.
+//!
+//! ```sh
+//! cargo run --release --example store_phases -- --dir /tmp/phases --secs 20
+//! cargo run --release --example store_phases -- --dir /dev/shm/phases --secs 20   # tmpfs
+//! ```
+
+use std::time::{Duration, Instant};
+
+use tracepool::{Engine, NodeOptions, TraceOptions};
+
+#[path = "../benches/support/floor.rs"]
+mod floor;
+
+use floor::ROUND;
+
+fn arg(name: &str) -> Option<String> {
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == name {
+            return args.next();
+        }
+    }
+    None
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() -> tracepool::Result<()> {
+    let base = std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/store_phases".into()));
+    let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(20.0);
+    let _ = std::fs::remove_dir_all(&base);
+    let engine = Engine::builder()
+        .capacity(2 * ROUND as usize)
+        .workers(1)
+        .store(base.join("store"))
+        .build()?;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / ROUND as f64;
+    let mut phases: [Vec<f64>; 4] = Default::default();
+    let mut ids = Vec::with_capacity(ROUND as usize);
+    let began = Instant::now();
+    let until = began + Duration::from_secs_f64(secs);
+    while Instant::now() < until {
+        let start = Instant::now();
+        for _ in 0..ROUND {
+            let t = engine.create(TraceOptions::new())?;
+            t.add(0, NodeOptions::new().label("step"))?;
+            t.complete(Some(serde_json::json!(true)))?;
+            ids.push(t.id().to_owned());
+            t.release()?;
+        }
+        let created = Instant::now();
+        engine.flush_blocking()?;
+        let flushed = Instant::now();
+        for id in ids.drain(..) {
+            engine.remove(&id)?;
+        }
+        let removed = Instant::now();
+        phases[0].push(per(created - start));
+        phases[1].push(per(flushed - created));
+        phases[2].push(per(removed - flushed));
+        phases[3].push(per(removed - start));
+    }
+    let rounds = phases[0].len();
+    let mean = per(began.elapsed()) / rounds as f64;
+    let p99 = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() * 99 / 100).min(v.len() - 1)]
+    };
+    let p99s: Vec<f64> = phases.iter().map(|v| p99(v)).collect();
+    println!(
+        "{} ({rounds} rounds of {ROUND} traces; µs per trace, median):",
+        base.display()
+    );
+    for (name, v) in ["create+release", "flush", "remove", "round"]
+        .iter()
+        .zip(phases.iter_mut())
+    {
+        println!("  {name:<15} {:8.2} µs", median(v));
+    }
+    println!(
+        "  p99: create+release {:.2}, flush {:.2}, remove {:.2}, round {:.2} µs",
+        p99s[0], p99s[1], p99s[2], p99s[3]
+    );
+    println!("  mean            {mean:8.2} µs (the whole run / traces)");
+    engine.shutdown()?;
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}
