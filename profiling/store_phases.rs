@@ -1,13 +1,14 @@
-//! Where a store driver's simple lifecycle spends its time: rounds of the
-//! Go package's simple loop ([`floor::ROUND`] traces created, one node each
-//! completed, released; one flush; every trace removed) on the store driver
-//! alone, each phase timed on its own and divided by the traces of the
+//! Where a driver's simple lifecycle spends its time: rounds of the Go
+//! package's simple loop ([`floor::ROUND`] traces created, one node each
+//! completed, released; one flush; every trace removed) on one driver
+//! (`--driver store`, the default, `memory` or `local`), each phase timed on its own and divided by the traces of the
 //! round. Prints the medians per trace of create + release, flush, remove
 //! and the whole round.
 //!
 //! ```sh
 //! cargo run --release --example store_phases -- --dir /tmp/phases --secs 20
 //! cargo run --release --example store_phases -- --dir /dev/shm/phases --secs 20   # tmpfs
+//! cargo run --release --example store_phases -- --driver memory --secs 20
 //! ```
 
 use std::time::{Duration, Instant};
@@ -38,11 +39,14 @@ fn main() -> tracepool::Result<()> {
     let base = std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/store_phases".into()));
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(20.0);
     let _ = std::fs::remove_dir_all(&base);
-    let engine = Engine::builder()
-        .capacity(2 * ROUND as usize)
-        .workers(1)
-        .store(base.join("store"))
-        .build()?;
+    let driver = arg("--driver").unwrap_or_else(|| "store".into());
+    let builder = Engine::builder().capacity(2 * ROUND as usize).workers(1);
+    let engine = match driver.as_str() {
+        "memory" => builder.memory(),
+        "local" => builder.local(base.join("local")),
+        _ => builder.store(base.join("store")),
+    }
+    .build()?;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / ROUND as f64;
     let mut phases: [Vec<f64>; 4] = Default::default();
     let mut ids = Vec::with_capacity(ROUND as usize);
@@ -61,7 +65,11 @@ fn main() -> tracepool::Result<()> {
         engine.flush_blocking()?;
         let flushed = Instant::now();
         for id in ids.drain(..) {
-            engine.remove(&id)?;
+            match engine.remove(&id) {
+                // The memory driver keeps nothing: its remove finds nothing.
+                Ok(()) | Err(tracepool::Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
         let removed = Instant::now();
         phases[0].push(per(created - start));
@@ -78,7 +86,7 @@ fn main() -> tracepool::Result<()> {
     };
     let p99s: Vec<f64> = phases.iter().map(|v| p99(v)).collect();
     println!(
-        "{} ({rounds} rounds of {ROUND} traces; µs per trace, median):",
+        "{driver} in {} ({rounds} rounds of {ROUND} traces; µs per trace, median):",
         base.display()
     );
     for (name, v) in ["create+release", "flush", "remove", "round"]

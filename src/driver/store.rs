@@ -819,15 +819,37 @@ fn push_padded(key: &mut Vec<u8>, mut n: u64) {
     }
 }
 
-/// Appends one section of a `first` value: `<name> <length>\n<bytes>\n`.
-fn push_section(out: &mut Vec<u8>, name: &[&[u8]], bytes: &[u8]) {
+/// Appends the header of one section of a `first` value: the name parts,
+/// a space, the body's length and a newline (then come the body and a
+/// newline).
+fn push_header(out: &mut Vec<u8>, name: &[&[u8]], len: usize) {
     for part in name {
         out.extend_from_slice(part);
     }
     out.push(b' ');
-    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(len).as_bytes());
     out.push(b'\n');
-    out.extend_from_slice(bytes);
+}
+
+/// Appends one section (`<name> <length>\n<bytes>\n`) whose body is the
+/// `parts` joined by newlines, without copying them twice.
+fn push_joined<'b, I: Iterator<Item = &'b [u8]>>(
+    out: &mut Vec<u8>,
+    name: &[&[u8]],
+    parts: impl Fn() -> I,
+) {
+    let len = parts()
+        .map(|p| p.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    push_header(out, name, len);
+    for (i, part) in parts().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(part);
+    }
     out.push(b'\n');
 }
 
@@ -836,39 +858,31 @@ fn push_section(out: &mut Vec<u8>, name: &[&[u8]], bytes: &[u8]) {
 /// `node:<id>`, `space:<id>`, `space:<id>:data`; a deleted space is a
 /// `deleted:space:<id>` section), named as that key, in write order.
 fn encode_first(batch: &WriteBatch<'_>, out: &mut Vec<u8>) {
-    let mut joined = Vec::new();
-    let mut events = batch.events();
-    if let Some(first) = events.next() {
-        joined.extend_from_slice(&first.bytes[..]);
-        for ev in events {
-            joined.push(b'\n');
-            joined.extend_from_slice(&ev.bytes[..]);
-        }
-        let mut name = b"events:".to_vec();
-        push_padded(&mut name, first.seq);
-        push_section(out, &[&name], &joined);
+    let mut number = Vec::with_capacity(20);
+    if let Some(first) = batch.events().next() {
+        number.clear();
+        push_padded(&mut number, first.seq);
+        push_joined(out, &[b"events:", &number], || {
+            batch.events().map(|e| &e.bytes[..])
+        });
     }
-    let mut lines = batch.log_lines();
-    if let Some(first) = lines.next() {
-        joined.clear();
-        joined.extend_from_slice(first.bytes);
-        for line in lines {
-            joined.push(b'\n');
-            joined.extend_from_slice(line.bytes);
-        }
-        let mut name = b"logs:".to_vec();
-        push_padded(&mut name, first.index);
-        push_section(out, &[&name], &joined);
+    if let Some(first) = batch.log_lines().next() {
+        number.clear();
+        push_padded(&mut number, first.index);
+        push_joined(out, &[b"logs:", &number], || {
+            batch.log_lines().map(|l| l.bytes)
+        });
     }
     for doc in batch.docs() {
         let id = doc.id.as_bytes();
-        match doc.kind {
-            DocKind::Info => push_section(out, &[b"info"], doc.bytes),
-            DocKind::Node => push_section(out, &[b"node:", id], doc.bytes),
-            DocKind::Space => push_section(out, &[b"space:", id], doc.bytes),
-            DocKind::SpaceData => push_section(out, &[b"space:", id, b":data"], doc.bytes),
-            DocKind::SpaceDeleted => push_section(out, &[b"deleted:space:", id], b""),
-        }
+        let name: &[&[u8]] = match doc.kind {
+            DocKind::Info => &[b"info"],
+            DocKind::Node => &[b"node:", id],
+            DocKind::Space => &[b"space:", id],
+            DocKind::SpaceData => &[b"space:", id, b":data"],
+            DocKind::SpaceDeleted => &[b"deleted:space:", id],
+        };
+        push_joined(out, name, || std::iter::once(doc.bytes));
     }
 }
 
