@@ -196,8 +196,16 @@ impl Store {
         // (measured: 200,000 simple traces in 7.4 s with a quarter of 64
         // MiB, 12.1 s with an eighth; peak heaps 60 and 30 MiB).
         refuse_foreign_directory(path)?;
+        // fjall's flushes and compactions run on background threads, one
+        // per core up to 4 by default. Half the cores: they compete with
+        // the engine's own workers, and with two or more of them fjall's
+        // first worker spins re-queuing compaction requests while the
+        // others are busy (measured on 2 cores: ~7% of the CPU of a
+        // write-and-remove loop).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let db = Database::builder(path)
             .cache_size(budget / 16)
+            .worker_threads((cores / 2).clamp(1, 4))
             .open()
             .map_err(fail)?;
         let memtable = |share: u64| {
