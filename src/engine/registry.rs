@@ -10,6 +10,7 @@
 //! handle can reach it); it is kept so that reads of that id can wait until
 //! storage has everything, and so that the id is not created again meanwhile.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::id::{IdMap, TraceId};
@@ -89,31 +90,35 @@ impl Registry {
 
     /// Registers a loaded trace unless the id is present (atomic check-and-insert).
     pub(crate) fn insert_if_absent(&self, id: TraceId, at: SlotRef) -> bool {
-        let mut m = self.shard(&id);
-        if m.contains_key(&id) {
-            return false;
+        match self.shard(&id).entry(id) {
+            MapEntry::Occupied(_) => false,
+            MapEntry::Vacant(v) => {
+                v.insert(Entry::Loaded(at));
+                true
+            }
         }
-        m.insert(id, Entry::Loaded(at));
-        true
     }
 
     /// The loaded trace at `at` was released: it is now draining, or gone.
     pub(crate) fn released(&self, id: &TraceId, at: SlotRef, draining: bool) {
-        let mut m = self.shard(id);
-        if m.get(id) == Some(&Entry::Loaded(at)) {
+        // One lookup: the entry is changed or removed in place.
+        if let MapEntry::Occupied(mut o) = self.shard(id).entry(*id)
+            && *o.get() == Entry::Loaded(at)
+        {
             if draining {
-                m.insert(*id, Entry::Draining(at));
+                *o.get_mut() = Entry::Draining(at);
             } else {
-                m.remove(id);
+                o.remove();
             }
         }
     }
 
     /// The draining trace at `at` has drained.
     pub(crate) fn drained(&self, id: &TraceId, at: SlotRef) {
-        let mut m = self.shard(id);
-        if m.get(id) == Some(&Entry::Draining(at)) {
-            m.remove(id);
+        if let MapEntry::Occupied(o) = self.shard(id).entry(*id)
+            && *o.get() == Entry::Draining(at)
+        {
+            o.remove();
         }
     }
 
