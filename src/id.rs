@@ -50,11 +50,7 @@ impl TraceId {
     /// `YYYYMMDD` of `now` (UTC) followed by `serial` as 12 digits.
     pub(crate) fn dated(now: i64, serial: u64) -> TraceId {
         let mut buf = [0u8; MAX_TRACE_ID_LEN];
-        let (y, m, d) = civil_from_days(now.div_euclid(86_400_000));
-        // Years outside 0..=9999 print their last four digits.
-        write_digits(&mut buf[0..4], y.rem_euclid(10_000).unsigned_abs());
-        write_digits(&mut buf[4..6], u64::from(m));
-        write_digits(&mut buf[6..8], u64::from(d));
+        buf[0..8].copy_from_slice(&date_digits(now.div_euclid(86_400_000)));
         write_digits(&mut buf[8..20], serial % SERIALS);
         TraceId { len: 20, buf }
     }
@@ -141,11 +137,43 @@ impl TraceIdGen {
     }
 }
 
+/// `v` as `out.len()` decimal digits (zero-padded; higher digits dropped),
+/// two at a time.
 fn write_digits(out: &mut [u8], mut v: u64) {
-    for b in out.iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut pairs = out.rchunks_exact_mut(2);
+    for pair in &mut pairs {
+        let two = (v % 100) as u8;
+        pair[0] = b'0' + two / 10;
+        pair[1] = b'0' + two % 10;
+        v /= 100;
     }
+    if let [b] = pairs.into_remainder() {
+        *b = b'0' + (v % 10) as u8;
+    }
+}
+
+thread_local! {
+    /// The last day this thread dated an id on, and its `YYYYMMDD`.
+    static DATE: std::cell::Cell<(i64, [u8; 8])> = const { std::cell::Cell::new((i64::MIN, [0; 8])) };
+}
+
+/// `YYYYMMDD` (UTC) of day `day` since the epoch; computed once per day
+/// and thread.
+fn date_digits(day: i64) -> [u8; 8] {
+    DATE.with(|c| {
+        let (cached, digits) = c.get();
+        if cached == day {
+            return digits;
+        }
+        let (y, m, d) = civil_from_days(day);
+        let mut digits = [0u8; 8];
+        // Years outside 0..=9999 print their last four digits.
+        write_digits(&mut digits[0..4], y.rem_euclid(10_000).unsigned_abs());
+        write_digits(&mut digits[4..6], u64::from(m));
+        write_digits(&mut digits[6..8], u64::from(d));
+        c.set((day, digits));
+        digits
+    })
 }
 
 /// Checks a trace id against `^[0-9A-Za-z_-]{1,64}$`.
@@ -319,6 +347,24 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dated_ids_and_digits() {
+        // 2025-11-18, then the next day, then back: the cached date follows.
+        let day = 20_410 * 86_400_000;
+        assert_eq!(TraceId::dated(day, 42).as_str(), "20251118000000000042");
+        assert_eq!(
+            TraceId::dated(day + 86_400_000, SERIALS - 1).as_str(),
+            "20251119999999999999"
+        );
+        assert_eq!(TraceId::dated(day + 1, 7).as_str(), "20251118000000000007");
+        assert_eq!(TraceId::dated(-1, 0).as_str(), "19691231000000000000");
+        for (v, want) in [(0, "000"), (7, "007"), (123, "123"), (98765, "765")] {
+            let mut out = [0u8; 3];
+            write_digits(&mut out, v);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+        }
+    }
 
     #[test]
     fn civil_dates() {
