@@ -61,10 +61,11 @@ impl Registry {
     /// land on different shards; cheaper than hashing the whole id twice.
     fn shard(&self, id: &TraceId) -> MutexGuard<'_, IdMap<TraceId, Entry>> {
         let b = id.as_str().as_bytes();
-        let tail = &b[b.len().saturating_sub(8)..];
-        let mut w = [0u8; 8];
-        w[..tail.len()].copy_from_slice(tail);
-        let h = u64::from_le_bytes(w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let w = match b.last_chunk::<8>() {
+            Some(last) => u64::from_le_bytes(*last),
+            None => b.iter().fold(0, |w, &c| (w << 8) | u64::from(c)),
+        };
+        let h = w.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let s = &self.shards[(h >> 60) as usize % SHARDS];
         s.0.lock().unwrap_or_else(|e| e.into_inner())
     }
