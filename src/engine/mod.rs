@@ -769,14 +769,17 @@ impl Engine {
         let core = self.core();
         let mut known = false;
         let mut never_written = false;
-        if let Some((idx, generation)) = core.registry.loaded(tid)
+        let mut entry = core.registry.get(tid);
+        if let Some(Entry::Loaded((idx, generation))) = entry
             && core.pool.get(idx).lease.close(generation)
             && let Ok(r) = core.release_slot(idx, generation, ReleaseKind::Explicit)
         {
             known = true;
             never_written = r.never_written && !r.draining;
+            // Released here: it may be draining now.
+            entry = core.registry.get(tid);
         }
-        if let Some(Entry::Draining((idx, generation))) = core.registry.get(tid)
+        if let Some(Entry::Draining((idx, generation))) = entry
             && let Some(never) = core.discard_draining(idx, generation)
         {
             known = true;
