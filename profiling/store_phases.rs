@@ -9,6 +9,7 @@
 //! cargo run --release --example store_phases -- --dir /tmp/phases --secs 20
 //! cargo run --release --example store_phases -- --dir /dev/shm/phases --secs 20   # tmpfs
 //! cargo run --release --example store_phases -- --driver memory --secs 20
+//! cargo run --release --example store_phases -- --write-buffer 256   # MiB (default 64)
 //! ```
 
 use std::time::{Duration, Instant};
@@ -40,7 +41,10 @@ fn main() -> tracepool::Result<()> {
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(20.0);
     let _ = std::fs::remove_dir_all(&base);
     let driver = arg("--driver").unwrap_or_else(|| "store".into());
-    let builder = Engine::builder().capacity(2 * ROUND as usize).workers(1);
+    let mut builder = Engine::builder().capacity(2 * ROUND as usize).workers(1);
+    if let Some(mib) = arg("--write-buffer").and_then(|s| s.parse::<usize>().ok()) {
+        builder = builder.store_write_buffer(mib << 20);
+    }
     let engine = match driver.as_str() {
         "memory" => builder.memory(),
         "local" => builder.local(base.join("local")),
