@@ -211,12 +211,21 @@ impl Subscription {
     /// For synchronous code. Calling it from inside an async task blocks that
     /// task's thread; use [`recv`](Subscription::recv) there.
     pub fn blocking_recv(&mut self) -> Option<Delivery> {
-        // What is ready without the lock needs no executor.
-        if let Some(d) = self.ready() {
-            self.note_terminal(&d);
-            return Some(d);
+        // What is ready now needs no executor: the executor (and a waker)
+        // only when the thread has to wait.
+        if self.ended {
+            return None;
         }
-        futures_executor::block_on(self.recv())
+        // redis-hook: begin (a remote subscription waits on its feed)
+        if self.remote.is_some() {
+            return futures_executor::block_on(self.recv());
+        }
+        // redis-hook: end
+        match self.step(None) {
+            Step::Deliver(d) => Some(d),
+            Step::End => None,
+            Step::Wait => futures_executor::block_on(self.recv()),
+        }
     }
 
     /// Returns a delivery if one is ready now, without waiting.
