@@ -240,8 +240,9 @@ pub(crate) struct EventLog {
     pending_total: Arc<AtomicUsize>,
     readers: Vec<Option<Reader>>,
     free_readers: Vec<u32>,
-    /// Events published for lock-free readers.
-    publ: Publisher,
+    /// Events published for lock-free readers (made when a trace of this
+    /// slot first has two readers; kept across resets).
+    publ: Option<Box<Publisher>>,
     reader_count: usize,
     /// Keys of readers with a waker set.
     waiting: Vec<u32>,
@@ -274,7 +275,7 @@ impl EventLog {
             pending_total,
             readers: Vec::new(),
             free_readers: Vec::new(),
-            publ: Publisher::default(),
+            publ: None,
             reader_count: 0,
             waiting: Vec::new(),
             to_wake: Vec::new(),
@@ -329,8 +330,9 @@ impl EventLog {
             self.account_pending(src);
         }
         self.stat_emitted += 1;
-        self.publ
-            .note(self.next_seq - self.history.len() as u64, self.next_seq);
+        if let Some(p) = &self.publ {
+            p.note(self.next_seq - self.history.len() as u64, self.next_seq);
+        }
         if !self.waiting.is_empty() {
             for key in self.waiting.drain(..) {
                 if let Some(Some(r)) = self.readers.get_mut(key as usize)
@@ -667,8 +669,9 @@ impl EventLog {
         };
         let r = view.read(cursor, max, out);
         if self.reader_count >= 2 {
-            self.publ.publish(from, &self.history, self.next_seq, bound);
-            self.publ.pin(cursor.next_seq, pin);
+            let p = self.publ.get_or_insert_with(Box::default);
+            p.publish(from, &self.history, self.next_seq, bound);
+            p.pin(cursor.next_seq, pin);
         } else {
             *pin = None;
         }
@@ -803,7 +806,9 @@ impl EventLog {
         self.free_readers.clear();
         self.waiting.clear();
         self.reader_count = 0;
-        self.publ.reset();
+        if let Some(p) = &mut self.publ {
+            p.reset();
+        }
     }
 }
 
