@@ -47,7 +47,10 @@
 //! every reader's last access before the reuse. A slot reset (release, then
 //! the next occupant) goes through the same test, for blocks and for the
 //! marks, so a reader of a released trace never sees the next occupant's
-//! events or marks. In short: evicted entries stay alive until no reader
+//! events or marks. Memory: at most [`MAX_BLOCKS`] blocks per trace with
+//! two readers or more (64 × 88-byte entries each, plus two spares while
+//! it is live, one kept across a reset), and one block per reader that
+//! stopped reading. In short: evicted entries stay alive until no reader
 //! can see them, by reference counts rather than epochs, so a reader pays
 //! nothing per event beyond the event's own reference count.
 //!
