@@ -1,7 +1,8 @@
 //! Switch between `std` and `loom` synchronisation primitives.
 //!
 //! The lock-free and hand-off code of the pool (free list, lease words,
-//! waiter queue) imports its primitives from here, so the same code is
+//! waiter queue) and of the event log's lock-free read path
+//! (`event::publish`) imports its primitives from here, so the same code is
 //! model-checked when built with `RUSTFLAGS="--cfg tracepool_loom"`.
 
 /// `loom`'s `AtomicWaker` under the `futures` crate's signature.
@@ -30,3 +31,32 @@ pub(crate) use futures_util::task::AtomicWaker;
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(tracepool_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+
+/// `loom`'s `UnsafeCell`: every access goes through `with` / `with_mut`, so
+/// that loom can check that no read overlaps a write.
+#[cfg(tracepool_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `std`'s `UnsafeCell` under `loom`'s access API (`with` / `with_mut`).
+#[cfg(not(tracepool_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(tracepool_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(v: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(v))
+    }
+
+    /// Runs `f` with a shared pointer to the value.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with an exclusive pointer to the value.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}

@@ -110,7 +110,7 @@ fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn S
         PayloadRec::NodeComplete { node, output } => {
             out.key("node_id").ascii_str(node_id);
             out.key("status").ascii_str("success");
-            out.key("end_time").int(rec.ts);
+            out.key("end_time").time(rec.ts);
             out.key("duration").int(rec.ts - src.start_time(*node));
             if let Some(o) = output {
                 out.key("output").json(o);
@@ -123,7 +123,7 @@ fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn S
         } => {
             out.key("node_id").ascii_str(node_id);
             out.key("status").ascii_str(status.as_str());
-            out.key("end_time").int(rec.ts);
+            out.key("end_time").time(rec.ts);
             out.key("duration").int(rec.ts - src.start_time(*node));
             out.key("error").str(as_str(error));
         }
@@ -131,7 +131,7 @@ fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn S
             // The reference's TraceLog has no JSON tags: Go field names.
             // (The line is in memory: its record is encoded before it leaves.)
             let l = src.log_line(*line);
-            out.key("Timestamp").int(rec.ts);
+            out.key("Timestamp").time(rec.ts);
             out.key("Level")
                 .ascii_str(l.map_or(Level::Info, |l| l.level).as_str());
             out.key("Message").str(as_str(l.map_or(b"", |l| l.msg)));
@@ -150,7 +150,7 @@ fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn S
                 out.key("title").str(t);
             }
             out.key("content").json(value);
-            out.key("timestamp").int(rec.ts);
+            out.key("timestamp").time(rec.ts);
             out.end_obj();
         }
         PayloadRec::MemoryDelete { space, key } => {

@@ -1,12 +1,110 @@
 //! A minimal JSON writer for event payloads, straight into a trace's byte arena.
 //!
 //! Keys are `'static` and known to need no escaping, so they are written as
-//! raw bytes; strings take a fast path when they need no escaping; caller
-//! values (`serde_json::Value`) go through serde_json. Output is identical
-//! to serde_json's compact form.
+//! raw bytes; strings take a fast path when they need no escaping (checked
+//! eight bytes at a time); caller values (`serde_json::Value`) go through
+//! serde_json. Output is identical to serde_json's compact form.
+//!
+//! The pieces of an event are short (keys, ids, digits): [`put`] copies
+//! pieces of up to 32 bytes inline rather than through a `memcpy` call, and
+//! a timestamp that repeats ([`JsonOut::time`]: the envelope's and a node's
+//! times, and consecutive events, are usually the same millisecond) is
+//! formatted once per thread.
 
 use bytes::{BufMut, BytesMut};
 use serde_json::Value;
+
+/// Appends `s` to `buf`; pieces of up to 32 bytes are copied inline (two
+/// overlapping loads and stores) instead of through a `memcpy` call.
+#[inline(always)]
+pub(crate) fn put(buf: &mut BytesMut, s: &[u8]) {
+    let n = s.len();
+    if n > 32 {
+        buf.extend_from_slice(s);
+        return;
+    }
+    buf.reserve(n);
+    let src = s.as_ptr();
+    let dst = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    // SAFETY: `reserve(n)` leaves at least `n` bytes of spare capacity
+    // after the length, and `s` has `n` bytes: each pair of (possibly
+    // overlapping) copies below reads within `s` and writes within those
+    // `n` bytes, covering all of them; then the length takes them in.
+    unsafe {
+        if n >= 16 {
+            let (a, b) = (
+                src.cast::<[u8; 16]>().read_unaligned(),
+                src.add(n - 16).cast::<[u8; 16]>().read_unaligned(),
+            );
+            dst.cast::<[u8; 16]>().write_unaligned(a);
+            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
+        } else if n >= 8 {
+            let (a, b) = (
+                src.cast::<u64>().read_unaligned(),
+                src.add(n - 8).cast::<u64>().read_unaligned(),
+            );
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let (a, b) = (
+                src.cast::<u32>().read_unaligned(),
+                src.add(n - 4).cast::<u32>().read_unaligned(),
+            );
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+        buf.set_len(buf.len() + n);
+    }
+}
+
+/// Whether `s` needs no escaping in a JSON string: no control character,
+/// `"` or `\`. Eight bytes at a time: a byte below 0x20, and a byte equal
+/// to `"` or `\` (a zero byte after the xor), sets its high bit in a mask.
+#[inline]
+pub(crate) fn is_plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let v = u64::from_le_bytes(b);
+        let ctl = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+        let q = v ^ (ONES * u64::from(b'"'));
+        let q = q.wrapping_sub(ONES) & !q & HIGH;
+        let bs = v ^ (ONES * u64::from(b'\\'));
+        let bs = bs.wrapping_sub(ONES) & !bs & HIGH;
+        if ctl | q | bs != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// The last timestamp written on this thread and its digits.
+#[derive(Debug, Clone, Copy)]
+struct LastTime {
+    ms: i64,
+    len: u8,
+    digits: [u8; 20],
+}
+
+thread_local! {
+    static LAST_TIME: std::cell::Cell<LastTime> = const {
+        std::cell::Cell::new(LastTime {
+            ms: 0,
+            len: 0,
+            digits: [0; 20],
+        })
+    };
+}
 
 /// Writes one JSON value (objects and arrays nested) into a buffer.
 #[derive(Debug)]
@@ -20,6 +118,16 @@ pub(crate) struct JsonOut<'a> {
 impl<'a> JsonOut<'a> {
     pub(crate) fn new(buf: &'a mut BytesMut) -> Self {
         JsonOut { buf, comma: false }
+    }
+
+    /// Bytes in the buffer (for offsets into what is written).
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The buffer, to split the written bytes off.
+    pub(crate) fn buf(&mut self) -> &mut BytesMut {
+        self.buf
     }
 
     fn sep(&mut self) {
@@ -60,7 +168,7 @@ impl<'a> JsonOut<'a> {
     pub(crate) fn key(&mut self, key: &'static str) -> &mut Self {
         self.sep();
         self.buf.put_u8(b'"');
-        self.buf.put_slice(key.as_bytes());
+        put(self.buf, key.as_bytes());
         self.buf.put_slice(b"\":");
         self.comma = false;
         self
@@ -76,14 +184,14 @@ impl<'a> JsonOut<'a> {
     /// Raw JSON text (punctuation and keys written together), no separator
     /// logic: the caller writes a complete, valid piece.
     pub(crate) fn raw(&mut self, text: &'static [u8]) -> &mut Self {
-        self.buf.put_slice(text);
+        put(self.buf, text);
         self
     }
 
     /// Bytes known to need no escaping (validated ids), without quotes.
     pub(crate) fn ascii(&mut self, s: &str) -> &mut Self {
         debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
-        self.buf.put_slice(s.as_bytes());
+        put(self.buf, s.as_bytes());
         self
     }
 
@@ -91,7 +199,7 @@ impl<'a> JsonOut<'a> {
     pub(crate) fn ascii_str(&mut self, s: &str) -> &mut Self {
         debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
         self.buf.put_u8(b'"');
-        self.buf.put_slice(s.as_bytes());
+        put(self.buf, s.as_bytes());
         self.buf.put_u8(b'"');
         self.comma = true;
         self
@@ -105,9 +213,9 @@ impl<'a> JsonOut<'a> {
 
     /// A string value.
     pub(crate) fn str(&mut self, s: &str) -> &mut Self {
-        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        if is_plain(s.as_bytes()) {
             self.buf.put_u8(b'"');
-            self.buf.put_slice(s.as_bytes());
+            put(self.buf, s.as_bytes());
             self.buf.put_u8(b'"');
         } else {
             // serde_json cannot fail on a str written to a BytesMut.
@@ -120,7 +228,34 @@ impl<'a> JsonOut<'a> {
     /// An integer value.
     pub(crate) fn int(&mut self, v: impl itoa::Integer) -> &mut Self {
         let mut b = itoa::Buffer::new();
-        self.buf.put_slice(b.format(v).as_bytes());
+        put(self.buf, b.format(v).as_bytes());
+        self.comma = true;
+        self
+    }
+
+    /// A timestamp (an integer): the digits of the last one this thread
+    /// wrote are reused when it repeats (0, an unset time, is not kept).
+    pub(crate) fn time(&mut self, ms: i64) -> &mut Self {
+        let last = LAST_TIME.with(std::cell::Cell::get);
+        if last.ms == ms && last.len > 0 {
+            put(self.buf, &last.digits[..usize::from(last.len).min(20)]);
+        } else {
+            let mut b = itoa::Buffer::new();
+            let text = b.format(ms).as_bytes();
+            put(self.buf, text);
+            if ms != 0 {
+                let mut t = LastTime {
+                    ms,
+                    len: 0,
+                    digits: [0; 20],
+                };
+                if let Some(d) = t.digits.get_mut(..text.len()) {
+                    d.copy_from_slice(text);
+                    t.len = text.len() as u8;
+                    LAST_TIME.with(|c| c.set(t));
+                }
+            }
+        }
         self.comma = true;
         self
     }
@@ -135,7 +270,7 @@ impl<'a> JsonOut<'a> {
 
     /// A value already serialized as JSON (a caller value stored as bytes).
     pub(crate) fn json(&mut self, v: &[u8]) -> &mut Self {
-        self.buf.put_slice(v);
+        put(self.buf, v);
         self.comma = true;
         self
     }
@@ -152,6 +287,69 @@ impl<'a> JsonOut<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn put_copies_every_length() {
+        let src: Vec<u8> = (0..80u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=80 {
+            let mut buf = BytesMut::new();
+            buf.put_slice(b"<");
+            put(&mut buf, &src[..n]);
+            put(&mut buf, b">");
+            assert_eq!(&buf[1..=n], &src[..n]);
+            assert_eq!(buf.len(), n + 2);
+            assert_eq!(buf[n + 1], b'>');
+        }
+    }
+
+    #[test]
+    fn is_plain_matches_the_byte_test() {
+        let naive = |s: &[u8]| s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+        // Every byte value at every position of a 17-byte string.
+        for pos in 0..17 {
+            for b in 0..=255u8 {
+                let mut s = vec![b'x'; 17];
+                s[pos] = b;
+                assert_eq!(is_plain(&s), naive(&s), "byte {b:#x} at {pos}");
+                assert_eq!(is_plain(&s[pos..]), naive(&s[pos..]));
+            }
+        }
+        // Neighbours that could borrow into each other.
+        for (a, b) in [
+            (0x1f, 0x20),
+            (0x20, 0x1f),
+            (0x00, 0xff),
+            (0x21, 0x22),
+            (0x5b, 0x5c),
+        ] {
+            let s = [b'y', a, b, b'y', b'y', b'y', b'y', b'y'];
+            assert_eq!(is_plain(&s), naive(&s), "{a:#x} {b:#x}");
+        }
+        assert!(is_plain("ünïcode and plain text".as_bytes()));
+    }
+
+    #[test]
+    fn time_repeats_are_written_again() {
+        let mut buf = BytesMut::new();
+        let mut o = JsonOut::new(&mut buf);
+        o.begin_arr();
+        for ms in [
+            1_795_934_562_089i64,
+            1_795_934_562_089,
+            -5,
+            -5,
+            0,
+            i64::MIN,
+            i64::MIN,
+        ] {
+            o.elem().time(ms);
+        }
+        o.end_arr();
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            "[1795934562089,1795934562089,-5,-5,0,-9223372036854775808,-9223372036854775808]"
+        );
+    }
 
     #[test]
     fn matches_serde_json() {

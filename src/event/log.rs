@@ -2,8 +2,9 @@
 //!
 //! [`EventLog`] numbers events (gap-free `seq` from 1), keeps the newest
 //! `history` of them for replay, queues the ones the driver has not taken
-//! yet (write-behind), and owns the cursors of the trace's readers
-//! (subscriptions) and the list of readers waiting for a new event.
+//! yet (write-behind), and knows the trace's readers (subscriptions) and
+//! the list of those waiting for a new event. A reader's cursor is its
+//! own (it lives in the subscription and comes along to every read).
 //!
 //! Events enter as [`Record`]s and are encoded at most once, when first
 //! needed: by a reader, by `events()`, by a worker taking the write-behind
@@ -12,7 +13,10 @@
 //! `pending_bytes`). The encoded event replaces the record in place, so
 //! every later reader shares its bytes.
 //!
-//! Everything here runs under the trace's slot lock. Emitting never wakes a
+//! Everything here runs under the trace's slot lock, except a reader's
+//! lock-free read of events the log published ([`super::publish`]: once a
+//! trace has two readers, what they read under the lock is also published
+//! for the others to read without it). Emitting never wakes a
 //! reader itself: wakers of waiting readers are moved to a list that the
 //! emitting thread wakes after it dropped the lock
 //! ([`EventLog::take_wakers`]).
@@ -34,6 +38,7 @@ use std::task::Waker;
 use bytes::BytesMut;
 
 use super::encode::{Source, encode};
+use super::publish::{Publisher, ReadPin};
 use super::record::{Entry, PayloadRec, Record};
 use super::wire::ARENA_CHUNK;
 use super::{Cursor, Delivery, Event, EventKind};
@@ -65,12 +70,13 @@ const RETAIN_ARENA: usize = 1024 * 1024;
 const RETAIN_QUEUE: usize = 4096;
 
 /// What the engine keeps of a reader outside the slot lock: whether its
-/// trace was released, and then where it continues.
+/// trace was released, and then what it continues with.
 #[derive(Debug, Default)]
 pub(crate) struct ReaderShared {
     /// Set once the trace was released and `detached` filled in.
     detached: AtomicBool,
-    /// Seq of the next event to read from the log (mirrors the cursor).
+    /// Seq of the next event the reader reads (mirrors its cursor; read at
+    /// release to tell whether it has anything left).
     next_seq: AtomicU64,
     detached_at: Mutex<Option<Detached>>,
 }
@@ -81,9 +87,10 @@ impl ReaderShared {
         self.detached.load(Ordering::Acquire)
     }
 
-    /// Seq of the next event the reader takes from its log.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq.load(Ordering::Relaxed)
+    /// Records the reader's position (after a read).
+    #[inline(always)]
+    pub(crate) fn set_next_seq(&self, seq: u64) {
+        self.next_seq.store(seq, Ordering::Relaxed);
     }
 
     /// Where a detached reader continues (taken once).
@@ -95,11 +102,11 @@ impl ReaderShared {
     }
 }
 
-/// A reader of a released trace: the history it still has to read.
+/// A reader of a released trace: the history it still has to read (from
+/// its own cursor on).
 #[derive(Debug)]
 pub(crate) struct Detached {
     pub(crate) frozen: Option<Arc<Frozen>>,
-    pub(crate) cursor: ReaderCursor,
 }
 
 /// The retained history of a released trace, encoded, shared read-only by
@@ -124,7 +131,6 @@ pub(crate) struct ReaderCursor {
 #[derive(Debug)]
 struct Reader {
     shared: Arc<ReaderShared>,
-    cursor: ReaderCursor,
     /// Set while the reader waits for an event (its key is in `waiting`).
     waker: Option<Waker>,
 }
@@ -234,6 +240,9 @@ pub(crate) struct EventLog {
     pending_total: Arc<AtomicUsize>,
     readers: Vec<Option<Reader>>,
     free_readers: Vec<u32>,
+    /// Events published for lock-free readers (made when a trace of this
+    /// slot first has two readers; kept across resets).
+    publ: Option<Box<Publisher>>,
     reader_count: usize,
     /// Keys of readers with a waker set.
     waiting: Vec<u32>,
@@ -266,6 +275,7 @@ impl EventLog {
             pending_total,
             readers: Vec::new(),
             free_readers: Vec::new(),
+            publ: None,
             reader_count: 0,
             waiting: Vec::new(),
             to_wake: Vec::new(),
@@ -320,6 +330,9 @@ impl EventLog {
             self.account_pending(src);
         }
         self.stat_emitted += 1;
+        if let Some(p) = &self.publ {
+            p.note(self.next_seq - self.history.len() as u64, self.next_seq);
+        }
         if !self.waiting.is_empty() {
             for key in self.waiting.drain(..) {
                 if let Some(Some(r)) = self.readers.get_mut(key as usize)
@@ -553,11 +566,15 @@ impl EventLog {
     // ---- readers -------------------------------------------------------------
 
     /// Adds a reader starting at `cursor` (clamped to 1), replaying what is
-    /// retained up to the newest event now.
+    /// retained up to the newest event now. Returns its key, what it shares
+    /// with the log, and its cursor (which the reader keeps).
     ///
     /// # Errors
     /// `LimitExceeded` (`"subscribers"`) at `max_readers`.
-    pub(crate) fn add_reader(&mut self, cursor: Cursor) -> Result<(u32, Arc<ReaderShared>)> {
+    pub(crate) fn add_reader(
+        &mut self,
+        cursor: Cursor,
+    ) -> Result<(u32, Arc<ReaderShared>, ReaderCursor)> {
         let limit = self.lim.max_readers;
         if self.reader_count >= limit {
             return Err(Error::LimitExceeded {
@@ -574,13 +591,13 @@ impl EventLog {
         };
         let shared = Arc::new(ReaderShared::default());
         shared.next_seq.store(start, Ordering::Relaxed);
+        let cursor = ReaderCursor {
+            next_seq: start,
+            replay_end: self.next_seq - 1,
+            min_ts,
+        };
         let reader = Reader {
             shared: shared.clone(),
-            cursor: ReaderCursor {
-                next_seq: start,
-                replay_end: self.next_seq - 1,
-                min_ts,
-            },
             waker: None,
         };
         let key = match self.free_readers.pop() {
@@ -594,7 +611,7 @@ impl EventLog {
             }
         };
         self.reader_count += 1;
-        Ok((key, shared))
+        Ok((key, shared, cursor))
     }
 
     /// Removes reader `key` (its subscription was dropped).
@@ -611,47 +628,57 @@ impl EventLog {
         }
     }
 
-    /// Reads up to `max` deliveries for reader `key` into `out`. When there
-    /// is nothing to read and `waker` is given, the reader waits: `waker`
-    /// is woken after the next event.
+    /// Reads up to `max` deliveries for reader `key` at `cursor` into `out`
+    /// and advances the cursor. When there is nothing to read and `waker`
+    /// is given, the reader waits: `waker` is woken after the next event.
+    /// While the trace has two readers or more, what is read is also
+    /// published, and `pin` is pointed at the block of the cursor for the
+    /// reader's next lock-free read (`None` otherwise).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn read(
         &mut self,
         key: u32,
+        cursor: &mut ReaderCursor,
+        pin: &mut Option<ReadPin>,
         max: usize,
         out: &mut VecDeque<Delivery>,
         waker: Option<&Waker>,
         src: &dyn Source,
     ) -> ReadResult {
-        let Some(Some(reader)) = self.readers.get(key as usize) else {
+        if !matches!(self.readers.get(key as usize), Some(Some(_))) {
+            *pin = None;
             return ReadResult {
                 delivered: 0,
                 missed: 0,
             };
-        };
-        let mut cursor = reader.cursor;
+        }
+        let bound = self.lim.subscriber_buffer as u64;
         let view = View {
             entries: &self.history,
             end: self.next_seq,
-            bound: self.lim.subscriber_buffer as u64,
+            bound,
         };
-        let (from, _) = view.clamp(&cursor);
+        let (from, _) = view.clamp(cursor);
         // Everything available (events the reader skips by time included):
         // each is encoded once, and the next reader shares it.
         self.encode_range(from, self.next_seq, src);
         let view = View {
             entries: &self.history,
             end: self.next_seq,
-            bound: self.lim.subscriber_buffer as u64,
+            bound,
         };
-        let r = view.read(&mut cursor, max, out);
+        let r = view.read(cursor, max, out);
+        if self.reader_count >= 2 {
+            let p = self.publ.get_or_insert_with(Box::default);
+            p.publish(from, &self.history, self.next_seq, bound);
+            p.pin(cursor.next_seq, pin);
+        } else {
+            *pin = None;
+        }
         let Some(Some(reader)) = self.readers.get_mut(key as usize) else {
             return r;
         };
-        reader.cursor = cursor;
-        reader
-            .shared
-            .next_seq
-            .store(cursor.next_seq, Ordering::Relaxed);
+        reader.shared.set_next_seq(cursor.next_seq);
         if r.delivered == 0
             && let Some(w) = waker
         {
@@ -689,11 +716,14 @@ impl EventLog {
             return;
         }
         let end = self.next_seq;
+        // A reader's cursor is its own; what it read last is mirrored in its
+        // shared part (a reader reading right now may be further on: then
+        // the frozen history is kept for nothing, which is harmless).
         let unread = self
             .readers
             .iter()
             .flatten()
-            .any(|r| r.cursor.next_seq < end);
+            .any(|r| r.shared.next_seq.load(Ordering::Relaxed) < end);
         let frozen = unread.then(|| {
             let oldest = end - self.history.len() as u64;
             self.encode_range(oldest, end, src);
@@ -718,7 +748,6 @@ impl EventLog {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(Detached {
                 frozen: frozen.clone(),
-                cursor: r.cursor,
             });
             r.shared.detached.store(true, Ordering::Release);
             if let Some(w) = r.waker {
@@ -777,6 +806,9 @@ impl EventLog {
         self.free_readers.clear();
         self.waiting.clear();
         self.reader_count = 0;
+        if let Some(p) = &mut self.publ {
+            p.reset();
+        }
     }
 }
 

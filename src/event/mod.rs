@@ -12,12 +12,14 @@
 //! only points at data that never changes after emission, so encoding later
 //! yields exactly what was true when the event happened.
 //!
-//! [`log`] holds a trace's history and its readers' cursors; [`value`]
-//! serializes caller values before any lock is taken.
+//! [`log`] holds a trace's history and its readers' wakers; [`publish`] is
+//! its lock-free read path; [`value`] serializes caller values before any
+//! lock is taken.
 
 pub(crate) mod encode;
 pub(crate) mod json;
 pub(crate) mod log;
+pub(crate) mod publish;
 pub(crate) mod record;
 pub(crate) mod value;
 pub(crate) mod wire;

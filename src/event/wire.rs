@@ -9,7 +9,7 @@
 //! Trace ids and node/space ids are validated ASCII, so they are written
 //! without escaping, and an [`Event`] finds them by offset.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -24,11 +24,6 @@ pub(crate) const ARENA_CHUNK: usize = 16 * 1024;
 /// fields read as empty).
 fn offset(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn put_int(buf: &mut BytesMut, v: impl itoa::Integer) {
-    let mut b = itoa::Buffer::new();
-    buf.put_slice(b.format(v).as_bytes());
 }
 
 /// The envelope fields of one event.
@@ -56,31 +51,28 @@ pub(crate) fn encode(
     if arena.capacity() < 1024 {
         arena.reserve(ARENA_CHUNK);
     }
-    let field = |arena: &mut BytesMut, key: &[u8], value: &str| -> (u32, u32) {
-        arena.put_slice(key);
-        let start = offset(arena.len());
-        arena.put_slice(value.as_bytes());
-        (start, offset(arena.len()))
+    let mut out = JsonOut::new(arena);
+    let field = |out: &mut JsonOut<'_>, key: &'static [u8], value: &str| -> (u32, u32) {
+        out.raw(key);
+        let start = offset(out.len());
+        out.ascii(value);
+        (start, offset(out.len()))
     };
-    arena.put_slice(br#"{"type":""#);
-    arena.put_slice(env.kind.as_str().as_bytes());
-    let trace = field(arena, br#"","trace_id":""#, env.trace_id);
-    let node = field(arena, br#"","node_id":""#, env.node_id);
-    let space = field(arena, br#"","space_id":""#, env.space_id);
-    arena.put_slice(br#"","timestamp":"#);
-    put_int(arena, env.timestamp);
-    arena.put_slice(br#","data":"#);
-    let start = offset(arena.len());
-    data(&mut JsonOut::new(arena));
-    let end = offset(arena.len());
-    arena.put_slice(br#","seq":"#);
-    put_int(arena, env.seq);
-    arena.put_u8(b'}');
+    out.raw(br#"{"type":""#).ascii(env.kind.as_str());
+    let trace = field(&mut out, br#"","trace_id":""#, env.trace_id);
+    let node = field(&mut out, br#"","node_id":""#, env.node_id);
+    let space = field(&mut out, br#"","space_id":""#, env.space_id);
+    out.raw(br#"","timestamp":"#).time(env.timestamp);
+    out.raw(br#","data":"#);
+    let start = offset(out.len());
+    data(&mut out);
+    let end = offset(out.len());
+    out.raw(br#","seq":"#).int(env.seq).raw(b"}");
     Event {
         seq: env.seq,
         kind: env.kind,
         timestamp: env.timestamp,
-        bytes: arena.split().freeze(),
+        bytes: out.buf().split().freeze(),
         at: Offsets {
             trace,
             node,
@@ -156,6 +148,7 @@ pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
     use serde_json::json;
 
     #[test]

@@ -428,7 +428,7 @@ impl Trace {
     /// # Errors
     /// `LimitExceeded` (`"subscribers"`) at `max_subscribers`; `Released`, `ShutDown`.
     pub fn subscribe_from(&self, cursor: Cursor) -> Result<Subscription> {
-        let (reader, shared) = self.with(|st| st.events.add_reader(cursor))?;
+        let (reader, shared, cursor) = self.with(|st| st.events.add_reader(cursor))?;
         let host: Arc<dyn LogHost> = self.core.engine.core().clone();
         Ok(Subscription::new(
             host,
@@ -436,6 +436,7 @@ impl Trace {
             reader,
             self.id,
             shared,
+            cursor,
         ))
     }
 

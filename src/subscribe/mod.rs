@@ -13,6 +13,12 @@
 //! and live delivery are the same code path, and a subscription made while
 //! other threads write sees each event with `seq >= cursor` once, in order.
 //!
+//! When a trace has several subscribers, the first to read an event under
+//! the lock also publishes it (`crate::event::publish`), and the others
+//! read it from their pinned block without the lock: one load, one event
+//! clone. The cursor is the subscription's own, so both paths move the same
+//! cursor and the guarantees above hold whichever path delivers.
+//!
 //! # Lagging
 //!
 //! Let `h` be the newest seq when the subscription was made. Events up to
@@ -41,7 +47,8 @@ use std::task::{Context, Poll, Waker};
 
 mod remote; // redis-hook
 
-use crate::event::log::{Detached, LogHost, ReadResult, ReaderShared, read_frozen};
+use crate::event::log::{Detached, LogHost, ReadResult, ReaderCursor, ReaderShared, read_frozen};
+use crate::event::publish::ReadPin;
 use crate::event::{Delivery, EventKind};
 use crate::id::TraceId;
 use crate::pool::SlotKey;
@@ -90,6 +97,10 @@ pub struct Subscription {
     reader: u32,
     trace_id: TraceId,
     shared: Arc<ReaderShared>,
+    /// Where the next read starts (past what `buf` holds).
+    cursor: ReaderCursor,
+    /// The published block the cursor is in, read without the lock.
+    pin: Option<ReadPin>,
     /// Deliveries taken from the trace and not yet returned.
     buf: VecDeque<Delivery>,
     ended: bool,
@@ -118,6 +129,7 @@ impl Subscription {
         reader: u32,
         trace_id: TraceId,
         shared: Arc<ReaderShared>,
+        cursor: ReaderCursor,
     ) -> Subscription {
         host.count_reader(1);
         Subscription {
@@ -126,6 +138,8 @@ impl Subscription {
             reader,
             trace_id,
             shared,
+            cursor,
+            pin: None,
             buf: VecDeque::new(),
             ended: false,
             detached: None,
@@ -152,6 +166,12 @@ impl Subscription {
             reader: 0,
             trace_id,
             shared: Arc::new(ReaderShared::default()),
+            cursor: ReaderCursor {
+                next_seq: from_seq,
+                replay_end: 0,
+                min_ts,
+            },
+            pin: None,
             buf: VecDeque::new(),
             ended: false,
             detached: None,
@@ -191,13 +211,40 @@ impl Subscription {
     /// For synchronous code. Calling it from inside an async task blocks that
     /// task's thread; use [`recv`](Subscription::recv) there.
     pub fn blocking_recv(&mut self) -> Option<Delivery> {
-        futures_executor::block_on(self.recv())
+        // What is ready now needs no executor: the executor (and a waker)
+        // only when the thread has to wait.
+        if self.ended {
+            return None;
+        }
+        // redis-hook: begin (a remote subscription waits on its feed)
+        if self.remote.is_some() {
+            return futures_executor::block_on(self.recv());
+        }
+        // redis-hook: end
+        match self.step(None) {
+            Step::Deliver(d) => Some(d),
+            Step::End => None,
+            Step::Wait => futures_executor::block_on(self.recv()),
+        }
     }
 
     /// Returns a delivery if one is ready now, without waiting.
     /// `Ok(None)` means the stream has ended; `Err(())` that nothing is ready yet.
     #[allow(clippy::result_unit_err)]
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Delivery>, ()> {
+        match self.ready() {
+            Some(d) => {
+                self.note_terminal(&d);
+                Ok(Some(d))
+            }
+            None => self.try_recv_locked(),
+        }
+    }
+
+    /// `try_recv` when nothing is ready without the trace's lock.
+    #[inline(never)]
+    fn try_recv_locked(&mut self) -> Result<Option<Delivery>, ()> {
         // redis-hook: begin
         if self.remote.is_some() {
             if self.ended {
@@ -247,9 +294,43 @@ impl Subscription {
         }) {
             return seq;
         }
-        match &self.detached {
-            Some(d) => d.cursor.next_seq,
-            None => self.shared.next_seq(),
+        self.cursor.next_seq
+    }
+
+    /// What is ready without taking the trace's lock: the buffer, then the
+    /// pinned block. `None`: read under the lock.
+    #[inline(always)]
+    fn ready(&mut self) -> Option<Delivery> {
+        if self.ended {
+            return None;
+        }
+        if let Some(d) = self.buf.pop_front() {
+            return Some(d);
+        }
+        let pin = self.pin.as_mut()?;
+        let before = self.cursor.next_seq;
+        match pin.next(&mut self.cursor) {
+            Some(ev) => {
+                self.shared.set_next_seq(self.cursor.next_seq);
+                Some(Delivery::Event(ev.clone()))
+            }
+            None => {
+                if self.cursor.next_seq != before {
+                    self.shared.set_next_seq(self.cursor.next_seq);
+                }
+                None
+            }
+        }
+    }
+
+    /// Ends the stream after the terminal event `d`.
+    #[inline(always)]
+    fn note_terminal(&mut self, d: &Delivery) {
+        if let Delivery::Event(e) = d
+            && e.kind == EventKind::Complete
+        {
+            // The terminal event: the stream ends after it.
+            self.ended = true;
         }
     }
 
@@ -257,20 +338,17 @@ impl Subscription {
         if self.ended {
             return Step::End;
         }
-        if self.buf.is_empty() {
-            let r = self.fill(waker);
-            if r.missed > 0 {
-                self.host.count_lagged(r.missed);
-            }
+        if let Some(d) = self.ready() {
+            self.note_terminal(&d);
+            return Step::Deliver(d);
+        }
+        let r = self.fill(waker);
+        if r.missed > 0 {
+            self.host.count_lagged(r.missed);
         }
         match self.buf.pop_front() {
             Some(d) => {
-                if let Delivery::Event(e) = &d
-                    && e.kind == EventKind::Complete
-                {
-                    // The terminal event: the stream ends after it.
-                    self.ended = true;
-                }
+                self.note_terminal(&d);
                 Step::Deliver(d)
             }
             None if self.ended => Step::End,
@@ -288,11 +366,12 @@ impl Subscription {
         if self.detached.is_none() && !self.shared.is_detached() {
             let mut r = none;
             let mut finished = false;
-            let (reader, buf) = (self.reader, &mut self.buf);
+            let (reader, buf, cursor, pin) =
+                (self.reader, &mut self.buf, &mut self.cursor, &mut self.pin);
             let live =
                 self.host
                     .with_log(self.key.idx, self.key.generation, &mut |log, src, fin| {
-                        r = log.read(reader, BATCH, buf, waker, src);
+                        r = log.read(reader, cursor, pin, BATCH, buf, waker, src);
                         finished = fin;
                     });
             if live {
@@ -310,12 +389,12 @@ impl Subscription {
         }
         if self.detached.is_none() {
             self.detached = self.shared.take_detached();
+            self.pin = None;
         }
-        let r = match &mut self.detached {
+        let r = match &self.detached {
             Some(Detached {
                 frozen: Some(frozen),
-                cursor,
-            }) => read_frozen(frozen, cursor, BATCH, &mut self.buf),
+            }) => read_frozen(frozen, &mut self.cursor, BATCH, &mut self.buf),
             _ => none,
         };
         self.ended = r.delivered == 0;

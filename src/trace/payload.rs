@@ -103,10 +103,10 @@ impl Source for TraceSource<'_> {
         if let Some(v) = output {
             out.raw(b",\"output\":").json(v);
         }
-        out.raw(b",\"created_at\":").int(r.created_at);
-        out.raw(b",\"start_time\":").int(r.start_time);
-        out.raw(b",\"end_time\":").int(end_time);
-        out.raw(b",\"updated_at\":").int(updated_at);
+        out.raw(b",\"created_at\":").time(r.created_at);
+        out.raw(b",\"start_time\":").time(r.start_time);
+        out.raw(b",\"end_time\":").time(end_time);
+        out.raw(b",\"updated_at\":").time(updated_at);
         out.raw(b"}").value_done();
     }
 
