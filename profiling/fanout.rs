@@ -11,20 +11,15 @@
 //! perf record -g target/release/examples/fanout --subs 100 --events 2000000
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use tracepool::{Engine, NodeOptions, TraceOptions};
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
 
 fn main() {
     let subs: usize = arg("--subs").and_then(|s| s.parse().ok()).unwrap_or(100);

@@ -23,6 +23,11 @@
 //! `--subscribers N` attaches N subscriptions to each tracepool trace (read
 //! to the end after the trace is released).
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
+
 use std::hint::black_box;
 
 use serde_json::json;
@@ -39,16 +44,6 @@ impl fastrace::collector::Reporter for Discard {
     fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
         black_box(spans);
     }
-}
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
 }
 
 fn tracepool_once(engine: &Engine, workload: &str, subscribers: usize) {

@@ -9,6 +9,11 @@
 //! cargo run --release --example persist_allocs -- --driver local --dir /tmp/pa --n 5000 [--json dhat.json]
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
+
 use tracepool::Engine;
 
 #[path = "../benches/support/floor.rs"]
@@ -18,16 +23,6 @@ use floor::simple_round_of;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
 
 fn main() -> tracepool::Result<()> {
     // `--json PATH`: also write dhat's profile there (for dh_view.html).

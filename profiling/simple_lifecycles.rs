@@ -13,19 +13,14 @@
 //! target/release/examples/simple_lifecycles --driver store --dir /tmp/sl --n 64000 --batch 64
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
+
 use std::time::Instant;
 
 use tracepool::{Engine, NodeOptions, TraceOptions};
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
 
 fn main() -> tracepool::Result<()> {
     let driver = arg("--driver").unwrap_or_else(|| "local".into());

@@ -17,6 +17,11 @@
 //! cargo run --release --example storage_floor -- --dir /dev/shm/floor --secs 20   # tmpfs
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::{arg, median};
+
 use std::time::{Duration, Instant};
 
 use tracepool::Engine;
@@ -25,25 +30,6 @@ use tracepool::Engine;
 mod floor;
 
 use floor::{ROUND, floor_round, simple_round, simple_trace_files};
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
 
 fn main() -> tracepool::Result<()> {
     let base =

@@ -12,6 +12,11 @@
 //! cargo run --release --example store_heap -- --n 200000 --write-buffer 64
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -55,16 +60,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
 
 fn mib(b: usize) -> f64 {
     b as f64 / (1 << 20) as f64

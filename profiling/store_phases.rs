@@ -12,6 +12,11 @@
 //! cargo run --release --example store_phases -- --write-buffer 256   # MiB (default 64)
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::{arg, median};
+
 use std::time::{Duration, Instant};
 
 use tracepool::{Engine, NodeOptions, TraceOptions};
@@ -20,21 +25,6 @@ use tracepool::{Engine, NodeOptions, TraceOptions};
 mod floor;
 
 use floor::ROUND;
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 fn main() -> tracepool::Result<()> {
     let base = std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/store_phases".into()));
