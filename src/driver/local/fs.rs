@@ -243,14 +243,7 @@ impl Dir {
         if let Some(d) = self.open_dir(name, Access::Write)? {
             return Ok((d, false));
         }
-        let created = self.make_dir(name)?;
-        match self.open_dir(name, Access::Write)? {
-            Some(d) => Ok((d, created)),
-            None => Err(Error::storage(
-                self.child(name).display().to_string(),
-                "directory vanished right after it was created",
-            )),
-        }
+        self.make_or_open_dir(name)
     }
 
     /// Creates the subdirectory `name` and opens it; opens it if it exists
