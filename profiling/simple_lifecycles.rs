@@ -15,12 +15,15 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "../benches/support/floor.rs"]
+mod floor;
 
 use args::arg;
+use floor::{create_released, remove_all};
 
 use std::time::Instant;
 
-use tracepool::{Engine, NodeOptions, TraceOptions};
+use tracepool::Engine;
 
 fn main() -> tracepool::Result<()> {
     let driver = arg("--driver").unwrap_or_else(|| "local".into());
@@ -55,41 +58,27 @@ fn main() -> tracepool::Result<()> {
         let mut done = 0;
         while done < n {
             let k = batch.min(n - done);
-            for _ in 0..k {
-                let t = engine.create(TraceOptions::new())?;
-                t.add(0, NodeOptions::new().label("step"))?;
-                t.info("one log line");
-                t.complete(Some(serde_json::json!(true)))?;
-                ids.push(t.id().to_owned());
-                t.release()?;
-            }
+            create_released(&engine, k, true, &mut ids)?;
             // The k traces reach storage before they are removed.
             engine.flush_blocking()?;
-            for id in ids.drain(..) {
-                if !keep {
-                    match engine.remove(&id) {
-                        Ok(()) | Err(tracepool::Error::NotFound) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+            if keep {
+                ids.clear();
+            } else {
+                remove_all(&engine, &mut ids, true)?;
             }
             done += k;
         }
     }
+    let mut ids = Vec::with_capacity(1);
     for _ in 0..if batch > 0 { 0 } else { n } {
-        let t = engine.create(TraceOptions::new())?;
-        t.add(0, NodeOptions::new().label("step"))?;
-        t.complete(Some(serde_json::json!(true)))?;
-        let id = t.id().to_owned();
-        t.release()?;
+        create_released(&engine, 1, false, &mut ids)?;
         // Every trace reaches storage before it is removed.
         engine.flush_blocking()?;
-        if !keep {
+        if keep {
+            ids.clear();
+        } else {
             // The memory driver keeps nothing: its remove finds nothing.
-            match engine.remove(&id) {
-                Ok(()) | Err(tracepool::Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
+            remove_all(&engine, &mut ids, true)?;
         }
     }
     let took = start.elapsed();

@@ -14,14 +14,17 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "../benches/support/floor.rs"]
+mod floor;
 
 use args::arg;
+use floor::{create_released, remove_all};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tracepool::{Engine, NodeOptions, TraceOptions};
+use tracepool::Engine;
 
 struct Counting;
 
@@ -88,18 +91,9 @@ fn main() -> tracepool::Result<()> {
     let mut next_report = n / 10;
     while done < n {
         let k = 64.min(n - done);
-        for _ in 0..k {
-            let t = engine.create(TraceOptions::new())?;
-            t.add(0, NodeOptions::new().label("step"))?;
-            t.info("one log line");
-            t.complete(Some(serde_json::json!(true)))?;
-            ids.push(t.id().to_owned());
-            t.release()?;
-        }
+        create_released(&engine, k as u64, true, &mut ids)?;
         engine.flush_blocking()?;
-        for id in ids.drain(..) {
-            engine.remove(&id)?;
-        }
+        remove_all(&engine, &mut ids, false)?;
         done += k;
         if done >= next_report {
             next_report += n / 10;

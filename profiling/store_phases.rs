@@ -19,12 +19,12 @@ use args::{arg, median};
 
 use std::time::{Duration, Instant};
 
-use tracepool::{Engine, NodeOptions, TraceOptions};
+use tracepool::Engine;
 
 #[path = "../benches/support/floor.rs"]
 mod floor;
 
-use floor::ROUND;
+use floor::{ROUND, create_released, remove_all};
 
 fn main() -> tracepool::Result<()> {
     let base = std::path::PathBuf::from(arg("--dir").unwrap_or_else(|| "/tmp/store_phases".into()));
@@ -48,23 +48,12 @@ fn main() -> tracepool::Result<()> {
     let until = began + Duration::from_secs_f64(secs);
     while Instant::now() < until {
         let start = Instant::now();
-        for _ in 0..ROUND {
-            let t = engine.create(TraceOptions::new())?;
-            t.add(0, NodeOptions::new().label("step"))?;
-            t.complete(Some(serde_json::json!(true)))?;
-            ids.push(t.id().to_owned());
-            t.release()?;
-        }
+        create_released(&engine, ROUND, false, &mut ids)?;
         let created = Instant::now();
         engine.flush_blocking()?;
         let flushed = Instant::now();
-        for id in ids.drain(..) {
-            match engine.remove(&id) {
-                // The memory driver keeps nothing: its remove finds nothing.
-                Ok(()) | Err(tracepool::Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // The memory driver keeps nothing: its remove finds nothing.
+        remove_all(&engine, &mut ids, driver == "memory")?;
         let removed = Instant::now();
         phases[0].push(per(created - start));
         phases[1].push(per(flushed - created));

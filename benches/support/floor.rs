@@ -1,7 +1,8 @@
 //! The Go package's simple loop in rounds, through tracepool's drivers, and
 //! `floor_round`: only the file-system work the reference layout needs for
 //! the same trace, done directly with `std::fs`. Shared by the `storage`
-//! bench group and `profiling/storage_floor.rs`; not part of the library.
+//! bench group and the profiling programs that run the same rounds; not
+//! part of the library.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -31,21 +32,45 @@ pub fn simple_round(e: &Engine, ids: &mut Vec<String>) {
 
 /// [`simple_round`] of `k` traces.
 pub fn simple_round_of(e: &Engine, k: u64, ids: &mut Vec<String>) {
-    for _ in 0..k {
-        let t = e.create(TraceOptions::new()).unwrap();
-        t.add(0, NodeOptions::new().label("step")).unwrap();
-        t.complete(Some(serde_json::json!(true))).unwrap();
-        ids.push(t.id().to_owned());
-        t.release().unwrap();
-    }
+    create_released(e, k, false, ids).unwrap();
     e.flush_blocking().unwrap();
+    // The memory driver keeps nothing: its remove finds nothing.
+    remove_all(e, ids, true).unwrap();
+}
+
+/// The first half of a round: `k` simple traces (a node completed, with
+/// one log line if `log_line`) created and released; their ids are pushed
+/// onto `ids`.
+pub fn create_released(
+    e: &Engine,
+    k: u64,
+    log_line: bool,
+    ids: &mut Vec<String>,
+) -> tracepool::Result<()> {
+    for _ in 0..k {
+        let t = e.create(TraceOptions::new())?;
+        t.add(0, NodeOptions::new().label("step"))?;
+        if log_line {
+            t.info("one log line");
+        }
+        t.complete(Some(serde_json::json!(true)))?;
+        ids.push(t.id().to_owned());
+        t.release()?;
+    }
+    Ok(())
+}
+
+/// The last part of a round: every trace of `ids` removed (`ids` left
+/// empty); `NotFound` is an error unless `missing_ok`.
+pub fn remove_all(e: &Engine, ids: &mut Vec<String>, missing_ok: bool) -> tracepool::Result<()> {
     for id in ids.drain(..) {
         match e.remove(&id) {
-            // The memory driver keeps nothing: its remove finds nothing.
-            Ok(()) | Err(tracepool::Error::NotFound) => {}
-            Err(err) => panic!("remove {id}: {err}"),
+            Ok(()) => {}
+            Err(tracepool::Error::NotFound) if missing_ok => {}
+            Err(err) => return Err(err),
         }
     }
+    Ok(())
 }
 
 /// The files one simple trace leaves in the reference layout, as
