@@ -1014,9 +1014,9 @@ impl Driver for StoreDriver {
                 .map_err(|e| Error::storage(&first, e.to_string()))?
             {
                 let mut map = BTreeMap::from([("first".to_owned(), v.to_vec())]);
-                explode_first(&mut map, &first)?;
+                let sections = explode_first(&mut map, &first)?;
                 if let Some(info) = map.get("info") {
-                    let loc = format!("{first} (section info)");
+                    let loc = value_location(&self.trace_prefix(trace_id), "info", &sections);
                     return Ok(Some(decode_info(info, &loc)?.0));
                 }
             }
