@@ -324,14 +324,19 @@ fn a_corrupt_value_is_reported_with_its_key() {
         .unwrap()
         .1
         .clone();
-    let put = |key: &str, value: &[u8]| {
+    // Changes the store directly (the engine closed): `Some` puts, `None` removes.
+    let put_or_remove = |key: &str, value: Option<&[u8]>| {
         let db = fjall::Database::builder(&path).open().unwrap();
         let kv = db
             .keyspace("trace", fjall::KeyspaceCreateOptions::default)
             .unwrap();
-        kv.insert(key, value).unwrap();
+        match value {
+            Some(v) => kv.insert(key, v).unwrap(),
+            None => kv.remove(key).unwrap(),
+        }
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     };
+    let put = |key: &str, value: &[u8]| put_or_remove(key, Some(value));
     let corrupt_at = || {
         let e = engine(&path);
         let location = match e.open(&id) {
@@ -351,15 +356,7 @@ fn a_corrupt_value_is_reported_with_its_key() {
     // info section is read only while there is no `info` key).
     put(&format!("{p}info"), b"[");
     assert_eq!(corrupt_at(), format!("{p}info"));
-    let kv_remove = |key: &str| {
-        let db = fjall::Database::builder(&path).open().unwrap();
-        let kv = db
-            .keyspace("trace", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
-        kv.remove(key).unwrap();
-        db.persist(fjall::PersistMode::SyncAll).unwrap();
-    };
-    kv_remove(&format!("{p}info"));
+    put_or_remove(&format!("{p}info"), None);
     put(
         &format!("{p}first"),
         &with_section(&first, "info", b"{\"id\": 1"),
