@@ -770,13 +770,15 @@ impl Engine {
         let mut known = false;
         let mut never_written = false;
         let mut entry = core.registry.get(tid);
-        if let Some(Entry::Loaded((idx, generation))) = entry
-            && core.pool.get(idx).lease.close(generation)
-            && let Ok(r) = core.release_slot(idx, generation, ReleaseKind::Explicit)
-        {
-            known = true;
-            never_written = r.never_written && !r.draining;
-            // Released here: it may be draining now.
+        if let Some(Entry::Loaded((idx, generation))) = entry {
+            if core.pool.get(idx).lease.close(generation)
+                && let Ok(r) = core.release_slot(idx, generation, ReleaseKind::Explicit)
+            {
+                known = true;
+                never_written = r.never_written && !r.draining;
+            }
+            // Released, here or by a last handle's drop meanwhile: it may
+            // be draining now.
             entry = core.registry.get(tid);
         }
         if let Some(Entry::Draining((idx, generation))) = entry
