@@ -211,3 +211,41 @@ fn grow_policy_under_concurrency() {
         assert_eq!(engine.load(&id).unwrap().all_nodes().unwrap().len(), 1);
     }
 }
+
+/// Slots released while the pool had room drain at their worker's next
+/// tick; a caller that then waits for a slot must not wait for that tick
+/// (here an hour): waiting wakes the workers of draining slots.
+#[test]
+fn wait_policy_hurries_slots_that_are_still_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .capacity(8)
+        .workers(1)
+        .flush_interval(Duration::from_secs(3600))
+        .on_exhausted(Exhausted::Wait(Duration::from_secs(20)))
+        .local(dir.path())
+        .build()
+        .unwrap();
+    // Released with plenty of room: nobody is woken, they stay draining.
+    for _ in 0..2 {
+        let t = engine.create(TraceOptions::new()).unwrap();
+        t.info("to write");
+        t.release().unwrap();
+    }
+    assert_eq!(engine.stats().draining, 2);
+    let held: Vec<_> = (0..6)
+        .map(|_| engine.create(TraceOptions::new()).unwrap())
+        .collect();
+    assert_eq!(engine.stats().free, 0);
+    let t0 = Instant::now();
+    let t = engine.create(TraceOptions::new()).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "waited {:?} for a draining slot",
+        t0.elapsed()
+    );
+    drop(held);
+    drop(t);
+    engine.flush_blocking().unwrap();
+    assert_eq!(engine.list_stored().unwrap().len(), 9);
+}

@@ -554,7 +554,11 @@ impl Core {
         };
         w.clear();
         if st.phase == Phase::Draining && matches!(outcome, Outcome::Done) {
-            if st.has_writes() {
+            // Still holding the lease: the trace was released while this
+            // batch (taken when it was live, so not its last) was written;
+            // its last batch, which gives the lease up, is still to come.
+            if st.has_writes() || st.lease_held {
+                // redis-hook ^ (the lease)
                 self.requeue(idx, &mut st, epoch);
             } else {
                 self.finish_drain(idx, &mut st);
@@ -648,6 +652,29 @@ impl Core {
             draining,
             never_written,
         })
+    }
+
+    /// Checks out a free slot (see [`Pool::checkout`](crate::pool::Pool::checkout)).
+    pub(crate) fn checkout(&self) -> Result<u32> {
+        self.pool.checkout(|| self.hurry_drains())
+    }
+
+    /// Checks out a free slot without blocking the thread.
+    pub(crate) async fn checkout_async(&self, ticker: &Arc<TickerShared>) -> Result<u32> {
+        self.pool
+            .checkout_async(|d| ticker.sleep(d), || self.hurry_drains())
+            .await
+    }
+
+    /// A caller is about to wait for a free slot: wake the workers if slots
+    /// are draining, so that they are freed now rather than at the next
+    /// tick. (A release while somebody waits wakes its worker itself.)
+    fn hurry_drains(&self) {
+        if self.pool.gauges().draining > 0 {
+            for q in self.queues.iter() {
+                q.wake();
+            }
+        }
     }
 
     /// A handle of `(idx, generation)` was dropped: the last one releases

@@ -319,12 +319,12 @@ impl Engine {
         // redis-hook: begin (a given id's lease is taken now; a generated one's in the first batch)
         if let Some(id) = custom {
             return self.with_lease(&id, true, || {
-                let idx = self.core().pool.checkout()?;
+                let idx = self.core().checkout()?;
                 self.start_in(idx, custom, opts)
             });
         }
         // redis-hook: end
-        let idx = self.core().pool.checkout()?;
+        let idx = self.core().checkout()?;
         self.start_in(idx, custom, opts)
     }
 
@@ -345,7 +345,7 @@ impl Engine {
         {
             let engine = self.clone();
             run_blocking(move || engine.with_lease(&id, true, || Ok(()))).await?;
-            let started = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
+            let started = match self.core().checkout_async(&ticker).await {
                 Ok(idx) => self.start_in(idx, custom, opts),
                 Err(e) => Err(e),
             };
@@ -356,7 +356,7 @@ impl Engine {
             return started;
         }
         // redis-hook: end
-        let idx = self.core().pool.checkout_async(|d| ticker.sleep(d)).await?;
+        let idx = self.core().checkout_async(&ticker).await?;
         self.start_in(idx, custom, opts)
     }
 
@@ -489,7 +489,7 @@ impl Engine {
         self.with_lease(&tid, false, || {
             let stored = self.core().driver.load(id)?.ok_or(Error::NotFound)?;
             check_stored(&tid, &stored)?;
-            let idx = self.core().pool.checkout()?;
+            let idx = self.core().checkout()?;
             self.install(idx, tid, stored)
         })
         // redis-hook: end
@@ -518,7 +518,7 @@ impl Engine {
         })
         .await?;
         let ticker = self.core().ticker.clone();
-        let installed = match self.core().pool.checkout_async(|d| ticker.sleep(d)).await {
+        let installed = match self.core().checkout_async(&ticker).await {
             Ok(idx) => self.install(idx, tid, stored),
             Err(e) => Err(e),
         };

@@ -294,14 +294,16 @@ impl<T> SlotPool<T> {
     }
 
     /// Checks out a free slot, applying the exhaustion policy; `Wait` blocks
-    /// the calling thread.
-    pub(crate) fn checkout(&self) -> Result<u32> {
+    /// the calling thread. `before_wait` runs once if the caller is about
+    /// to wait (the engine hurries draining slots then).
+    pub(crate) fn checkout(&self, before_wait: impl FnOnce()) -> Result<u32> {
         if let Some(i) = self.checkout_now()? {
             return Ok(i);
         }
         let Exhausted::Wait(timeout) = self.policy else {
             return Err(Error::PoolExhausted);
         };
+        before_wait();
         self.waiters
             .wait_take(&self.free, Instant::now() + timeout, || self.pop())
             .ok_or(Error::PoolExhausted)
@@ -310,10 +312,11 @@ impl<T> SlotPool<T> {
     /// Checks out a free slot, applying the exhaustion policy; `Wait` waits
     /// without blocking the thread, until a slot is free or `sleep(timeout)`
     /// completes. Cancel safe: a dropped future holds no slot and passes on
-    /// any wake-up it received.
+    /// any wake-up it received. `before_wait` as for [`checkout`](Pool::checkout).
     pub(crate) async fn checkout_async<S: Future<Output = ()>>(
         &self,
         sleep: impl FnOnce(Duration) -> S,
+        before_wait: impl FnOnce(),
     ) -> Result<u32> {
         if let Some(i) = self.checkout_now()? {
             return Ok(i);
@@ -321,6 +324,7 @@ impl<T> SlotPool<T> {
         let Exhausted::Wait(timeout) = self.policy else {
             return Err(Error::PoolExhausted);
         };
+        before_wait();
         let sleep = sleep(timeout);
         let mut sleep = std::pin::pin!(sleep);
         let mut place = self.waiters.place(&self.free);

@@ -57,13 +57,23 @@ return {'ok', redis.call('XADD', KEYS[3], ms .. '-*', 'opened', ARGV[1])}
 
 /// KEYS: 1 lease, 2 events. ARGV: 1 token, 2 ttl (ms), 3 the stream's last
 /// entry id as this engine last saw it. Replies 1 (held) or 0 (lost).
+///
+/// A missing lease is taken again only if the stream is as this engine
+/// left it *and* it wrote or opened something there (`ARGV[3]` not empty).
+/// A renewal is prepared before it runs: meanwhile the trace may have been
+/// released or removed, which deletes the lease. With something written,
+/// the `released` marker or the removal changed the stream's last entry;
+/// with nothing written (a given id created, then removed), only an empty
+/// `known` tells, and taking the lease again would keep a removed trace
+/// leased for a whole TTL. Such a trace's first batch takes its lease
+/// itself (it checks that the id is still free).
 const RENEW: &str = r"
 local lease = redis.call('GET', KEYS[1])
 if lease == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-if lease then return 0 end
+if lease or ARGV[3] == '' then return 0 end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local id = ''
 if #last > 0 then id = last[1][1] end
