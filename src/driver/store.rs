@@ -972,6 +972,10 @@ impl Driver for StoreDriver {
         true
     }
 
+    fn flushes_on_caller(&self) -> bool {
+        true
+    }
+
     fn write_group(&self, batches: &[WriteBatch<'_>], results: &mut Vec<Result<()>>) {
         let start = results.len();
         results.extend(batches.iter().map(|b| self.check(b.trace_id)));

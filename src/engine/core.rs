@@ -754,7 +754,12 @@ impl Core {
     /// Waits (blocking, at most `drain_timeout`) until everything emitted,
     /// released or archived before the call is handed to the driver.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
-        let (mark, target) = self.start_flush();
+        let claim = self.driver.flushes_on_caller() && !self.stopping.load(Ordering::Acquire);
+        let (mark, target, claimed) = self.start_flush(claim);
+        if let Some(w) = claimed {
+            // An idle worker's pass, run here: no wake-up (see `workers`).
+            self.queues[w].run_claimed(w, self);
+        }
         let deadline = Instant::now() + self.config.drain_timeout;
         let done = self
             .flush
@@ -765,7 +770,8 @@ impl Core {
 
     /// [`flush_blocking`](Core::flush_blocking) without blocking the thread.
     pub(crate) async fn flush_async(&self) -> Result<()> {
-        let (mark, target) = self.start_flush();
+        // Never writes on the task: the workers do.
+        let (mark, target, _) = self.start_flush(false);
         let timeout = self.ticker.sleep(self.config.drain_timeout);
         let done = self
             .flush
@@ -777,15 +783,20 @@ impl Core {
 
     /// Starts a flush: publishes live counters, requests an epoch and tells
     /// every worker (idle ones are counted done at once). Returns the error
-    /// mark and the target epoch to wait for.
-    fn start_flush(&self) -> (u64, u64) {
+    /// mark, the target epoch to wait for, and, if `claim`, the worker
+    /// whose queue the caller claimed to run its pass itself (at most one:
+    /// the others are woken and run meanwhile).
+    fn start_flush(&self, claim: bool) -> (u64, u64, Option<usize>) {
         self.collect_live_stats();
         let mark = self.flush.error_mark();
         let target = self.flush.request();
+        let mut claimed = None;
         for (w, q) in self.queues.iter().enumerate() {
-            q.flush(w, target, self);
+            if q.flush(w, target, self, claim && claimed.is_none()) {
+                claimed = Some(w);
+            }
         }
-        (mark, target)
+        (mark, target, claimed)
     }
 
     /// Whether the flush of `target` is over: every worker reached it, or a

@@ -43,16 +43,26 @@ const ERRORS_KEPT: usize = 32;
 /// Something that wakes its waiters: a condvar for threads, a `Notify` for tasks.
 #[derive(Debug, Default)]
 pub(crate) struct Signal {
-    lock: Mutex<()>,
+    /// Threads asleep on `cv` (or about to be: counted under this lock
+    /// before they check what they wait for).
+    sleepers: Mutex<usize>,
     cv: Condvar,
     notify: Notify,
 }
 
 impl Signal {
     /// Wakes every waiter; call after changing what they wait for.
+    ///
+    /// The condvar is signalled only when a thread sleeps on it: a waiter
+    /// counts itself and checks its condition under `sleepers`' lock, and
+    /// this takes that lock after the change, so either the waiter sees
+    /// the change or this sees the waiter. (A `notify_all` is a system call
+    /// even with no waiter; this is called once per drained slot.)
     pub(crate) fn wake_all(&self) {
-        drop(lock(&self.lock));
-        self.cv.notify_all();
+        let sleepers = *lock(&self.sleepers);
+        if sleepers > 0 {
+            self.cv.notify_all();
+        }
         self.notify.notify_waiters();
     }
 
@@ -73,14 +83,15 @@ impl Signal {
             }
             std::thread::yield_now();
         }
-        let mut g = lock(&self.lock);
-        loop {
+        let mut g = lock(&self.sleepers);
+        *g += 1;
+        let outcome = loop {
             if done() {
-                return true;
+                break true;
             }
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break false;
             }
             // Re-check at least every 50 ms: cheap, and robust against a
             // change made without `wake_all`.
@@ -90,7 +101,9 @@ impl Signal {
                 .wait_timeout(g, step)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-        }
+        };
+        *g -= 1;
+        outcome
     }
 
     /// Waits without blocking the thread until `done()` or `timeout`

@@ -18,6 +18,19 @@
 //!
 //! Workers are plain threads: a driver call may block (it is I/O), and no
 //! timer or caller waits behind it. Nothing here is spawned per trace.
+//!
+//! # A blocking flush runs an idle worker's pass itself
+//!
+//! Waking a parked thread takes tens of microseconds on a virtual machine
+//! (its CPU may be halted), which is more than a whole pass of a few dozen
+//! traces costs. So `flush_blocking`, finding a worker parked with writes
+//! queued, claims that worker's queue (`busy`) and runs the pass on its own
+//! thread, for one worker (it wakes the others first, so they run
+//! meanwhile), and only for a driver whose calls are bounded local work
+//! ([`Driver::flushes_on_caller`](crate::driver::Driver::flushes_on_caller)).
+//! The worker stays parked; if it wakes meanwhile it waits until the pass
+//! is over. A draining slot whose batch failed in such a pass is handed to
+//! the worker for its retries. `flush` (async) never writes on its task.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
@@ -53,6 +66,12 @@ struct QueueInner {
     /// flush then counts it as done without waking it, unless `items` holds
     /// something.
     idle: bool,
+    /// A flushing thread runs this worker's pass (see the module docs):
+    /// the worker must not start one until it is over.
+    busy: bool,
+    /// Draining slots whose batch failed in a flushing thread's pass, for
+    /// the worker's retries.
+    handed: Vec<Retry>,
 }
 
 /// One worker's queue of slot indices with something to do.
@@ -60,6 +79,27 @@ struct QueueInner {
 pub(crate) struct WorkerQueue {
     inner: Mutex<QueueInner>,
     cv: Condvar,
+    /// The buffers of a flushing thread's pass (see the module docs), kept
+    /// across flushes.
+    helper: Mutex<PassBuffers>,
+}
+
+/// The reused buffers of a pass: the slot indices taken from the queue and
+/// the writes of a group (all empty between passes).
+#[derive(Default)]
+struct PassBuffers {
+    items: Vec<u32>,
+    scratches: Vec<WriteScratch>,
+    batches: Vec<WriteBatch<'static>>,
+    results: Vec<Result<()>>,
+}
+
+impl std::fmt::Debug for PassBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassBuffers")
+            .field("scratches", &self.scratches.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerQueue {
@@ -73,8 +113,9 @@ impl WorkerQueue {
     }
 
     /// Waits until woken or `until`, then moves the queued indices into
-    /// `out` and returns the flush epoch the pass covers. `idle`: nothing of
-    /// this worker is pending while it waits (see [`QueueInner::idle`]).
+    /// `out` (and failed drains handed over into `retries`) and returns the
+    /// flush epoch the pass covers. The worker is idle while it waits if
+    /// `retries` is empty (see [`QueueInner::idle`]).
     ///
     /// The epoch is read under the queue's lock, right before the indices
     /// are taken: a flush requested before that read was requested after
@@ -85,12 +126,12 @@ impl WorkerQueue {
         &self,
         until: Instant,
         out: &mut Vec<u32>,
-        idle: bool,
+        retries: &mut Vec<Retry>,
         spin: bool,
         core: &Core,
     ) -> u64 {
         let mut q = lock(&self.inner);
-        q.idle = idle;
+        q.idle = retries.is_empty();
         if spin {
             // Right after a pass that wrote something, more work (the
             // flush a caller waits for, the next trace of a loop) tends to
@@ -114,25 +155,93 @@ impl WorkerQueue {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        // A flushing thread runs this worker's pass: wait until it is over.
+        while q.busy {
+            q = self.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
         q.woken = false;
         q.idle = false;
+        retries.append(&mut q.handed);
         let epoch = core.flush.epoch();
         std::mem::swap(&mut q.items, out);
         epoch
     }
 
     /// For a flush of epoch `target`: counts an idle worker with nothing
-    /// queued as done (no wake-up, no pass), wakes any other.
-    pub(crate) fn flush(&self, worker: usize, target: u64, core: &Core) {
+    /// queued as done (no wake-up, no pass); if `claim`, claims an idle
+    /// worker's queue for the caller to run its pass
+    /// ([`run_claimed`](WorkerQueue::run_claimed)) and returns `true`;
+    /// wakes any other worker.
+    pub(crate) fn flush(&self, worker: usize, target: u64, core: &Core, claim: bool) -> bool {
         let mut q = lock(&self.inner);
-        if q.idle && q.items.is_empty() {
-            // Under the queue lock: the worker is not in a pass meanwhile.
-            core.flush.complete(worker, target);
-        } else {
-            q.woken = true;
-            drop(q);
-            self.cv.notify_one();
+        if q.idle && !q.busy {
+            if q.items.is_empty() {
+                // Under the queue lock: the worker is not in a pass meanwhile.
+                core.flush.complete(worker, target);
+                return false;
+            }
+            if claim {
+                q.busy = true;
+                return true;
+            }
         }
+        q.woken = true;
+        drop(q);
+        self.cv.notify_one();
+        false
+    }
+
+    /// Runs the pass of worker `worker`, whose queue the caller claimed
+    /// with [`flush`](WorkerQueue::flush), on the calling thread, then
+    /// reports the epoch it covers and lets the worker go on.
+    pub(crate) fn run_claimed(&self, worker: usize, core: &Core) {
+        let mut bufs = lock(&self.helper);
+        let bufs = &mut *bufs;
+        let epoch = {
+            let mut q = lock(&self.inner);
+            std::mem::swap(&mut q.items, &mut bufs.items);
+            core.flush.epoch()
+        };
+        let now = Instant::now();
+        let mut blocked = u64::MAX;
+        let mut handed = Vec::new();
+        let mut done = |idx: u32, outcome: Outcome| match outcome {
+            Outcome::Done => {}
+            Outcome::Failed { epoch } => blocked = blocked.min(epoch),
+            Outcome::Retry {
+                generation,
+                epoch,
+                deadline,
+            } => {
+                blocked = blocked.min(epoch);
+                handed.push(Retry::first(idx, generation, epoch, deadline, now));
+            }
+        };
+        let mut group = Group {
+            taken: Vec::new(),
+            scratches: std::mem::take(&mut bufs.scratches),
+            bytes: 0,
+            batches: std::mem::take(&mut bufs.batches),
+            results: std::mem::take(&mut bufs.results),
+        };
+        for idx in bufs.items.drain(..) {
+            group.add(core, idx, &mut done);
+        }
+        group.hand_over(core, &mut done);
+        bufs.scratches = group.scratches;
+        bufs.batches = group.batches;
+        bufs.results = group.results;
+        {
+            let mut q = lock(&self.inner);
+            q.busy = false;
+            if !handed.is_empty() {
+                q.handed.append(&mut handed);
+                q.idle = false;
+                q.woken = true;
+            }
+        }
+        self.cv.notify_all();
+        core.flush.complete(worker, epoch.min(blocked));
     }
 
     fn is_empty(&self) -> bool {
@@ -154,6 +263,19 @@ struct Retry {
 }
 
 impl Retry {
+    /// The first attempt again of slot `idx`'s failed last batch, shortly
+    /// after `now`.
+    fn first(idx: u32, generation: u64, epoch: u64, deadline: Instant, now: Instant) -> Retry {
+        Retry {
+            idx,
+            generation,
+            at: (now + RETRY_FIRST).min(deadline),
+            pause: RETRY_FIRST,
+            epoch,
+            deadline,
+        }
+    }
+
     /// Schedules the next attempt: the pause doubles, and the last attempt
     /// is made at the deadline.
     fn later(&mut self, now: Instant) {
@@ -302,7 +424,7 @@ fn worker_loop(core: &Core, w: usize) {
             next_retry.map_or(next_tick, |r| r.min(next_tick))
         };
         let spin = worked && !stopping;
-        let epoch = queue.wait_and_take(until, &mut items, retries.is_empty(), spin, core);
+        let epoch = queue.wait_and_take(until, &mut items, &mut retries, spin, core);
         worked = !items.is_empty();
         let now = Instant::now();
         if now >= next_tick {
@@ -316,14 +438,7 @@ fn worker_loop(core: &Core, w: usize) {
                 generation,
                 epoch,
                 deadline,
-            } => retries.push(Retry {
-                idx,
-                generation,
-                at: (now + RETRY_FIRST).min(deadline),
-                pause: RETRY_FIRST,
-                epoch,
-                deadline,
-            }),
+            } => retries.push(Retry::first(idx, generation, epoch, deadline, now)),
         };
         for idx in items.drain(..) {
             group.add(core, idx, &mut done);

@@ -276,6 +276,10 @@ impl Driver for LocalDriver {
         "local"
     }
 
+    fn flushes_on_caller(&self) -> bool {
+        true
+    }
+
     fn wants_documents(&self) -> bool {
         true
     }
