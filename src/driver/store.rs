@@ -381,7 +381,13 @@ impl StoreDriver {
     }
 
     fn trace_prefix(&self, id: &str) -> String {
-        format!("{}:{id}:", self.prefix)
+        // One allocation of the exact size (`format!` grows its buffer).
+        let mut p = String::with_capacity(self.prefix.len() + id.len() + 2);
+        p.push_str(&self.prefix);
+        p.push(':');
+        p.push_str(id);
+        p.push(':');
+        p
     }
 
     /// Runs `f` on the open store, reopening it first if it is closed.

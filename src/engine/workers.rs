@@ -218,7 +218,7 @@ impl WorkerQueue {
             }
         };
         let mut group = Group {
-            taken: Vec::new(),
+            taken: Vec::with_capacity(bufs.items.len().min(MAX_GROUP)),
             scratches: std::mem::take(&mut bufs.scratches),
             bytes: 0,
             batches: std::mem::take(&mut bufs.batches),
