@@ -69,6 +69,9 @@ struct QueueInner {
     /// A flushing thread runs this worker's pass (see the module docs):
     /// the worker must not start one until it is over.
     busy: bool,
+    /// The worker waits for `busy` to end (only then is it signalled: a
+    /// parked worker woken for nothing costs a context switch).
+    awaits_pass: bool,
     /// Draining slots whose batch failed in a flushing thread's pass, for
     /// the worker's retries.
     handed: Vec<Retry>,
@@ -157,8 +160,10 @@ impl WorkerQueue {
         }
         // A flushing thread runs this worker's pass: wait until it is over.
         while q.busy {
+            q.awaits_pass = true;
             q = self.cv.wait(q).unwrap_or_else(|e| e.into_inner());
         }
+        q.awaits_pass = false;
         q.woken = false;
         q.idle = false;
         retries.append(&mut q.handed);
@@ -231,7 +236,7 @@ impl WorkerQueue {
         bufs.scratches = group.scratches;
         bufs.batches = group.batches;
         bufs.results = group.results;
-        {
+        let signal = {
             let mut q = lock(&self.inner);
             q.busy = false;
             if !handed.is_empty() {
@@ -239,8 +244,11 @@ impl WorkerQueue {
                 q.idle = false;
                 q.woken = true;
             }
+            q.awaits_pass || q.woken
+        };
+        if signal {
+            self.cv.notify_one();
         }
-        self.cv.notify_all();
         core.flush.complete(worker, epoch.min(blocked));
     }
 
