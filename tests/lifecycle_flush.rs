@@ -5,6 +5,8 @@
 //! retried by the worker, and concurrent flushes from several threads,
 //! racing releases, still see everything released before them stored.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -12,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tracepool::{
-    Cursor, Driver, Engine, Error, MemoryDriver, NodeOptions, StoredTrace, TraceInfo, TraceOptions,
-    WriteBatch,
+    Cursor, Driver, Engine, Error, MemoryDriver, NodeOptions, TraceOptions, WriteBatch,
 };
 
 /// The memory driver, recording which thread made each write; the first
@@ -51,21 +52,7 @@ impl Driver for Recording {
         }
         self.inner.write(batch)
     }
-    fn load(&self, id: &str) -> tracepool::Result<Option<StoredTrace>> {
-        self.inner.load(id)
-    }
-    fn exists(&self, id: &str) -> tracepool::Result<bool> {
-        self.inner.exists(id)
-    }
-    fn info(&self, id: &str) -> tracepool::Result<Option<TraceInfo>> {
-        self.inner.info(id)
-    }
-    fn remove(&self, id: &str) -> tracepool::Result<bool> {
-        self.inner.remove(id)
-    }
-    fn list(&self) -> tracepool::Result<Vec<String>> {
-        self.inner.list()
-    }
+    common::delegate_reads!();
 }
 
 fn recording(on_caller: bool, fail: usize) -> (Engine, Arc<Mutex<Vec<ThreadId>>>) {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::within;
 use serde_json::json;
 use tracepool::{
-    Cursor, Driver, Durability, Engine, LocalDriver, NodeOptions, SpaceOptions, StoredTrace,
-    TraceInfo, TraceOptions, WriteBatch,
+    Cursor, Driver, Durability, Engine, LocalDriver, NodeOptions, SpaceOptions, TraceOptions,
+    WriteBatch,
 };
 
 #[derive(Debug, Default)]
@@ -59,21 +59,7 @@ impl Driver for GatedDriver {
         self.gate.wait();
         self.inner.archive(id)
     }
-    fn load(&self, id: &str) -> tracepool::Result<Option<StoredTrace>> {
-        self.inner.load(id)
-    }
-    fn exists(&self, id: &str) -> tracepool::Result<bool> {
-        self.inner.exists(id)
-    }
-    fn info(&self, id: &str) -> tracepool::Result<Option<TraceInfo>> {
-        self.inner.info(id)
-    }
-    fn remove(&self, id: &str) -> tracepool::Result<bool> {
-        self.inner.remove(id)
-    }
-    fn list(&self) -> tracepool::Result<Vec<String>> {
-        self.inner.list()
-    }
+    common::delegate_reads!();
 }
 
 /// The slowest of the calls made while the gate was closed.

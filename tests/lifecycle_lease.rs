@@ -7,13 +7,13 @@
 //! the engine keeps renewing a lease of a trace it no longer has, and every
 //! other engine gets `Leased` for that id.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use tracepool::{
-    Driver, Engine, Exhausted, MemoryDriver, StoredTrace, TraceInfo, TraceOptions, WriteBatch,
-};
+use tracepool::{Driver, Engine, Exhausted, MemoryDriver, TraceOptions, WriteBatch};
 
 /// What the driver saw, and the gate its writes wait at.
 #[derive(Debug, Default)]
@@ -77,21 +77,7 @@ impl Driver for LeasingDriver {
         });
         Ok(())
     }
-    fn load(&self, id: &str) -> tracepool::Result<Option<StoredTrace>> {
-        self.inner.load(id)
-    }
-    fn exists(&self, id: &str) -> tracepool::Result<bool> {
-        self.inner.exists(id)
-    }
-    fn info(&self, id: &str) -> tracepool::Result<Option<TraceInfo>> {
-        self.inner.info(id)
-    }
-    fn remove(&self, id: &str) -> tracepool::Result<bool> {
-        self.inner.remove(id)
-    }
-    fn list(&self) -> tracepool::Result<Vec<String>> {
-        self.inner.list()
-    }
+    common::delegate_reads!();
     fn lease_renewal(&self) -> Option<Duration> {
         Some(Duration::from_secs(3600))
     }

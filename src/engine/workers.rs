@@ -207,21 +207,7 @@ impl WorkerQueue {
             std::mem::swap(&mut q.items, &mut bufs.items);
             core.flush.epoch()
         };
-        let now = Instant::now();
-        let mut blocked = u64::MAX;
         let mut handed = Vec::new();
-        let mut done = |idx: u32, outcome: Outcome| match outcome {
-            Outcome::Done => {}
-            Outcome::Failed { epoch } => blocked = blocked.min(epoch),
-            Outcome::Retry {
-                generation,
-                epoch,
-                deadline,
-            } => {
-                blocked = blocked.min(epoch);
-                handed.push(Retry::first(idx, generation, epoch, deadline, now));
-            }
-        };
         let mut group = Group {
             taken: Vec::with_capacity(bufs.items.len().min(MAX_GROUP)),
             scratches: std::mem::take(&mut bufs.scratches),
@@ -229,10 +215,14 @@ impl WorkerQueue {
             batches: std::mem::take(&mut bufs.batches),
             results: std::mem::take(&mut bufs.results),
         };
-        for idx in bufs.items.drain(..) {
-            group.add(core, idx, &mut done);
-        }
-        group.hand_over(core, &mut done);
+        let blocked = pass(
+            core,
+            &mut bufs.items,
+            &mut group,
+            &mut handed,
+            Instant::now(),
+        );
+        let blocked = handed.iter().fold(blocked, |b, r| b.min(r.epoch));
         bufs.scratches = group.scratches;
         bufs.batches = group.batches;
         bufs.results = group.results;
@@ -413,6 +403,35 @@ impl<'a> Group<'a> {
     }
 }
 
+/// One pass over the slots of `items` (left empty): their writes handed to
+/// the driver in groups, each slot finished with its outcome. Returns the
+/// oldest flush epoch of a write that failed and was queued again
+/// (`u64::MAX`: none); a draining slot whose last batch failed is pushed
+/// onto `retries` (its epoch holds flushes back too).
+fn pass<'a>(
+    core: &'a Core,
+    items: &mut Vec<u32>,
+    group: &mut Group<'a>,
+    retries: &mut Vec<Retry>,
+    now: Instant,
+) -> u64 {
+    let mut blocked = u64::MAX;
+    let mut done = |idx: u32, outcome: Outcome| match outcome {
+        Outcome::Done => {}
+        Outcome::Failed { epoch } => blocked = blocked.min(epoch),
+        Outcome::Retry {
+            generation,
+            epoch,
+            deadline,
+        } => retries.push(Retry::first(idx, generation, epoch, deadline, now)),
+    };
+    for idx in items.drain(..) {
+        group.add(core, idx, &mut done);
+    }
+    group.hand_over(core, &mut done);
+    blocked
+}
+
 fn worker_loop(core: &Core, w: usize) {
     let queue = &core.queues[w];
     let interval = core.config.flush_interval;
@@ -438,20 +457,7 @@ fn worker_loop(core: &Core, w: usize) {
         if now >= next_tick {
             next_tick = now + interval;
         }
-        let mut blocked = u64::MAX;
-        let mut done = |idx: u32, outcome: Outcome| match outcome {
-            Outcome::Done => {}
-            Outcome::Failed { epoch } => blocked = blocked.min(epoch),
-            Outcome::Retry {
-                generation,
-                epoch,
-                deadline,
-            } => retries.push(Retry::first(idx, generation, epoch, deadline, now)),
-        };
-        for idx in items.drain(..) {
-            group.add(core, idx, &mut done);
-        }
-        group.hand_over(core, &mut done);
+        let mut blocked = pass(core, &mut items, &mut group, &mut retries, now);
         let now = Instant::now();
         let mut i = 0;
         while i < retries.len() {

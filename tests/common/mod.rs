@@ -201,3 +201,29 @@ pub(crate) fn counting_engine(capacity: usize, workers: usize) -> (Engine, Count
         .expect("build engine");
     (e, d)
 }
+
+/// The reading and removing half of `tracepool::Driver`, handed to
+/// `self.inner` (for test drivers that wrap a real one and change only how
+/// it writes). Use inside `impl Driver for ...`.
+#[allow(unused_macros)]
+macro_rules! delegate_reads {
+    () => {
+        fn load(&self, id: &str) -> tracepool::Result<Option<tracepool::StoredTrace>> {
+            self.inner.load(id)
+        }
+        fn exists(&self, id: &str) -> tracepool::Result<bool> {
+            self.inner.exists(id)
+        }
+        fn info(&self, id: &str) -> tracepool::Result<Option<tracepool::TraceInfo>> {
+            self.inner.info(id)
+        }
+        fn remove(&self, id: &str) -> tracepool::Result<bool> {
+            self.inner.remove(id)
+        }
+        fn list(&self) -> tracepool::Result<Vec<String>> {
+            self.inner.list()
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use delegate_reads;
