@@ -806,8 +806,29 @@ impl Engine {
 
     /// [`flush`](Engine::flush), blocking the calling thread.
     ///
+    /// With a driver whose calls are bounded local I/O (the store and local
+    /// drivers: [`Driver::flushes_on_caller`](crate::Driver::flushes_on_caller)),
+    /// a worker found parked with writes queued is not woken: this thread
+    /// writes that worker's queue itself (waking a parked thread takes tens
+    /// of microseconds on a virtual machine). `drain_timeout` then bounds
+    /// the wait for the other workers, not that write.
+    ///
     /// # Errors
     /// As [`flush`](Engine::flush).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> tracepool::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let engine = tracepool::Engine::builder().store(dir.path().join("db")).build()?;
+    /// let t = engine.create(tracepool::TraceOptions::new())?;
+    /// let id = t.id().to_owned();
+    /// t.add("input", tracepool::NodeOptions::new().label("step"))?;
+    /// t.release()?;
+    /// engine.flush_blocking()?; // storage has it now
+    /// assert_eq!(engine.read_stored(&id)?.nodes.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn flush_blocking(&self) -> Result<()> {
         self.check_running()?;
         self.core().flush_blocking()
