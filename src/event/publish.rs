@@ -426,6 +426,14 @@ fn test_event(seq: u64, timestamp: i64) -> Event {
     }
 }
 
+/// The read pin of published seq `seq` (which the test published).
+#[cfg(test)]
+fn pinned(p: &Publisher, seq: u64) -> ReadPin {
+    let mut pin = None;
+    p.pin(seq, &mut pin);
+    pin.expect("pinned")
+}
+
 #[cfg(all(test, not(tracepool_loom)))]
 mod tests {
     use super::*;
@@ -454,9 +462,7 @@ mod tests {
         let (mut p, mut h, mut end) = (Publisher::default(), VecDeque::new(), 1);
         grow(&mut h, &mut end, 2, 10_000);
         p.publish(1, &h, end, 1_000);
-        let mut pin = None;
-        p.pin(1, &mut pin);
-        let mut pin = pin.expect("pinned");
+        let mut pin = pinned(&p, 1);
         let mut c = cursor(1);
         assert_eq!(pin.next(&mut c).map(|e| e.seq), Some(1));
         assert!(pin.next(&mut c).is_none(), "nothing more published");
@@ -476,9 +482,7 @@ mod tests {
         let (mut p, mut h, mut end) = (Publisher::default(), VecDeque::new(), 1);
         grow(&mut h, &mut end, 11, 10_000);
         p.publish(1, &h, end, 4);
-        let mut pin = None;
-        p.pin(1, &mut pin);
-        let mut pin = pin.expect("pinned");
+        let mut pin = pinned(&p, 1);
         // Within the replay (seq <= replay_end) the bound does not apply.
         let mut c = ReaderCursor {
             next_seq: 1,
@@ -541,9 +545,7 @@ mod tests {
         let (mut h, mut end) = (VecDeque::new(), 1);
         grow(&mut h, &mut end, 3, 10_000);
         p.publish(1, &h, end, 1_000);
-        let mut pin = None;
-        p.pin(1, &mut pin);
-        let mut pin = pin.expect("pinned");
+        let mut pin = pinned(&p, 1);
         let mut c = cursor(1);
         assert_eq!(pin.next(&mut c).map(|e| e.seq), Some(1));
         assert_eq!(pin.next(&mut c).map(|e| e.seq), Some(2));
@@ -616,9 +618,7 @@ mod loom_model {
         model(|| {
             let mut p = Publisher::default();
             p.publish(1, &encoded(1..2), 2, 100);
-            let mut pin = None;
-            p.pin(1, &mut pin);
-            let mut pin = pin.expect("pinned");
+            let mut pin = pinned(&p, 1);
             let reader = thread::spawn(move || {
                 let mut c = cursor(1);
                 let mut got = Vec::new();
@@ -645,9 +645,7 @@ mod loom_model {
         model(|| {
             let mut p = Publisher::default();
             p.publish(1, &encoded(1..4), 4, 100);
-            let mut pin = None;
-            p.pin(3, &mut pin);
-            let mut pin = pin.expect("pinned");
+            let mut pin = pinned(&p, 3);
             let held = pin.block.clone();
             let reader = thread::spawn(move || {
                 let mut c = cursor(3);
