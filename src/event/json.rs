@@ -32,32 +32,39 @@ pub(crate) fn put(buf: &mut BytesMut, s: &[u8]) {
     // `n` bytes, covering all of them; then the length takes them in.
     unsafe {
         if n >= 16 {
-            let (a, b) = (
-                src.cast::<[u8; 16]>().read_unaligned(),
-                src.add(n - 16).cast::<[u8; 16]>().read_unaligned(),
-            );
-            dst.cast::<[u8; 16]>().write_unaligned(a);
-            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
+            copy_ends::<[u8; 16]>(src, dst, n);
         } else if n >= 8 {
-            let (a, b) = (
-                src.cast::<u64>().read_unaligned(),
-                src.add(n - 8).cast::<u64>().read_unaligned(),
-            );
-            dst.cast::<u64>().write_unaligned(a);
-            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+            copy_ends::<u64>(src, dst, n);
         } else if n >= 4 {
-            let (a, b) = (
-                src.cast::<u32>().read_unaligned(),
-                src.add(n - 4).cast::<u32>().read_unaligned(),
-            );
-            dst.cast::<u32>().write_unaligned(a);
-            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+            copy_ends::<u32>(src, dst, n);
         } else {
             for i in 0..n {
                 *dst.add(i) = *src.add(i);
             }
         }
         buf.set_len(buf.len() + n);
+    }
+}
+
+/// Copies `n` bytes (`size_of::<T>() <= n <= 2 * size_of::<T>()`) from
+/// `src` to `dst` as two unaligned `T`s, the first at the start and the
+/// second ending at `n` (they overlap when `n` is less than twice the size).
+///
+/// # Safety
+/// `src` must be readable and `dst` writable for `n` bytes, and `n` within
+/// the bounds above.
+#[inline(always)]
+unsafe fn copy_ends<T: Copy>(src: *const u8, dst: *mut u8, n: usize) {
+    let w = std::mem::size_of::<T>();
+    // SAFETY: both reads and both writes lie within the first `n` bytes of
+    // `src` and `dst` (the caller's bounds: `w <= n`).
+    unsafe {
+        let (a, b) = (
+            src.cast::<T>().read_unaligned(),
+            src.add(n - w).cast::<T>().read_unaligned(),
+        );
+        dst.cast::<T>().write_unaligned(a);
+        dst.add(n - w).cast::<T>().write_unaligned(b);
     }
 }
 
