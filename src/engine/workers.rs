@@ -87,20 +87,18 @@ pub(crate) struct WorkerQueue {
     helper: Mutex<PassBuffers>,
 }
 
-/// The reused buffers of a pass: the slot indices taken from the queue and
-/// the writes of a group (all empty between passes).
+/// The reused buffers of a flushing thread's pass: the slot indices taken
+/// from the queue and the group's write buffers (empty between passes).
 #[derive(Default)]
 struct PassBuffers {
     items: Vec<u32>,
-    scratches: Vec<WriteScratch>,
-    batches: Vec<WriteBatch<'static>>,
-    results: Vec<Result<()>>,
+    writes: GroupBuffers,
 }
 
 impl std::fmt::Debug for PassBuffers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PassBuffers")
-            .field("scratches", &self.scratches.len())
+            .field("scratches", &self.writes.scratches.len())
             .finish_non_exhaustive()
     }
 }
@@ -210,10 +208,8 @@ impl WorkerQueue {
         let mut handed = Vec::new();
         let mut group = Group {
             taken: Vec::with_capacity(bufs.items.len().min(MAX_GROUP)),
-            scratches: std::mem::take(&mut bufs.scratches),
             bytes: 0,
-            batches: std::mem::take(&mut bufs.batches),
-            results: std::mem::take(&mut bufs.results),
+            bufs: std::mem::take(&mut bufs.writes),
         };
         let blocked = pass(
             core,
@@ -223,9 +219,7 @@ impl WorkerQueue {
             Instant::now(),
         );
         let blocked = handed.iter().fold(blocked, |b, r| b.min(r.epoch));
-        bufs.scratches = group.scratches;
-        bufs.batches = group.batches;
-        bufs.results = group.results;
+        bufs.writes = group.bufs;
         let signal = {
             let mut q = lock(&self.inner);
             q.busy = false;
@@ -331,13 +325,20 @@ impl Workers {
     }
 }
 
-/// A worker's group of taken slots and its reused buffers.
+/// A group of taken slots and its reused buffers.
 #[derive(Default)]
 struct Group<'a> {
     taken: Vec<Taken<'a>>,
-    /// `scratches[i]` holds the writes of `taken[i]`; kept across wake-ups.
-    scratches: Vec<WriteScratch>,
     bytes: usize,
+    bufs: GroupBuffers,
+}
+
+/// A group's write buffers, kept across wake-ups (and across flushes, for a
+/// flushing thread's pass).
+#[derive(Default)]
+struct GroupBuffers {
+    /// `scratches[i]` holds the writes of `taken[i]`.
+    scratches: Vec<WriteScratch>,
     batches: Vec<WriteBatch<'static>>,
     results: Vec<Result<()>>,
 }
@@ -352,10 +353,11 @@ impl<'a> Group<'a> {
             self.hand_over(core, done);
         }
         let i = self.taken.len();
-        if i == self.scratches.len() {
-            self.scratches.push(WriteScratch::default());
+        let scratches = &mut self.bufs.scratches;
+        if i == scratches.len() {
+            scratches.push(WriteScratch::default());
         }
-        let w = &mut self.scratches[i];
+        let w = &mut scratches[i];
         match core.take(idx, None, w) {
             Visit::Done(outcome) => done(idx, outcome),
             Visit::Taken(t) if !t.wrote => {
@@ -382,17 +384,18 @@ impl<'a> Group<'a> {
         if self.taken.is_empty() {
             return;
         }
+        let b = &mut self.bufs;
         core.write_group(
             &self.taken,
-            &mut self.scratches,
-            &mut self.batches,
-            &mut self.results,
+            &mut b.scratches,
+            &mut b.batches,
+            &mut b.results,
         );
         for ((t, w), r) in self
             .taken
             .drain(..)
-            .zip(self.scratches.iter_mut())
-            .zip(self.results.drain(..))
+            .zip(b.scratches.iter_mut())
+            .zip(b.results.drain(..))
         {
             let idx = t.idx;
             let outcome = core.finish(t, w, r);
