@@ -554,11 +554,10 @@ impl Core {
         };
         w.clear();
         if st.phase == Phase::Draining && matches!(outcome, Outcome::Done) {
-            // Still holding the lease: the trace was released while this
-            // batch (taken when it was live, so not its last) was written;
-            // its last batch, which gives the lease up, is still to come.
-            if st.has_writes() || st.lease_held {
-                // redis-hook ^ (the lease)
+            // Still holding its lease, the trace was released while this
+            // batch (taken when it was live, so not its last) was written:
+            // the last batch, which gives the lease up, is still to come.
+            if st.owes_last_batch() {
                 self.requeue(idx, &mut st, epoch);
             } else {
                 self.finish_drain(idx, &mut st);
@@ -622,8 +621,7 @@ impl Core {
         let never_written = st.new_trace;
         // A big trace is reset by its worker, not on the caller's thread
         // (dropping 100,000 node records takes milliseconds).
-        let draining = st.has_writes() || st.in_flight || st.lease_held // redis-hook
-            || st.is_big();
+        let draining = st.owes_last_batch() || st.in_flight || st.is_big();
         if draining {
             st.phase = Phase::Draining;
             st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
@@ -654,7 +652,7 @@ impl Core {
         })
     }
 
-    /// Checks out a free slot (see [`Pool::checkout`](crate::pool::Pool::checkout)).
+    /// Checks out a free slot (see [`SlotPool::checkout`](crate::pool::SlotPool::checkout)).
     pub(crate) fn checkout(&self) -> Result<u32> {
         self.pool.checkout(|| self.hurry_drains())
     }

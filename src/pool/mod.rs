@@ -312,7 +312,7 @@ impl<T> SlotPool<T> {
     /// Checks out a free slot, applying the exhaustion policy; `Wait` waits
     /// without blocking the thread, until a slot is free or `sleep(timeout)`
     /// completes. Cancel safe: a dropped future holds no slot and passes on
-    /// any wake-up it received. `before_wait` as for [`checkout`](Pool::checkout).
+    /// any wake-up it received. `before_wait` as for [`checkout`](SlotPool::checkout).
     pub(crate) async fn checkout_async<S: Future<Output = ()>>(
         &self,
         sleep: impl FnOnce(Duration) -> S,

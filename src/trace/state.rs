@@ -261,6 +261,13 @@ impl TraceState {
             || (self.archive_requested && !self.archived)
     }
 
+    /// Whether a released trace still owes its worker a batch: anything of
+    /// [`has_writes`](TraceState::has_writes), or the last batch that gives
+    /// its lease up (redis-hook).
+    pub(crate) fn owes_last_batch(&self) -> bool {
+        self.has_writes() || self.lease_held
+    }
+
     /// Whether resetting this trace is too much work for a caller's
     /// thread (its worker does it).
     pub(crate) fn is_big(&self) -> bool {
