@@ -191,6 +191,20 @@ fn writes_to_an_archived_trace_are_refused() {
         !tmp.path().join("others/arch-1").exists(),
         "no directory recreated"
     );
+    // The refused batch is retried until the drain's deadline (release +
+    // drain_timeout). An `open` started now would wait its own
+    // drain_timeout, ending a moment after that deadline: a race with the
+    // drain's last attempt that a loaded machine loses now and then
+    // ("still on their way ... try again later"). Wait for the drain to
+    // give up first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.stats().draining > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drain never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(engine.open("arch-1").unwrap().all_nodes().unwrap().len(), 3);
 }
 
