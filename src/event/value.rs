@@ -65,6 +65,43 @@ impl PartialEq for Val {
     }
 }
 
+impl Val {
+    /// `b` kept inline (at most [`INLINE`] bytes).
+    #[inline]
+    fn inline(b: &[u8]) -> Val {
+        let mut buf = [0; INLINE];
+        buf[..b.len()].copy_from_slice(b);
+        Val::Inline {
+            len: b.len() as u8,
+            buf,
+        }
+    }
+}
+
+/// A writer into an inline value's bytes: refuses what does not fit, so
+/// that a short value never touches the per-thread arena.
+struct InlineWriter {
+    len: usize,
+    buf: [u8; INLINE],
+}
+
+impl std::io::Write for InlineWriter {
+    #[inline]
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let end = self.len + b.len();
+        if end > INLINE {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.buf[self.len..end].copy_from_slice(b);
+        self.len = end;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
@@ -109,6 +146,23 @@ fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> (Val, R) {
 /// [`Error::InvalidValue`] when it does not serialize to JSON (e.g. a map
 /// with non-string keys).
 pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<Val> {
+    // Most values (numbers, short strings, one-field objects) fit inline:
+    // written straight there. A longer one stops at the first piece that
+    // does not fit (the writer's error) and is written again into the arena.
+    let mut w = InlineWriter {
+        len: 0,
+        buf: [0; INLINE],
+    };
+    match serde_json::to_writer(&mut w, v) {
+        Ok(()) => {
+            return Ok(Val::Inline {
+                len: w.len as u8,
+                buf: w.buf,
+            });
+        }
+        Err(e) if e.is_io() => {}
+        Err(_) => return Err(Error::InvalidValue),
+    }
     let (val, r) = with_arena(|arena| serde_json::to_writer(arena.writer(), v));
     match r {
         Ok(()) => Ok(val),
@@ -131,6 +185,11 @@ pub(crate) fn write(f: impl FnOnce(&mut super::json::JsonOut<'_>)) -> Val {
 
 /// Text copied as is (log messages): `parts` concatenated.
 pub(crate) fn text(parts: &[&str]) -> Val {
+    if let [p] = parts
+        && p.len() <= INLINE
+    {
+        return Val::inline(p.as_bytes());
+    }
     with_arena(|arena| {
         for p in parts {
             arena.put_slice(p.as_bytes());
@@ -254,6 +313,32 @@ mod tests {
             json!({"b": "two", "a\"q": {"x": [true]}, "c": null})
         );
         assert_eq!(m.to_map().keys().collect::<Vec<_>>(), ["b", "a\"q", "c"]);
+    }
+
+    #[test]
+    fn values_at_the_inline_boundary_are_whole_either_way() {
+        // Strings whose JSON is 21..=26 bytes: inline up to INLINE bytes,
+        // then written again into the arena after the inline writer refused.
+        for n in 19..=24 {
+            let s = "x".repeat(n);
+            let v = json(&s).unwrap();
+            assert_eq!(v.len(), n + 2);
+            assert_eq!(matches!(v, Val::Inline { .. }), n + 2 <= INLINE);
+            assert_eq!(decode(&v), serde_json::Value::String(s.clone()));
+            let t = text(&[&s]);
+            assert_eq!(as_str(&t), s);
+            assert_eq!(matches!(t, Val::Inline { .. }), n <= INLINE);
+        }
+        // A long value refused early, and a map whose bad key comes after
+        // more than INLINE bytes: the error is still InvalidValue.
+        let long = json!({"k": "y".repeat(1000), "n": [1, 2, 3]});
+        assert_eq!(decode(&json(&long).unwrap()), long);
+        let mut bad = std::collections::BTreeMap::new();
+        bad.insert(vec![0u8], 1);
+        assert!(matches!(
+            json(&("y".repeat(40), bad)),
+            Err(Error::InvalidValue)
+        ));
     }
 
     #[test]

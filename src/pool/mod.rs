@@ -253,8 +253,11 @@ impl<T> SlotPool<T> {
             self.touched_hi.fetch_max(i, Ordering::AcqRel);
         }
         let n = self.gauges.fetch_add(IN_USE_ONE, Ordering::AcqRel) + IN_USE_ONE;
-        self.peak
-            .fetch_max((n & (DRAINING_ONE - 1)) as usize, Ordering::AcqRel);
+        let in_use = (n & (DRAINING_ONE - 1)) as usize;
+        // Read first: a new peak is rare, so no write in the common case.
+        if in_use > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(in_use, Ordering::AcqRel);
+        }
         Some(i)
     }
 
