@@ -372,6 +372,12 @@ impl EventLog {
     }
 
     /// Events queued for the driver.
+    /// Seq the next event will get.
+    #[inline]
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     pub(crate) fn pending_count(&self) -> usize {
         self.pending_len()
     }

@@ -686,15 +686,17 @@ impl TraceState {
         let line = self.logs.end() as u64;
         let bytes = msg.len() + data.as_ref().map_or(4, |d| d.len());
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.logs.push(LogRec::new(ts, level, msg, data, n));
+        let mut rec = LogRec::new(ts, level, msg, data, n);
+        // The seq its `log_added` gets next (the line is in the log first,
+        // so that the event's size can be reckoned from it).
+        rec.seq = self.events.next_seq();
+        self.logs.push(rec);
         let seq = self.emit(
             EventKind::LogAdded,
             ts,
             PayloadRec::LogAdded { line, bytes },
         );
-        if let Some(l) = self.logs.lines.back_mut() {
-            l.seq = seq;
-        }
+        debug_assert_eq!(self.logs.lines.back().map(|l| l.seq), Some(seq));
         self.evict_logs();
     }
 
@@ -728,10 +730,15 @@ impl TraceState {
         match t {
             Target::Node(n) => self.push_log(n, level, msg, data, ts),
             Target::Current => {
-                for i in 0..self.tree.current.len() {
+                // Every current node gets the line; the last one takes the
+                // values themselves (one current node: no copy).
+                let last = self.tree.current.len() - 1;
+                for i in 0..last {
                     let n = self.tree.current[i];
                     self.push_log(n, level, msg.clone(), data.clone(), ts);
                 }
+                let n = self.tree.current[last];
+                self.push_log(n, level, msg, data, ts);
             }
         }
     }
