@@ -28,6 +28,7 @@ mod core;
 mod flush;
 mod lease; // redis-hook
 mod registry;
+mod spin_lock;
 mod ticker;
 mod workers;
 

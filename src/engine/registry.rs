@@ -10,9 +10,9 @@
 //! handle can reach it); it is kept so that reads of that id can wait until
 //! storage has everything, and so that the id is not created again meanwhile.
 
-use std::cell::UnsafeCell;
 use std::collections::hash_map::Entry as MapEntry;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::spin_lock::{SpinGuard, SpinLock};
 
 use crate::id::{IdMap, TraceId};
 
@@ -32,7 +32,8 @@ pub(crate) enum Entry {
 /// creates and releases on different threads rarely take the same lock.
 const SHARDS: usize = 16;
 
-/// One shard, on its own cache lines.
+/// One shard, on its own cache lines. Its lock is a [`SpinLock`]: the
+/// sections are one hash-map probe.
 #[derive(Default)]
 #[repr(align(128))]
 struct Shard(SpinLock<IdMap<TraceId, Entry>>);
@@ -40,82 +41,6 @@ struct Shard(SpinLock<IdMap<TraceId, Entry>>);
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Shard")
-    }
-}
-
-/// The lock of a shard. Its critical sections are one hash-map probe, so it
-/// is taken with one compare-and-swap and released with a plain store (a
-/// `Mutex` releases with a second atomic read-modify-write, to see whether
-/// it must wake a sleeper: on the simple lifecycle's three registry
-/// operations that was ~2.5% of the lifecycle). A thread that finds it held
-/// spins a little, then yields its CPU (the holder may have been preempted
-/// inside its section).
-#[derive(Default)]
-struct SpinLock<T> {
-    held: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the value is only reached through a `SpinGuard`, and at most one
-// guard exists at a time (`lock` hands one out only after its
-// compare-and-swap took `held` from false to true; the guard's drop stores
-// false). Acquire on taking and Release on dropping order every access to
-// the value between holders, as a mutex does. `T: Send` because holders on
-// different threads use the value in turn.
-unsafe impl<T: Send> Sync for SpinLock<T> {}
-
-impl<T> SpinLock<T> {
-    fn new(value: T) -> SpinLock<T> {
-        SpinLock {
-            held: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    fn lock(&self) -> SpinGuard<'_, T> {
-        let mut spins = 0u32;
-        while self
-            .held
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            // Wait for it to look free before trying again (no writes meanwhile).
-            while self.held.load(Ordering::Relaxed) {
-                if spins < 64 {
-                    spins += 1;
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-        }
-        SpinGuard { lock: self }
-    }
-}
-
-/// Access to a locked [`SpinLock`]'s value; dropping it unlocks.
-struct SpinGuard<'a, T> {
-    lock: &'a SpinLock<T>,
-}
-
-impl<T> std::ops::Deref for SpinGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: this guard is the only one (see `SpinLock`'s `Sync`).
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> std::ops::DerefMut for SpinGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: this guard is the only one, and it is borrowed mutably.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for SpinGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.held.store(false, Ordering::Release);
     }
 }
 
