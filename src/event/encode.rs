@@ -97,15 +97,6 @@ fn end_head(out: &mut JsonOut<'_>, node_id: &str, status: NodeStatus) {
 /// around them are written together, with the enum values between them.
 fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Source) {
     match &rec.payload {
-        PayloadRec::Encoded { payload, .. } => {
-            out.json(payload);
-        }
-        PayloadRec::Init => {
-            // Trace ids are validated: letters, digits, `_` and `-`.
-            out.raw(br#"{"trace_id":""#)
-                .ascii(src.trace_id())
-                .raw(br#""}"#);
-        }
         PayloadRec::NodeStart(n) => {
             out.raw(br#"{"node":"#);
             src.write_node(out, *n, None);
@@ -125,6 +116,30 @@ fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn S
                 src.write_node(out, n, None);
             }
             out.raw(b"]}");
+        }
+        // The rest in a local copy of the writer (no call hands it on).
+        _ => out.local(|out| write_flat(out, rec, node_id, src)),
+    }
+    out.value_done();
+}
+
+/// [`write_payload`] of the kinds without a node object.
+#[inline(always)]
+fn write_flat(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Source) {
+    match &rec.payload {
+        PayloadRec::NodeStart(_)
+        | PayloadRec::NodeUpdated { .. }
+        | PayloadRec::NodesStart { .. } => {
+            unreachable!("written by write_payload")
+        }
+        PayloadRec::Encoded { payload, .. } => {
+            out.json(payload);
+        }
+        PayloadRec::Init => {
+            // Trace ids are validated: letters, digits, `_` and `-`.
+            out.raw(br#"{"trace_id":""#)
+                .ascii(src.trace_id())
+                .raw(br#""}"#);
         }
         PayloadRec::NodeComplete { node, output } => {
             out.raw(br#"{"node_id":""#).ascii(node_id);
@@ -192,5 +207,4 @@ fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn S
             out.int(*total).raw(b"}");
         }
     }
-    out.value_done();
 }

@@ -75,14 +75,14 @@ unsafe fn copy_ends<T: Copy>(src: *const u8, dst: *mut u8, n: usize) {
 /// Whether `s` needs no escaping in a JSON string: no control character,
 /// `"` or `\`. Eight bytes at a time: a byte below 0x20, and a byte equal
 /// to `"` or `\` (a zero byte after the xor), sets its high bit in a mask.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_plain(s: &[u8]) -> bool {
     plain_words(s, 0)
 }
 
 /// Whether `s` is ASCII and needs no escaping in a JSON string (so it is
 /// valid UTF-8 too): [`is_plain`], with any byte of 0x80 and above refused.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_plain_ascii(s: &[u8]) -> bool {
     plain_words(s, HIGH)
 }
@@ -90,30 +90,58 @@ pub(crate) fn is_plain_ascii(s: &[u8]) -> bool {
 /// The high bit of every byte of a word.
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
+/// Whether any byte of `v` is a control character, `"` or `\\`, or meets
+/// `refuse`: each such byte sets its high bit in a mask (a byte below 0x20;
+/// a byte equal to `"` or `\\`, which the xor makes zero).
+#[inline(always)]
+fn word_needs_escape(v: u64, refuse: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let ctl = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+    let q = v ^ (ONES * u64::from(b'"'));
+    let q = q.wrapping_sub(ONES) & !q & HIGH;
+    let bs = v ^ (ONES * u64::from(b'\\'));
+    let bs = bs.wrapping_sub(ONES) & !bs & HIGH;
+    ctl | q | bs | (v & refuse) != 0
+}
+
 /// [`is_plain`] with the bytes whose bits meet `refuse` refused as well
-/// (`0`: none; [`HIGH`]: every non-ASCII byte).
+/// (`0`: none; [`HIGH`]: every non-ASCII byte). Eight bytes at a time, the
+/// last eight overlapping the words before them; a shorter string as one
+/// word of its bytes (some read twice) padded with spaces. A byte read
+/// twice is judged the same way twice.
 #[inline(always)]
 fn plain_words(s: &[u8], refuse: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut words = s.chunks_exact(8);
-    for w in &mut words {
+    let n = s.len();
+    let word = |i: usize| {
         let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        let v = u64::from_le_bytes(b);
-        let ctl = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
-        let q = v ^ (ONES * u64::from(b'"'));
-        let q = q.wrapping_sub(ONES) & !q & HIGH;
-        let bs = v ^ (ONES * u64::from(b'\\'));
-        let bs = bs.wrapping_sub(ONES) & !bs & HIGH;
-        if ctl | q | bs | (v & refuse) != 0 {
-            return false;
+        b.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    let half = |i: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&s[i..i + 4]);
+        u64::from(u32::from_le_bytes(b))
+    };
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if word_needs_escape(word(i), refuse) {
+                return false;
+            }
+            i += 8;
         }
+        i == n || !word_needs_escape(word(n - 8), refuse)
+    } else if n >= 4 {
+        !word_needs_escape(half(0) | half(n - 4) << 32, refuse)
+    } else if n > 0 {
+        let v = u64::from(s[0])
+            | u64::from(s[n / 2]) << 8
+            | u64::from(s[n - 1]) << 16
+            | 0x2020_2020_2000_0000;
+        !word_needs_escape(v, refuse)
+    } else {
+        true
     }
-    let high = refuse as u8;
-    words
-        .remainder()
-        .iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b & high == 0)
 }
 
 /// Two-digit decimal strings `00` to `99`, back to back.
@@ -142,6 +170,98 @@ thread_local! {
         })
     };
 }
+
+/// Sets `buf`'s length to `len` (bytes a [`JsonOut`] wrote), runs `f` on
+/// it, and returns its memory, length and capacity after. Out of line and
+/// taking no `&mut JsonOut`, so that a writer's fields can stay in
+/// registers ([`JsonOut::local`]).
+#[cold]
+#[inline(never)]
+fn on_buf<R>(
+    buf: &mut BytesMut,
+    len: usize,
+    f: impl FnOnce(&mut BytesMut) -> R,
+) -> (*mut u8, usize, usize, R) {
+    // SAFETY: the `JsonOut` that this is called for keeps `len` within the
+    // capacity, and its first `len` bytes initialized (its invariants).
+    unsafe { buf.set_len(len) };
+    let r = f(buf);
+    (buf.as_mut_ptr(), buf.len(), buf.capacity(), r)
+}
+
+/// Writes `ms`, a timestamp not written last on this thread, at `dst` and
+/// keeps its digits (when they take at most 16 bytes); returns how many
+/// bytes it wrote.
+///
+/// # Safety
+/// `dst` must be valid for writes of 20 bytes (the most an i64 takes).
+#[inline(never)]
+unsafe fn new_time(dst: *mut u8, ms: i64) -> usize {
+    let mut b = itoa::Buffer::new();
+    let text = b.format(ms).as_bytes();
+    // SAFETY: the caller's 20 bytes at `dst`; `text` is on this stack.
+    unsafe { copy_to(dst, text) };
+    let mut t = LastTime {
+        ms,
+        len: text.len(),
+        digits: [0; 16],
+    };
+    if let Some(d) = t.digits.get_mut(..text.len()) {
+        d.copy_from_slice(text);
+        LAST_TIME.with(|c| c.set(t));
+    }
+    text.len()
+}
+
+/// A tuple of byte slices that [`JsonOut::pieces`] writes one after the
+/// other. A tuple rather than an array: each piece is then its own
+/// expression, and a piece of constant length is copied as such.
+pub(crate) trait Pieces {
+    /// Their lengths added up.
+    fn total(&self) -> usize;
+
+    /// Writes them, in order.
+    ///
+    /// # Safety
+    /// `out` must have room for [`Pieces::total`] more bytes.
+    unsafe fn write_unchecked(self, out: &mut JsonOut<'_>);
+}
+
+/// `&[u8]`, once per name it is given (a tuple's element types).
+macro_rules! byte_slice {
+    ($p:ident) => {
+        &[u8]
+    };
+}
+
+/// [`Pieces`] for tuples of these many slices.
+macro_rules! pieces_for_tuples {
+    ($($p:ident),+) => {
+        impl Pieces for ($(byte_slice!($p),)+) {
+            #[inline(always)]
+            fn total(&self) -> usize {
+                let ($($p,)+) = self;
+                // Slices in memory: their lengths add up without overflow.
+                0 $(+ $p.len())+
+            }
+
+            #[inline(always)]
+            unsafe fn write_unchecked(self, out: &mut JsonOut<'_>) {
+                let ($($p,)+) = self;
+                // SAFETY: the caller's room for all of them; each takes
+                // its own share of it.
+                unsafe { $(out.put_unchecked($p);)+ }
+            }
+        }
+    };
+}
+
+pieces_for_tuples!(a, b);
+pieces_for_tuples!(a, b, c);
+pieces_for_tuples!(a, b, c, d);
+pieces_for_tuples!(a, b, c, d, e);
+pieces_for_tuples!(a, b, c, d, e, f);
+pieces_for_tuples!(a, b, c, d, e, f, g);
 
 /// Writes one JSON value (objects and arrays nested) into a buffer.
 ///
@@ -194,14 +314,38 @@ impl<'a> JsonOut<'a> {
         unsafe { self.buf.set_len(self.len) }
     }
 
+    /// Runs `f` on a copy of this writer, then takes its position back.
+    ///
+    /// A function handed `&mut JsonOut` reads and writes the position
+    /// through memory, again after every byte it stores (the compiler
+    /// cannot tell that those bytes are not the writer's own fields); the
+    /// copy is a local whose address is never taken (no method hands
+    /// `&mut self` to a function that is not inlined), so it lives in
+    /// registers. `f` must not hand the copy to a function that is not
+    /// inlined either (such as [`Source::write_node`]), or it ends up in
+    /// memory again.
+    ///
+    /// [`Source::write_node`]: super::encode::Source::write_node
+    #[inline(always)]
+    pub(crate) fn local<R>(&mut self, f: impl FnOnce(&mut JsonOut<'_>) -> R) -> R {
+        let mut w = JsonOut {
+            buf: &mut *self.buf,
+            base: self.base,
+            len: self.len,
+            cap: self.cap,
+            comma: self.comma,
+        };
+        let r = f(&mut w);
+        (self.base, self.len, self.cap, self.comma) = (w.base, w.len, w.cap, w.comma);
+        r
+    }
+
     /// Runs `f` on the buffer itself (lengths in sync), then takes its new
     /// length, capacity and memory.
+    #[inline(always)]
     fn with_buf<R>(&mut self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
-        self.sync();
-        let r = f(self.buf);
-        self.base = self.buf.as_mut_ptr();
-        self.len = self.buf.len();
-        self.cap = self.buf.capacity();
+        let (base, len, cap, r) = on_buf(&mut *self.buf, self.len, f);
+        (self.base, self.len, self.cap) = (base, len, cap);
         r
     }
 
@@ -209,14 +353,8 @@ impl<'a> JsonOut<'a> {
     #[inline(always)]
     pub(crate) fn reserve(&mut self, n: usize) {
         if n > self.cap - self.len {
-            self.grow(n);
+            self.with_buf(|b| b.reserve(n));
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn grow(&mut self, n: usize) {
-        self.with_buf(|b| b.reserve(n));
     }
 
     /// Appends `s`, for which there is room.
@@ -253,6 +391,17 @@ impl<'a> JsonOut<'a> {
         unsafe { self.put_unchecked(s) }
     }
 
+    /// Raw pieces one after the other (JSON text the caller made valid:
+    /// punctuation, keys, ids known to need no escaping), a tuple of byte
+    /// slices, with one reservation for all of them.
+    #[inline(always)]
+    pub(crate) fn pieces(&mut self, parts: impl Pieces) -> &mut Self {
+        self.reserve(parts.total());
+        // SAFETY: just reserved room for all of `parts`.
+        unsafe { parts.write_unchecked(self) };
+        self
+    }
+
     /// Appends one byte.
     #[inline(always)]
     fn byte(&mut self, b: u8) {
@@ -274,6 +423,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// `{`
+    #[inline(always)]
     pub(crate) fn begin_obj(&mut self) -> &mut Self {
         self.byte(b'{');
         self.comma = false;
@@ -281,6 +431,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// `}`
+    #[inline(always)]
     pub(crate) fn end_obj(&mut self) -> &mut Self {
         self.byte(b'}');
         self.comma = true;
@@ -288,6 +439,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// `"key":` (with a leading comma when needed). `key` must need no escaping.
+    #[inline(always)]
     pub(crate) fn key(&mut self, key: &'static str) -> &mut Self {
         self.reserve(key.len() + 4);
         // SAFETY: just reserved room for a comma, the quotes, the colon and
@@ -321,6 +473,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// A string value known to need no escaping (validated ids, enum names).
+    #[inline(always)]
     pub(crate) fn ascii_str(&mut self, s: &str) -> &mut Self {
         debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
         self.quoted(s.as_bytes());
@@ -336,6 +489,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// A string value.
+    #[inline(always)]
     pub(crate) fn str(&mut self, s: &str) -> &mut Self {
         if is_plain(s.as_bytes()) {
             self.quoted(s.as_bytes());
@@ -350,6 +504,7 @@ impl<'a> JsonOut<'a> {
     /// [`super::value::text`]): as [`JsonOut::str`] of
     /// [`super::value::as_str`] of them (invalid UTF-8 is written as `""`),
     /// without checking UTF-8 when they are plain ASCII.
+    #[inline(always)]
     pub(crate) fn text(&mut self, s: &[u8]) -> &mut Self {
         if is_plain_ascii(s) {
             self.quoted(s);
@@ -361,8 +516,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// A string that needs escaping, through serde_json.
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn escaped(&mut self, s: &str) {
         // serde_json cannot fail on a str written to a BytesMut.
         self.with_buf(|b| {
@@ -371,6 +525,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// An integer value.
+    #[inline(always)]
     pub(crate) fn int(&mut self, v: impl itoa::Integer) -> &mut Self {
         self.reserve(40);
         let mut b = itoa::Buffer::new();
@@ -382,6 +537,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// An unsigned integer value (as [`JsonOut::int`]; quicker below 100).
+    #[inline(always)]
     pub(crate) fn uint(&mut self, v: u64) -> &mut Self {
         self.reserve(20);
         if v < 100 {
@@ -407,6 +563,7 @@ impl<'a> JsonOut<'a> {
 
     /// A timestamp (an integer): the digits of the last one this thread
     /// wrote are reused when it repeats (0, an unset time, is not kept).
+    #[inline(always)]
     pub(crate) fn time(&mut self, ms: i64) -> &mut Self {
         self.reserve(20);
         if ms == 0 {
@@ -429,29 +586,11 @@ impl<'a> JsonOut<'a> {
             }
             self.len += last.len.min(16);
         } else {
-            self.new_time(ms);
+            // SAFETY: just reserved 20 bytes, the most an i64 takes.
+            self.len += unsafe { new_time(self.base.add(self.len), ms) };
         }
         self.comma = true;
         self
-    }
-
-    /// A timestamp not written last on this thread: formatted, and kept
-    /// (when it takes at most 16 bytes).
-    #[inline(never)]
-    fn new_time(&mut self, ms: i64) {
-        let mut b = itoa::Buffer::new();
-        let text = b.format(ms).as_bytes();
-        // SAFETY: the caller reserved 20 bytes, the most an i64 takes.
-        unsafe { self.put_unchecked(text) };
-        let mut t = LastTime {
-            ms,
-            len: text.len(),
-            digits: [0; 16],
-        };
-        if let Some(d) = t.digits.get_mut(..text.len()) {
-            d.copy_from_slice(text);
-            LAST_TIME.with(|c| c.set(t));
-        }
     }
 
     /// A value already serialized as JSON (a caller value stored as bytes).
@@ -463,6 +602,7 @@ impl<'a> JsonOut<'a> {
     }
 
     /// A caller map, through serde_json.
+    #[inline(always)]
     pub(crate) fn map(&mut self, m: &serde_json::Map<String, Value>) -> &mut Self {
         self.with_buf(|b| {
             let _ = serde_json::to_writer(b.writer(), m);
@@ -601,6 +741,49 @@ mod tests {
         assert!(is_plain("ünïcode and plain text".as_bytes()));
         assert!(!is_plain_ascii("ünïcode and plain text".as_bytes()));
         assert!(is_plain_ascii(b"plain \x7f text"));
+    }
+
+    #[test]
+    fn is_plain_at_every_length_and_position() {
+        // The short forms (one padded word, two overlapping halves) and the
+        // overlapping last word: a byte at each position of each length.
+        let naive = |s: &[u8]| s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+        for len in 0..=25 {
+            assert!(is_plain(&vec![b'a'; len]));
+            assert!(is_plain_ascii(&vec![b'a'; len]));
+            for pos in 0..len {
+                for b in [0x00, 0x1f, 0x20, b'"', b'\\', b'a', 0x7f, 0x80, 0xc3, 0xff] {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = b;
+                    assert_eq!(is_plain(&s), naive(&s), "{b:#x} at {pos} of {len}");
+                    assert_eq!(
+                        is_plain_ascii(&s),
+                        naive(&s) && s.is_ascii(),
+                        "{b:#x} at {pos} of {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_write_in_order() {
+        let long = [b'z'; 70];
+        let mut buf = BytesMut::new();
+        JsonOut::new(&mut buf)
+            .pieces((b"[".as_slice(), b"".as_slice()))
+            .pieces((b"\"".as_slice(), long.as_slice(), b"\",".as_slice()))
+            .pieces((
+                b"1".as_slice(),
+                b",".as_slice(),
+                b"22".as_slice(),
+                b",".as_slice(),
+                b"333".as_slice(),
+                b",".as_slice(),
+                b"4444]".as_slice(),
+            ));
+        let want = format!("[\"{}\",1,22,333,4444]", "z".repeat(70));
+        assert_eq!(text_of(&buf), want);
     }
 
     #[test]

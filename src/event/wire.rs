@@ -77,23 +77,41 @@ pub(crate) fn encode(
     }
     let at = {
         let mut out = JsonOut::new(arena);
-        let field = |out: &mut JsonOut<'_>, value: &str| -> (u32, u32) {
-            let start = offset(out.len());
-            out.ascii(value);
-            (start, offset(out.len()))
-        };
-        out.raw(head(env.kind));
-        let trace = field(&mut out, env.trace_id);
-        out.raw(br#"","node_id":""#);
-        let node = field(&mut out, env.node_id);
-        out.raw(br#"","space_id":""#);
-        let space = field(&mut out, env.space_id);
-        out.raw(br#"","timestamp":"#).time(env.timestamp);
-        out.raw(br#","data":"#);
+        let (trace, node, space) = out.local(|out| {
+            let head = head(env.kind);
+            let (t, n, sp) = (env.trace_id, env.node_id, env.space_id);
+            const NODE: &[u8] = br#"","node_id":""#;
+            const SPACE: &[u8] = br#"","space_id":""#;
+            let at = out.len() + head.len();
+            let trace = (at, at + t.len());
+            let at = trace.1 + NODE.len();
+            let node = (at, at + n.len());
+            let at = node.1 + SPACE.len();
+            let space = (at, at + sp.len());
+            debug_assert!(
+                [t, n, sp]
+                    .iter()
+                    .all(|s| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'))
+            );
+            out.pieces((
+                head,
+                t.as_bytes(),
+                NODE,
+                n.as_bytes(),
+                SPACE,
+                sp.as_bytes(),
+                br#"","timestamp":"#.as_slice(),
+            ));
+            out.time(env.timestamp).raw(br#","data":"#);
+            let offsets = |(a, b): (usize, usize)| (offset(a), offset(b));
+            (offsets(trace), offsets(node), offsets(space))
+        });
         let start = offset(out.len());
         data(&mut out);
         let end = offset(out.len());
-        out.raw(br#","seq":"#).uint(env.seq).raw(b"}");
+        out.local(|out| {
+            out.raw(br#","seq":"#).uint(env.seq).raw(b"}");
+        });
         // Dropping `out` sets the arena's length to what it wrote.
         Offsets {
             trace,

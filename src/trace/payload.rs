@@ -24,10 +24,12 @@ pub(crate) struct TraceSource<'a> {
 impl TraceSource<'_> {
     /// The ids of nodes `idx` as JSON strings, comma-separated (the
     /// brackets are the caller's).
+    #[inline(always)]
     fn write_ids(&self, out: &mut JsonOut<'_>, idx: &[u32]) {
         for (k, id) in self.tree.ids_of(idx).enumerate() {
-            out.raw(if k == 0 { b"\"" } else { b",\"" });
-            out.ascii(id).raw(b"\"");
+            // Node ids are generated: letters and digits.
+            let open: &[u8] = if k == 0 { b"\"" } else { b",\"" };
+            out.pieces((open, id.as_bytes(), b"\"".as_slice()));
         }
     }
 }
@@ -77,52 +79,58 @@ impl Source for TraceSource<'_> {
                 None,
             ),
         };
-        out.raw(b"{\"id\":\"").ascii(r.id.as_str());
-        out.raw(b"\",\"parent_ids\":[");
-        self.write_ids(out, &r.parents);
-        out.raw(b"],\"children\":[");
-        self.write_ids(out, &r.children[..children]);
-        out.raw(b"],\"label\":").str(&r.label);
-        if r.node_type.is_empty() && r.icon.is_empty() && r.description.is_empty() {
-            out.raw(b",\"type\":\"\",\"icon\":\"\",\"description\":\"\"");
-        } else {
-            out.raw(b",\"type\":").str(&r.node_type);
-            out.raw(b",\"icon\":").str(&r.icon);
-            out.raw(b",\"description\":").str(&r.description);
-        }
-        if let Some(m) = metadata {
-            out.raw(b",\"metadata\":").json(m);
-        }
-        if let Some(a) = r.auto_complete_parent {
-            out.raw(if a {
-                b",\"auto_complete_parent\":true".as_slice()
+        // In a local copy of the writer: its position stays in registers.
+        out.local(|out| {
+            out.pieces((
+                b"{\"id\":\"".as_slice(),
+                r.id.as_str().as_bytes(),
+                b"\",\"parent_ids\":[".as_slice(),
+            ));
+            self.write_ids(out, &r.parents);
+            out.raw(b"],\"children\":[");
+            self.write_ids(out, &r.children[..children]);
+            out.raw(b"],\"label\":").str(&r.label);
+            if r.node_type.is_empty() && r.icon.is_empty() && r.description.is_empty() {
+                out.raw(b",\"type\":\"\",\"icon\":\"\",\"description\":\"\"");
             } else {
-                b",\"auto_complete_parent\":false"
+                out.raw(b",\"type\":").str(&r.node_type);
+                out.raw(b",\"icon\":").str(&r.icon);
+                out.raw(b",\"description\":").str(&r.description);
+            }
+            if let Some(m) = metadata {
+                out.raw(b",\"metadata\":").json(m);
+            }
+            if let Some(a) = r.auto_complete_parent {
+                out.raw(if a {
+                    b",\"auto_complete_parent\":true".as_slice()
+                } else {
+                    b",\"auto_complete_parent\":false"
+                });
+            }
+            out.raw(match status {
+                NodeStatus::Pending => b",\"status\":\"pending\"".as_slice(),
+                NodeStatus::Running => b",\"status\":\"running\"",
+                NodeStatus::Completed => b",\"status\":\"completed\"",
+                NodeStatus::Failed => b",\"status\":\"failed\"",
+                NodeStatus::Skipped => b",\"status\":\"skipped\"",
+                NodeStatus::Cancelled => b",\"status\":\"cancelled\"",
             });
-        }
-        out.raw(match status {
-            NodeStatus::Pending => b",\"status\":\"pending\"".as_slice(),
-            NodeStatus::Running => b",\"status\":\"running\"",
-            NodeStatus::Completed => b",\"status\":\"completed\"",
-            NodeStatus::Failed => b",\"status\":\"failed\"",
-            NodeStatus::Skipped => b",\"status\":\"skipped\"",
-            NodeStatus::Cancelled => b",\"status\":\"cancelled\"",
+            if let Some(v) = &r.input {
+                out.raw(b",\"input\":").json(v);
+            }
+            if let Some(v) = output {
+                out.raw(b",\"output\":").json(v);
+            }
+            out.raw(b",\"created_at\":").time(r.created_at);
+            out.raw(b",\"start_time\":").time(r.start_time);
+            if end_time == 0 {
+                out.raw(b",\"end_time\":0,\"updated_at\":");
+            } else {
+                out.raw(b",\"end_time\":").time(end_time);
+                out.raw(b",\"updated_at\":");
+            }
+            out.time(updated_at).raw(b"}").value_done();
         });
-        if let Some(v) = &r.input {
-            out.raw(b",\"input\":").json(v);
-        }
-        if let Some(v) = output {
-            out.raw(b",\"output\":").json(v);
-        }
-        out.raw(b",\"created_at\":").time(r.created_at);
-        out.raw(b",\"start_time\":").time(r.start_time);
-        if end_time == 0 {
-            out.raw(b",\"end_time\":0,\"updated_at\":");
-        } else {
-            out.raw(b",\"end_time\":").time(end_time);
-            out.raw(b",\"updated_at\":");
-        }
-        out.time(updated_at).raw(b"}").value_done();
     }
 
     fn log_line(&self, line: u64) -> Option<LogLine<'_>> {
