@@ -145,7 +145,7 @@ fn write_flat(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Sour
             out.raw(br#"{"node_id":""#).ascii(node_id);
             out.raw(br#"","status":"success","end_time":"#).time(rec.ts);
             out.raw(br#","duration":"#)
-                .int(rec.ts - src.start_time(*node));
+                .sint(rec.ts - src.start_time(*node));
             if let Some(o) = output {
                 out.raw(br#","output":"#).json(o);
             }
@@ -159,7 +159,7 @@ fn write_flat(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Sour
             end_head(out, node_id, *status);
             out.time(rec.ts);
             out.raw(br#","duration":"#)
-                .int(rec.ts - src.start_time(*node));
+                .sint(rec.ts - src.start_time(*node));
             out.raw(br#","error":"#).text(error).raw(b"}");
         }
         PayloadRec::LogAdded { line, .. } => {
@@ -204,7 +204,7 @@ fn write_flat(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Sour
                 TraceStatus::Failed => br#"","status":"failed","total_duration":"#,
                 TraceStatus::Cancelled => br#"","status":"cancelled","total_duration":"#,
             });
-            out.int(*total).raw(b"}");
+            out.sint(*total).raw(b"}");
         }
     }
 }

@@ -536,6 +536,19 @@ impl<'a> JsonOut<'a> {
         self
     }
 
+    /// A signed integer value (as [`JsonOut::int`]; quicker between -99
+    /// and 99: durations are mostly 0).
+    #[inline(always)]
+    pub(crate) fn sint(&mut self, v: i64) -> &mut Self {
+        if v < 0 {
+            self.reserve(21);
+            // SAFETY: just reserved room for the sign and the 20 digits of
+            // `uint` (which finds that room there).
+            unsafe { self.byte_unchecked(b'-') };
+        }
+        self.uint(v.unsigned_abs())
+    }
+
     /// An unsigned integer value (as [`JsonOut::int`]; quicker below 100).
     #[inline(always)]
     pub(crate) fn uint(&mut self, v: u64) -> &mut Self {
@@ -694,12 +707,17 @@ mod tests {
             JsonOut::new(&mut buf)
                 .int(s)
                 .raw(b",")
-                .int(s.wrapping_neg());
-            assert_eq!(text_of(&buf), format!("{s},{}", s.wrapping_neg()));
+                .int(s.wrapping_neg())
+                .raw(b",")
+                .sint(s)
+                .raw(b",")
+                .sint(s.wrapping_neg());
+            let n = s.wrapping_neg();
+            assert_eq!(text_of(&buf), format!("{s},{n},{s},{n}"));
         }
         let mut buf = BytesMut::new();
         JsonOut::new(&mut buf)
-            .int(i64::MIN)
+            .sint(i64::MIN)
             .raw(b",")
             .int(u128::MAX)
             .raw(b",")
