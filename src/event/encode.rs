@@ -11,10 +11,9 @@ use bytes::BytesMut;
 use super::Event;
 use super::json::JsonOut;
 use super::record::{NodeSnap, PayloadRec, Record};
-use super::value::as_str;
 use super::wire::{self, Envelope};
 use crate::id::ShortId;
-use crate::model::Level;
+use crate::model::{Level, NodeStatus, TraceStatus};
 
 /// One log line, as a `log_added` payload needs it.
 #[derive(Debug, Clone, Copy)]
@@ -81,91 +80,131 @@ pub(crate) fn encode(arena: &mut BytesMut, rec: &Record, src: &dyn Source) -> Ev
     wire::encode(arena, env, |out| write_payload(out, rec, node_id, src))
 }
 
+/// `{"node_id":"<id>","status":"<status>","end_time":` of a node's end.
+fn end_head(out: &mut JsonOut<'_>, node_id: &str, status: NodeStatus) {
+    out.raw(br#"{"node_id":""#).ascii(node_id);
+    out.raw(match status {
+        NodeStatus::Pending => br#"","status":"pending","end_time":"#.as_slice(),
+        NodeStatus::Running => br#"","status":"running","end_time":"#,
+        NodeStatus::Completed => br#"","status":"completed","end_time":"#,
+        NodeStatus::Failed => br#"","status":"failed","end_time":"#,
+        NodeStatus::Skipped => br#"","status":"skipped","end_time":"#,
+        NodeStatus::Cancelled => br#"","status":"cancelled","end_time":"#,
+    });
+}
+
+/// Writes the payload of `rec`, in few pieces: keys and the punctuation
+/// around them are written together, with the enum values between them.
 fn write_payload(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Source) {
-    if let PayloadRec::Encoded { payload, .. } = &rec.payload {
-        out.json(payload);
-        return;
-    }
-    out.begin_obj();
     match &rec.payload {
-        PayloadRec::Init => {
-            out.key("trace_id").str(src.trace_id());
-        }
         PayloadRec::NodeStart(n) => {
-            out.key("node");
+            out.raw(br#"{"node":"#);
             src.write_node(out, *n, None);
+            out.raw(b"}");
         }
         PayloadRec::NodeUpdated { node, snap } => {
-            out.key("node");
+            out.raw(br#"{"node":"#);
             src.write_node(out, *node, Some(snap));
+            out.raw(b"}");
         }
         PayloadRec::NodesStart { first, count } => {
-            out.key("nodes").begin_arr();
+            out.raw(br#"{"nodes":["#);
             for n in *first..*first + *count {
-                out.elem();
+                if n != *first {
+                    out.raw(b",");
+                }
                 src.write_node(out, n, None);
             }
-            out.end_arr();
+            out.raw(b"]}");
+        }
+        // The rest in a local copy of the writer (no call hands it on).
+        _ => out.local(|out| write_flat(out, rec, node_id, src)),
+    }
+    out.value_done();
+}
+
+/// [`write_payload`] of the kinds without a node object.
+#[inline(always)]
+fn write_flat(out: &mut JsonOut<'_>, rec: &Record, node_id: &str, src: &dyn Source) {
+    match &rec.payload {
+        PayloadRec::NodeStart(_)
+        | PayloadRec::NodeUpdated { .. }
+        | PayloadRec::NodesStart { .. } => {
+            unreachable!("written by write_payload")
+        }
+        PayloadRec::Encoded { payload, .. } => {
+            out.json(payload);
+        }
+        PayloadRec::Init => {
+            // Trace ids are validated: letters, digits, `_` and `-`.
+            out.raw(br#"{"trace_id":""#)
+                .ascii(src.trace_id())
+                .raw(br#""}"#);
         }
         PayloadRec::NodeComplete { node, output } => {
-            out.key("node_id").ascii_str(node_id);
-            out.key("status").ascii_str("success");
-            out.key("end_time").time(rec.ts);
-            out.key("duration").int(rec.ts - src.start_time(*node));
+            out.raw(br#"{"node_id":""#).ascii(node_id);
+            out.raw(br#"","status":"success","end_time":"#).time(rec.ts);
+            out.raw(br#","duration":"#)
+                .sint(rec.ts - src.start_time(*node));
             if let Some(o) = output {
-                out.key("output").json(o);
+                out.raw(br#","output":"#).json(o);
             }
+            out.raw(b"}");
         }
         PayloadRec::NodeFailed {
             node,
             status,
             error,
         } => {
-            out.key("node_id").ascii_str(node_id);
-            out.key("status").ascii_str(status.as_str());
-            out.key("end_time").time(rec.ts);
-            out.key("duration").int(rec.ts - src.start_time(*node));
-            out.key("error").str(as_str(error));
+            end_head(out, node_id, *status);
+            out.time(rec.ts);
+            out.raw(br#","duration":"#)
+                .sint(rec.ts - src.start_time(*node));
+            out.raw(br#","error":"#).text(error).raw(b"}");
         }
         PayloadRec::LogAdded { line, .. } => {
             // The reference's TraceLog has no JSON tags: Go field names.
             // (The line is in memory: its record is encoded before it leaves.)
             let l = src.log_line(*line);
-            out.key("Timestamp").time(rec.ts);
-            out.key("Level")
-                .ascii_str(l.map_or(Level::Info, |l| l.level).as_str());
-            out.key("Message").str(as_str(l.map_or(b"", |l| l.msg)));
-            match l.and_then(|l| l.data) {
-                Some(d) => out.key("Data").json(d),
-                None => out.key("Data").json(b"null"),
-            };
-            out.key("NodeID").ascii_str(node_id);
+            out.raw(br#"{"Timestamp":"#).time(rec.ts);
+            out.raw(match l.map_or(Level::Info, |l| l.level) {
+                Level::Debug => br#","Level":"debug","Message":"#.as_slice(),
+                Level::Info => br#","Level":"info","Message":"#,
+                Level::Warn => br#","Level":"warn","Message":"#,
+                Level::Error => br#","Level":"error","Message":"#,
+            });
+            out.text(l.map_or(b"", |l| l.msg));
+            out.raw(br#","Data":"#)
+                .json(l.and_then(|l| l.data).unwrap_or(b"null"));
+            out.raw(br#","NodeID":""#).ascii(node_id).raw(br#""}"#);
         }
         PayloadRec::Memory { space, key, value } => {
-            out.key("type").ascii_str(space.as_str());
-            out.key("item").begin_obj();
-            out.key("id").str(as_str(key));
-            out.key("type").ascii_str(space.as_str());
+            out.raw(br#"{"type":""#).ascii(space.as_str());
+            out.raw(br#"","item":{"id":"#).text(key);
+            out.raw(br#","type":""#).ascii(space.as_str()).raw(b"\"");
             if let Some(t) = src.space_title(space) {
-                out.key("title").str(t);
+                out.raw(br#","title":"#).str(t);
             }
-            out.key("content").json(value);
-            out.key("timestamp").time(rec.ts);
-            out.end_obj();
+            out.raw(br#","content":"#).json(value);
+            out.raw(br#","timestamp":"#).time(rec.ts).raw(b"}}");
         }
         PayloadRec::MemoryDelete { space, key } => {
-            out.key("space_id").ascii_str(space.as_str());
+            out.raw(br#"{"space_id":""#).ascii(space.as_str());
             match key {
-                Some(k) => out.key("key").str(as_str(k)),
-                None => out.key("cleared").bool(true),
+                Some(k) => out.raw(br#"","key":"#).text(k).raw(b"}"),
+                None => out.raw(br#"","cleared":true}"#),
             };
         }
         PayloadRec::Complete { status, total } => {
-            out.key("trace_id").str(src.trace_id());
-            out.key("status").ascii_str(status.as_str());
-            out.key("total_duration").int(*total);
+            out.raw(br#"{"trace_id":""#).ascii(src.trace_id());
+            out.raw(match status {
+                TraceStatus::Pending => br#"","status":"pending","total_duration":"#.as_slice(),
+                TraceStatus::Running => br#"","status":"running","total_duration":"#,
+                TraceStatus::Completed => br#"","status":"completed","total_duration":"#,
+                TraceStatus::Failed => br#"","status":"failed","total_duration":"#,
+                TraceStatus::Cancelled => br#"","status":"cancelled","total_duration":"#,
+            });
+            out.sint(*total).raw(b"}");
         }
-        PayloadRec::Encoded { .. } => {}
     }
-    out.end_obj();
 }

@@ -37,6 +37,30 @@ pub(crate) struct Envelope<'a> {
     pub(crate) timestamp: i64,
 }
 
+/// The envelope up to the trace id's text, `{"type":"<kind>","trace_id":"`,
+/// as one piece.
+fn head(kind: EventKind) -> &'static [u8] {
+    macro_rules! head {
+        ($kind:literal) => {
+            concat!("{\"type\":\"", $kind, "\",\"trace_id\":\"").as_bytes()
+        };
+    }
+    match kind {
+        EventKind::Init => head!("init"),
+        EventKind::NodeStart => head!("node_start"),
+        EventKind::NodeComplete => head!("node_complete"),
+        EventKind::NodeFailed => head!("node_failed"),
+        EventKind::NodeUpdated => head!("node_updated"),
+        EventKind::LogAdded => head!("log_added"),
+        EventKind::MemoryAdd => head!("memory_add"),
+        EventKind::MemoryUpdate => head!("memory_update"),
+        EventKind::MemoryDelete => head!("memory_delete"),
+        EventKind::SpaceCreated => head!("space_created"),
+        EventKind::SpaceDeleted => head!("space_deleted"),
+        EventKind::Complete => head!("complete"),
+    }
+}
+
 /// Serializes one event into `arena` and splits its bytes off; `data`
 /// writes the payload.
 pub(crate) fn encode(
@@ -51,34 +75,57 @@ pub(crate) fn encode(
     if arena.capacity() < 1024 {
         arena.reserve(ARENA_CHUNK);
     }
-    let mut out = JsonOut::new(arena);
-    let field = |out: &mut JsonOut<'_>, key: &'static [u8], value: &str| -> (u32, u32) {
-        out.raw(key);
+    let at = {
+        let mut out = JsonOut::new(arena);
+        let (trace, node, space) = out.local(|out| {
+            let head = head(env.kind);
+            let (t, n, sp) = (env.trace_id, env.node_id, env.space_id);
+            const NODE: &[u8] = br#"","node_id":""#;
+            const SPACE: &[u8] = br#"","space_id":""#;
+            let at = out.len() + head.len();
+            let trace = (at, at + t.len());
+            let at = trace.1 + NODE.len();
+            let node = (at, at + n.len());
+            let at = node.1 + SPACE.len();
+            let space = (at, at + sp.len());
+            debug_assert!(
+                [t, n, sp]
+                    .iter()
+                    .all(|s| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'))
+            );
+            out.pieces((
+                head,
+                t.as_bytes(),
+                NODE,
+                n.as_bytes(),
+                SPACE,
+                sp.as_bytes(),
+                br#"","timestamp":"#.as_slice(),
+            ));
+            out.time(env.timestamp).raw(br#","data":"#);
+            let offsets = |(a, b): (usize, usize)| (offset(a), offset(b));
+            (offsets(trace), offsets(node), offsets(space))
+        });
         let start = offset(out.len());
-        out.ascii(value);
-        (start, offset(out.len()))
-    };
-    out.raw(br#"{"type":""#).ascii(env.kind.as_str());
-    let trace = field(&mut out, br#"","trace_id":""#, env.trace_id);
-    let node = field(&mut out, br#"","node_id":""#, env.node_id);
-    let space = field(&mut out, br#"","space_id":""#, env.space_id);
-    out.raw(br#"","timestamp":"#).time(env.timestamp);
-    out.raw(br#","data":"#);
-    let start = offset(out.len());
-    data(&mut out);
-    let end = offset(out.len());
-    out.raw(br#","seq":"#).int(env.seq).raw(b"}");
-    Event {
-        seq: env.seq,
-        kind: env.kind,
-        timestamp: env.timestamp,
-        bytes: out.buf().split().freeze(),
-        at: Offsets {
+        data(&mut out);
+        let end = offset(out.len());
+        out.local(|out| {
+            out.raw(br#","seq":"#).uint(env.seq).raw(b"}");
+        });
+        // Dropping `out` sets the arena's length to what it wrote.
+        Offsets {
             trace,
             node,
             space,
             data: (start, end),
-        },
+        }
+    };
+    Event {
+        seq: env.seq,
+        kind: env.kind,
+        timestamp: env.timestamp,
+        bytes: arena.split().freeze(),
+        at,
     }
 }
 
@@ -186,6 +233,16 @@ mod tests {
         assert_eq!(back.at, ev.at);
         assert_eq!(back.data(), json!({"node": {"id": "x"}}));
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn heads_name_their_kind() {
+        for k in EventKind::ALL {
+            assert_eq!(
+                head(k),
+                format!(r#"{{"type":"{}","trace_id":""#, k.as_str()).as_bytes()
+            );
+        }
     }
 
     #[test]
