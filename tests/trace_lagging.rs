@@ -135,6 +135,27 @@ fn lag_is_reported_after_release_too() {
     assert!(sub.blocking_recv().is_none());
 }
 
+/// The same on a live trace: the replay, the lag and the live events after
+/// it come out in order, and nothing is left before the next event.
+#[test]
+fn lag_after_the_replay_is_reported_on_a_live_trace() {
+    let engine = engine_with(1, 1, 1000, 8);
+    let trace = engine.create(TraceOptions::new()).unwrap();
+    let mut sub = trace.subscribe().unwrap();
+    let root = trace.add("root", NodeOptions::new()).unwrap();
+    for _ in 0..28 {
+        root.info("x");
+    }
+    assert_eq!(ev(sub.try_recv().unwrap()).seq, 1);
+    assert_eq!(lagged(sub.try_recv().unwrap()), 21);
+    for seq in 23..=30 {
+        assert_eq!(ev(sub.try_recv().unwrap()).seq, seq);
+    }
+    assert!(sub.try_recv().is_err(), "nothing more yet");
+    root.info("y");
+    assert_eq!(ev(sub.try_recv().unwrap()).seq, 31);
+}
+
 /// A slow reader racing a fast writer: every gap is reported once, the
 /// accounting is exact and the order is kept.
 #[test]

@@ -185,36 +185,42 @@ impl View<'_> {
     /// Appends up to `max` deliveries from the cursor on (every entry read
     /// must be encoded) and advances it.
     fn read(&self, c: &mut ReaderCursor, max: usize, out: &mut VecDeque<Delivery>) -> ReadResult {
-        let (mut next, missed) = self.clamp(c);
+        let max = max.max(2);
         let mut r = ReadResult {
             delivered: 0,
-            missed,
+            missed: 0,
         };
-        if missed > 0 {
-            out.push_back(Delivery::Lagged { missed });
-            r.delivered += 1;
-        }
-        // The replay is read to its end, then the lag rule applies again:
-        // a batch never crosses the replay's end. Past it, everything up to
-        // the newest event is within the bound.
-        let stop = if next <= c.replay_end {
-            c.replay_end + 1
-        } else {
-            self.end
-        };
-        while next < stop && r.delivered < max.max(2) {
-            let Some(Entry::Wire(ev)) = self.get(next) else {
-                break;
-            };
-            next += 1;
-            if ev.timestamp < c.min_ts {
-                continue;
+        loop {
+            let (mut next, missed) = self.clamp(c);
+            if missed > 0 {
+                out.push_back(Delivery::Lagged { missed });
+                r.delivered += 1;
+                r.missed += missed;
             }
-            out.push_back(Delivery::Event(ev.clone()));
-            r.delivered += 1;
+            // The replay is read to its end, then the lag rule applies again
+            // (the loop's next round): no run of events crosses the replay's
+            // end. Past it, everything up to the newest event is within the
+            // bound.
+            let replay = next <= c.replay_end;
+            let stop = if replay { c.replay_end + 1 } else { self.end };
+            while next < stop && r.delivered < max {
+                let Some(Entry::Wire(ev)) = self.get(next) else {
+                    break;
+                };
+                next += 1;
+                if ev.timestamp < c.min_ts {
+                    continue;
+                }
+                out.push_back(Delivery::Event(ev.clone()));
+                r.delivered += 1;
+            }
+            c.next_seq = next;
+            // Live events after a replay read to its end go in the same
+            // batch (one lock for a subscriber that catches up).
+            if !(replay && next == stop && next < self.end && r.delivered < max) {
+                return r;
+            }
         }
-        c.next_seq = next;
-        r
     }
 }
 
