@@ -30,7 +30,10 @@
 //! the Go package's local driver writes each change before it returns.
 //!
 //! Parallel branches are completed from 2 long-lived threads (`ThreadPool`,
-//! Go starts a goroutine per branch). `--engine harness` runs the same loops
+//! Go starts a goroutine per branch); like Go's scheduler, which keeps idle
+//! threads spinning for work before it parks them, the threads (and the
+//! caller waiting for its branches) look for work for 50 µs before they
+//! sleep. `--engine harness` runs the same loops
 //! on an engine that does nothing, which measures the harness itself: for
 //! `complex` and `concurrent_complex` that is the cross-thread hand-off of the
 //! branches (2 of the 5 scenarios hand branches to the threads and wait).

@@ -9,7 +9,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -148,65 +147,149 @@ impl BranchRunner for Inline {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// How long an idle branch thread, and a caller waiting for its branches,
+/// keep looking before they sleep.
+const SPIN: Duration = Duration::from_micros(50);
+
 /// A fixed set of long-lived threads that complete branches "from other
-/// threads" (the reference uses a goroutine per branch).
+/// threads" (the reference starts a goroutine per branch).
+///
+/// Go's scheduler keeps an idle worker thread *spinning* for work for a
+/// while before it parks it, and a goroutine waiting on a `WaitGroup`
+/// parks only itself, not its thread; a hand-off between goroutines
+/// therefore rarely wakes a sleeping OS thread. The same here: the threads
+/// take jobs from one shared queue and look for the next job for [`SPIN`]
+/// (yielding their CPU between looks) before they sleep, and the caller
+/// waits for its branches the same way. Without it, each hand-off woke a
+/// sleeping thread (a futex wake-up, tens of µs on a VM whose idle CPUs
+/// halt), and the complex loops measured mostly that.
 pub struct ThreadPool {
-    senders: Vec<mpsc::Sender<(Job, Arc<Latch>)>>,
-    next: std::sync::atomic::AtomicUsize,
+    shared: Arc<PoolShared>,
 }
 
-/// Counts finished jobs.
-pub struct Latch {
-    left: Mutex<usize>,
+struct PoolShared {
+    queue: Mutex<std::collections::VecDeque<(Job, Arc<Latch>)>>,
+    /// Jobs queued and not yet taken (read without the lock while spinning).
+    queued: std::sync::atomic::AtomicUsize,
+    /// Threads asleep on `cv`.
+    sleeping: Mutex<usize>,
     cv: Condvar,
+}
+
+/// Counts unfinished jobs.
+pub struct Latch {
+    left: std::sync::atomic::AtomicUsize,
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// Looks `ready()` up for [`SPIN`], yielding between looks.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= SPIN {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+impl PoolShared {
+    fn take(&self) -> Option<(Job, Arc<Latch>)> {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            if self.queued.load(SeqCst) > 0 {
+                let mut q = self.queue.lock().unwrap();
+                if let Some(j) = q.pop_front() {
+                    self.queued.fetch_sub(1, SeqCst);
+                    return Some(j);
+                }
+            }
+            if spin_until(|| self.queued.load(SeqCst) > 0) {
+                continue;
+            }
+            let mut sleeping = self.sleeping.lock().unwrap();
+            *sleeping += 1;
+            // Checked under `sleeping`'s lock, which `run` takes to notify:
+            // a job queued before this check is seen, one queued after it
+            // notifies this sleeper.
+            while self.queued.load(SeqCst) == 0 {
+                sleeping = self.cv.wait(sleeping).unwrap();
+            }
+            *sleeping -= 1;
+        }
+    }
 }
 
 impl ThreadPool {
     /// Starts `n` threads.
     pub fn new(n: usize) -> ThreadPool {
-        let senders = (0..n.max(1))
-            .map(|i| {
-                let (tx, rx) = mpsc::channel::<(Job, Arc<Latch>)>();
-                std::thread::Builder::new()
-                    .name(format!("branch-{i}"))
-                    .spawn(move || {
-                        for (job, latch) in rx {
-                            job();
-                            let mut l = latch.left.lock().unwrap();
-                            *l -= 1;
-                            if *l == 0 {
-                                latch.cv.notify_all();
-                            }
-                        }
-                    })
-                    .expect("spawn branch thread");
-                tx
-            })
-            .collect();
-        ThreadPool {
-            senders,
-            next: std::sync::atomic::AtomicUsize::new(0),
+        let shared = Arc::new(PoolShared {
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            sleeping: Mutex::new(0),
+            cv: Condvar::new(),
+        });
+        for i in 0..n.max(1) {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("branch-{i}"))
+                .spawn(move || {
+                    while let Some((job, latch)) = shared.take() {
+                        job();
+                        latch.finish_one();
+                    }
+                })
+                .expect("spawn branch thread");
+        }
+        ThreadPool { shared }
+    }
+}
+
+impl Latch {
+    fn finish_one(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.left.fetch_sub(1, SeqCst) == 1 {
+            *self.done.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    fn wait(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if spin_until(|| self.left.load(SeqCst) == 0) {
+            return;
+        }
+        let mut done = self.done.lock().unwrap();
+        while !*done {
+            done = self.cv.wait(done).unwrap();
         }
     }
 }
 
 impl BranchRunner for ThreadPool {
     fn run(&self, jobs: Vec<Box<dyn FnOnce() + Send>>) {
+        use std::sync::atomic::Ordering::SeqCst;
         let latch = Arc::new(Latch {
-            left: Mutex::new(jobs.len()),
+            left: std::sync::atomic::AtomicUsize::new(jobs.len()),
+            done: Mutex::new(jobs.is_empty()),
             cv: Condvar::new(),
         });
-        for job in jobs {
-            let i =
-                self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.senders.len();
-            self.senders[i]
-                .send((job, latch.clone()))
-                .expect("branch thread alive");
+        let n = jobs.len();
+        {
+            let mut q = self.shared.queue.lock().unwrap();
+            for job in jobs {
+                q.push_back((job, latch.clone()));
+            }
+            self.shared.queued.fetch_add(n, SeqCst);
         }
-        let mut l = latch.left.lock().unwrap();
-        while *l > 0 {
-            l = latch.cv.wait(l).unwrap();
+        if *self.shared.sleeping.lock().unwrap() > 0 {
+            self.shared.cv.notify_all();
         }
+        latch.wait();
     }
 }
 
