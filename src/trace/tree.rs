@@ -151,7 +151,11 @@ impl Tree {
             }
         };
         let initial_metadata = spec.metadata.object().cloned();
-        self.nodes.push(NodeRec {
+        // Written straight into the arena's spare room (a `push` of a
+        // record this size builds it on the stack and copies it over).
+        self.nodes.reserve(1);
+        let len = self.nodes.len();
+        self.nodes.spare_capacity_mut()[0].write(NodeRec {
             id,
             parents: SmallVec::from_slice(parents),
             children: SmallVec::new(),
@@ -171,6 +175,9 @@ impl Tree {
             updated_at: ts,
             dirty: false,
         });
+        // SAFETY: the element at `len` was just initialized (the spare room
+        // reserved above), so the first `len + 1` are.
+        unsafe { self.nodes.set_len(len + 1) };
         for &p in parents {
             self.nodes[p as usize].children.push(idx);
         }
