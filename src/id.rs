@@ -180,6 +180,20 @@ fn date_digits(day: i64) -> [u8; 8] {
     })
 }
 
+/// The bytes a trace id may hold, `[0-9A-Za-z_-]`, as a table (one load
+/// per byte instead of three range checks: every `remove` and `open`
+/// validates its id).
+const ID_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        i += 1;
+    }
+    t
+};
+
 /// Checks a trace id against `^[0-9A-Za-z_-]{1,64}$`.
 ///
 /// This is the only gate between caller-supplied ids and file paths or
@@ -190,9 +204,7 @@ fn date_digits(day: i64) -> [u8; 8] {
 pub fn validate_trace_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= MAX_TRACE_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && id.bytes().all(|b| ID_BYTES[usize::from(b)]);
     if ok { Ok(()) } else { Err(Error::InvalidId) }
 }
 
@@ -394,6 +406,18 @@ mod tests {
         }
         for good in ["a", "20251118123456789012", "A_b-9", &"x".repeat(64)] {
             assert_eq!(TraceId::parse(good).unwrap().as_str(), good);
+        }
+        // Every byte, alone and inside an id: exactly `[0-9A-Za-z_-]` pass
+        // (a non-ASCII char's UTF-8 bytes never do).
+        for b in 0..=255u8 {
+            let allowed = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            let c = char::from(b).to_string();
+            assert_eq!(validate_trace_id(&c).is_ok(), allowed, "byte {b}");
+            assert_eq!(
+                validate_trace_id(&format!("ab{c}cd")).is_ok(),
+                allowed,
+                "byte {b}"
+            );
         }
     }
 

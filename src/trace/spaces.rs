@@ -101,6 +101,11 @@ impl Spaces {
 
     /// Clears the spaces, keeping some maps for reuse.
     pub(crate) fn reset(&mut self) {
+        if self.list.is_empty() && self.list.capacity() <= RETAIN_SPACES {
+            // A trace without spaces (most): nothing to recycle.
+            self.entries = 0;
+            return;
+        }
         let list = std::mem::take(&mut self.list);
         let mut list = list;
         for sp in list.drain(..) {
