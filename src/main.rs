@@ -1745,7 +1745,7 @@ fn run(o: RunOptions) -> Result<ExitCode, Failure> {
 
     let errors = Arc::new(Errors::default());
     let checks = Arc::new(Checks::default());
-    let branches = ThreadPool::new(2);
+    let branches = ThreadPool::sleeping(2);
     let rss_start = rss();
     let shared = Arc::new(Shared {
         job: Job {

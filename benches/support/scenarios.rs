@@ -168,6 +168,8 @@ pub struct ThreadPool {
 }
 
 struct PoolShared {
+    /// How long an idle thread looks for work before it sleeps.
+    spin: Duration,
     queue: Mutex<std::collections::VecDeque<(Job, Arc<Latch>)>>,
     /// Jobs queued and not yet taken (read without the lock while spinning).
     queued: std::sync::atomic::AtomicUsize,
@@ -183,14 +185,14 @@ pub struct Latch {
     cv: Condvar,
 }
 
-/// Looks `ready()` up for [`SPIN`], yielding between looks.
-fn spin_until(ready: impl Fn() -> bool) -> bool {
+/// Looks `ready()` up for `spin`, yielding between looks.
+fn spin_until(spin: Duration, ready: impl Fn() -> bool) -> bool {
     let start = std::time::Instant::now();
     loop {
         if ready() {
             return true;
         }
-        if start.elapsed() >= SPIN {
+        if start.elapsed() >= spin {
             return false;
         }
         std::thread::yield_now();
@@ -208,7 +210,7 @@ impl PoolShared {
                     return Some(j);
                 }
             }
-            if spin_until(|| self.queued.load(SeqCst) > 0) {
+            if spin_until(self.spin, || self.queued.load(SeqCst) > 0) {
                 continue;
             }
             let mut sleeping = self.sleeping.lock().unwrap();
@@ -225,9 +227,22 @@ impl PoolShared {
 }
 
 impl ThreadPool {
-    /// Starts `n` threads.
+    /// Starts `n` threads that spin for work for [`SPIN`] before they sleep
+    /// (the Go-shaped harness of the benchmark loops).
     pub fn new(n: usize) -> ThreadPool {
+        ThreadPool::with_spin(n, SPIN)
+    }
+
+    /// Starts `n` threads that sleep as soon as they are idle, and callers
+    /// that sleep while they wait for their branches (the main job: a job
+    /// run at a fixed rate must not burn its CPUs between traces).
+    pub fn sleeping(n: usize) -> ThreadPool {
+        ThreadPool::with_spin(n, Duration::ZERO)
+    }
+
+    fn with_spin(n: usize, spin: Duration) -> ThreadPool {
         let shared = Arc::new(PoolShared {
+            spin,
             queue: Mutex::new(std::collections::VecDeque::new()),
             queued: std::sync::atomic::AtomicUsize::new(0),
             sleeping: Mutex::new(0),
@@ -258,9 +273,9 @@ impl Latch {
         }
     }
 
-    fn wait(&self) {
+    fn wait(&self, spin: Duration) {
         use std::sync::atomic::Ordering::SeqCst;
-        if spin_until(|| self.left.load(SeqCst) == 0) {
+        if spin_until(spin, || self.left.load(SeqCst) == 0) {
             return;
         }
         let mut done = self.done.lock().unwrap();
@@ -286,10 +301,12 @@ impl BranchRunner for ThreadPool {
             }
             self.shared.queued.fetch_add(n, SeqCst);
         }
-        if *self.shared.sleeping.lock().unwrap() > 0 {
-            self.shared.cv.notify_all();
+        // One wake-up per job, for as many threads as sleep.
+        let sleeping = *self.shared.sleeping.lock().unwrap();
+        for _ in 0..n.min(sleeping) {
+            self.shared.cv.notify_one();
         }
-        latch.wait();
+        latch.wait(self.shared.spin);
     }
 }
 
