@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
-use tracepool::{Cursor, Delivery, EventKind, NodeOptions, TraceOptions};
+use tracepool::{
+    Cursor, Delivery, Engine, EventKind, Node, NodeOptions, Subscription, Trace, TraceOptions,
+};
 
 fn ev(d: Option<Delivery>) -> tracepool::Event {
     match d {
@@ -115,15 +117,22 @@ fn cursor_older_than_history_is_reported_as_lag() {
     assert_eq!(ev(inside.blocking_recv()).seq, 30);
 }
 
-#[test]
-fn lag_is_reported_after_release_too() {
-    let engine = engine_with(1, 1, 1000, 8);
+/// A trace subscribed to when `init` was its newest event (the replay),
+/// then 29 live events: more than the buffer of 8.
+fn replay_then_29_live(engine: &Engine) -> (Trace, Subscription, Node) {
     let trace = engine.create(TraceOptions::new()).unwrap();
-    let mut sub = trace.subscribe().unwrap();
+    let sub = trace.subscribe().unwrap();
     let root = trace.add("root", NodeOptions::new()).unwrap();
     for _ in 0..28 {
         root.info("x");
     }
+    (trace, sub, root)
+}
+
+#[test]
+fn lag_is_reported_after_release_too() {
+    let engine = engine_with(1, 1, 1000, 8);
+    let (trace, mut sub, _root) = replay_then_29_live(&engine);
     trace.release().unwrap();
     // The subscription was made when `init` was the newest event: that is
     // its replay. The 29 live events behind it exceed the buffer of 8.
@@ -140,12 +149,7 @@ fn lag_is_reported_after_release_too() {
 #[test]
 fn lag_after_the_replay_is_reported_on_a_live_trace() {
     let engine = engine_with(1, 1, 1000, 8);
-    let trace = engine.create(TraceOptions::new()).unwrap();
-    let mut sub = trace.subscribe().unwrap();
-    let root = trace.add("root", NodeOptions::new()).unwrap();
-    for _ in 0..28 {
-        root.info("x");
-    }
+    let (_trace, mut sub, root) = replay_then_29_live(&engine);
     assert_eq!(ev(sub.try_recv().unwrap()).seq, 1);
     assert_eq!(lagged(sub.try_recv().unwrap()), 21);
     for seq in 23..=30 {

@@ -200,14 +200,15 @@ fn spin_until(spin: Duration, ready: impl Fn() -> bool) -> bool {
 }
 
 impl PoolShared {
-    fn take(&self) -> Option<(Job, Arc<Latch>)> {
+    /// The next job, waiting for one.
+    fn take(&self) -> (Job, Arc<Latch>) {
         use std::sync::atomic::Ordering::SeqCst;
         loop {
             if self.queued.load(SeqCst) > 0 {
                 let mut q = self.queue.lock().unwrap();
                 if let Some(j) = q.pop_front() {
                     self.queued.fetch_sub(1, SeqCst);
-                    return Some(j);
+                    return j;
                 }
             }
             if spin_until(self.spin, || self.queued.load(SeqCst) > 0) {
@@ -253,7 +254,8 @@ impl ThreadPool {
             std::thread::Builder::new()
                 .name(format!("branch-{i}"))
                 .spawn(move || {
-                    while let Some((job, latch)) = shared.take() {
+                    loop {
+                        let (job, latch) = shared.take();
                         job();
                         latch.finish_one();
                     }

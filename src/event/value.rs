@@ -122,10 +122,9 @@ fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> (Val, R) {
         let r = f(&mut arena);
         let n = arena.len() - start;
         let val = if n <= INLINE {
-            let mut buf = [0; INLINE];
-            buf[..n].copy_from_slice(&arena[start..]);
+            let v = Val::inline(&arena[start..]);
             arena.truncate(start);
-            Val::Inline { len: n as u8, buf }
+            v
         } else {
             if start > 0 {
                 // Bytes an earlier split left behind: not part of this value.

@@ -1,7 +1,8 @@
 //! Encoding later yields what was true at emission: every event encoded
 //! lazily (on first read, after the trace went on changing) is byte for byte
-//! the event encoded the moment it was recorded; and the node payload is
-//! what serde_json writes for the reference's `TraceNode`.
+//! the event encoded the moment it was recorded; the node payload is what
+//! serde_json writes for the reference's `TraceNode`; and every event's
+//! bytes are serde_json's compact form, with offsets on the right fields.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -263,4 +264,115 @@ fn node_payload_matches_serde_json() {
         "updated_at": updated,
     }});
     assert_eq!(ev.data_json(), serde_json::to_string(&want).unwrap());
+}
+
+/// Every event kind, with strings that need escaping, long strings (longer
+/// than an arena chunk too), unicode and big numbers: the bytes written are
+/// serde_json's own compact form of what they parse to, and the envelope
+/// offsets point at the fields they name.
+#[test]
+fn every_kind_is_serde_json_compact_form() {
+    let weird = "q\"u\\o\te\n\r\u{1}\u{1f}\u{7f} ünïcode 😀 \u{2028}";
+    let mut st = TraceState::new(limits(1 << 30), Arc::default());
+    st.start(
+        TraceId::parse("trace-every_kind").unwrap(),
+        TraceOptions::new(),
+        1_000,
+    );
+    let mut roots = Vec::new();
+    for round in 0..3usize {
+        let long = format!("{}{weird}", "L".repeat(30 + round * 40_000));
+        let root = st
+            .add(spec(
+                &json!({"q": weird, "big": u64::MAX, "neg": i64::MIN, "f": 1.5e300}),
+                NodeOptions::new()
+                    .label(weird.to_string())
+                    .node_type(if round == 0 { "" } else { "llm" })
+                    .icon("🔥")
+                    .description(long.clone())
+                    .metadata("k", json!("v\n")),
+            ))
+            .unwrap();
+        roots.push(root);
+        let child = st
+            .add_child(
+                root,
+                spec(
+                    &json!(7),
+                    NodeOptions::new()
+                        .label("Child")
+                        .auto_complete_parent(round == 1),
+                ),
+            )
+            .unwrap();
+        st.log(
+            Target::Node(child),
+            Level::Debug,
+            text("plain"),
+            Some(j(json!({"n": 1}))),
+        );
+        st.log(Target::Node(child), Level::Warn, text(weird), None);
+        st.log(Target::Node(child), Level::Error, text(&long), None);
+        st.log(Target::Node(child), Level::Info, text("ünï"), None);
+        st.set_output(Target::Node(child), Some(j(json!({"out": weird}))))
+            .unwrap();
+        st.set_metadata(Target::Node(child), "k2", j(json!([1, {"x": "y"}])))
+            .unwrap();
+        st.complete(Target::Node(child), Some(Some(j(json!(u64::MAX)))))
+            .unwrap();
+        let specs: NodeSpecs = (0..3)
+            .map(|i| spec(&json!(i), NodeOptions::new().label(long.clone())))
+            .collect();
+        let (first, _) = st.parallel(Some(root), specs).unwrap();
+        st.set_status(first, NodeStatus::Skipped).unwrap();
+        st.fail(Target::Node(first + 1), &text(weird), &text(&long))
+            .unwrap();
+        st.complete(Target::Node(first + 2), None).unwrap();
+        let space = st
+            .create_space(
+                SpaceOptions::new()
+                    .label(if round == 1 { "" } else { weird })
+                    .metadata("x", true),
+            )
+            .unwrap();
+        st.set_space_value(&space.id, weird, text(weird), j(json!({"v": long})))
+            .unwrap();
+        st.set_space_value(&space.id, weird, text(weird), j(json!(-2)))
+            .unwrap();
+        st.set_space_value(&space.id, "o", text("o"), j(json!("o")))
+            .unwrap();
+        st.delete_space_value(&space.id, "o", text("o")).unwrap();
+        st.clear_space_values(&space.id).unwrap();
+        st.delete_space(&space.id).unwrap();
+        st.complete(Target::Node(root), Some(Some(j(json!(weird)))))
+            .unwrap();
+    }
+    assert!(st.mark_cancelled(&text(weird)));
+    let (log, src) = st.split();
+    let events = log.snapshot(Cursor::Seq(0), &src);
+    let mut kinds = HashSet::new();
+    for ev in &events {
+        kinds.insert(ev.kind);
+        let v: Value = serde_json::from_slice(&ev.bytes).unwrap();
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            ev.to_json(),
+            "event {} ({})",
+            ev.seq,
+            ev.kind
+        );
+        assert_eq!(v["type"], ev.kind.as_str());
+        assert_eq!(v["seq"], ev.seq);
+        assert_eq!(v["timestamp"], ev.timestamp);
+        assert_eq!(v["trace_id"], ev.trace_id());
+        assert_eq!(v["node_id"], ev.node_id());
+        assert_eq!(v["space_id"], ev.space_id());
+        assert_eq!(serde_json::to_string(&v["data"]).unwrap(), ev.data_json());
+    }
+    for k in EventKind::ALL {
+        assert!(kinds.contains(&k), "no {k} event");
+    }
+    let cancelled = events.last().unwrap().data();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(events.iter().any(|e| e.data_json().contains("\\u0001")));
 }
