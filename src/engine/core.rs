@@ -19,6 +19,8 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
+
+use crate::spin_lock::SpinGuard;
 use std::task::Waker;
 use std::time::Instant;
 
@@ -241,7 +243,7 @@ impl Core {
             return Err(Error::ShutDown);
         }
         let slot = self.pool.get(key.idx);
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         if !st.is_live(key.generation) {
             return Err(Error::Released);
         }
@@ -408,7 +410,7 @@ impl Core {
     pub(crate) fn take(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Visit<'_> {
         let slot = self.pool.get(idx);
         let io = lock(&slot.io);
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         if expect.is_some_and(|g| g != st.generation) {
             return Visit::Done(Outcome::Done);
         }
@@ -486,7 +488,7 @@ impl Core {
         // The slot cannot have been reset meanwhile: a release or removal
         // waits for `in_flight` (release marks the slot draining, removal
         // takes the io lock).
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         st.in_flight = false;
         if result.is_ok() && archive {
             // Made or failed, an archive is attempted once.
@@ -598,7 +600,7 @@ impl Core {
         kind: ReleaseKind,
     ) -> Result<Released> {
         let slot = self.pool.get(idx);
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         if !st.is_live(generation) {
             return Err(Error::Released);
         }
@@ -689,7 +691,7 @@ impl Core {
         // Slots never checked out have nothing to publish.
         for idx in self.pool.touched_indices() {
             let slot = self.pool.get(idx);
-            let mut st = lock(&slot.state);
+            let mut st = slot.state.lock();
             if st.phase != Phase::Free && st.has_stats() {
                 self.collect_stats(&mut st);
             }
@@ -703,7 +705,7 @@ impl Core {
         let slot = self.pool.get(idx);
         // Waits for a batch in flight, so nothing of it lands after this.
         let _io = lock(&slot.io);
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         if st.generation != generation || st.phase != Phase::Draining {
             return None;
         }
@@ -733,7 +735,7 @@ impl Core {
                 continue;
             }
             let generation = {
-                let st = lock(&slot.state);
+                let st = slot.state.lock();
                 if st.phase != Phase::Live {
                     continue;
                 }
@@ -823,7 +825,7 @@ thread_local! {
 
 /// Drops a slot's lock, then wakes the subscribers that waited for the
 /// events emitted under it (a woken subscriber finds the lock free).
-pub(crate) fn unlock_and_wake(mut st: MutexGuard<'_, TraceState>) {
+pub(crate) fn unlock_and_wake(mut st: SpinGuard<'_, TraceState>) {
     if !st.events.has_wakers() {
         return;
     }
@@ -852,7 +854,7 @@ impl LogHost for Core {
         f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool),
     ) -> bool {
         let slot = self.pool.get(slot);
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         if !st.is_live(generation) {
             return false;
         }

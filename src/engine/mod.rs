@@ -28,7 +28,6 @@ mod core;
 mod flush;
 mod lease; // redis-hook
 mod registry;
-mod spin_lock;
 mod ticker;
 mod workers;
 
@@ -369,7 +368,7 @@ impl Engine {
         let now = now_ms();
         // Hold the (free) slot's lock while the id is registered, so that a
         // concurrent `load` of the id waits until the trace is started.
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         let generation = st.generation;
         let id = loop {
             let id = custom.unwrap_or_else(|| core.ids.next(now));
@@ -535,7 +534,7 @@ impl Engine {
     fn install(&self, idx: u32, tid: TraceId, stored: StoredTrace) -> Result<Checkout> {
         let core = self.core();
         let slot = core.pool.get(idx);
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.lock();
         if let Err(e) = st.restore(tid, stored) {
             drop(st);
             core.pool.checkin(idx);

@@ -12,7 +12,7 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 
-use super::spin_lock::{SpinGuard, SpinLock};
+use crate::spin_lock::{SpinGuard, SpinLock};
 
 use crate::id::{IdMap, TraceId};
 

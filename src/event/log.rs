@@ -246,6 +246,10 @@ pub(crate) struct EventLog {
     pending_total: Arc<AtomicUsize>,
     readers: Vec<Option<Reader>>,
     free_readers: Vec<u32>,
+    /// Shared parts of readers that unsubscribed, for the next readers of
+    /// this slot (at most `max_readers`; kept across resets). A detached
+    /// reader's part is never put here: its subscription still reads it.
+    spare_shared: Vec<Arc<ReaderShared>>,
     /// Events published for lock-free readers (made when a trace of this
     /// slot first has two readers; kept across resets).
     publ: Option<Box<Publisher>>,
@@ -281,6 +285,7 @@ impl EventLog {
             pending_total,
             readers: Vec::new(),
             free_readers: Vec::new(),
+            spare_shared: Vec::new(),
             publ: None,
             reader_count: 0,
             waiting: Vec::new(),
@@ -601,7 +606,12 @@ impl EventLog {
             Cursor::Time(ms) if self.evicted_max_ts >= ms => (1, ms),
             Cursor::Time(ms) => (self.seq_at_time(ms), ms),
         };
-        let shared = Arc::new(ReaderShared::default());
+        // A spare part is not detached (only live readers' parts are kept)
+        // and its old subscription no longer reads it: it was dropped.
+        let shared = self
+            .spare_shared
+            .pop()
+            .unwrap_or_else(|| Arc::new(ReaderShared::default()));
         shared.next_seq.store(start, Ordering::Relaxed);
         let cursor = ReaderCursor {
             next_seq: start,
@@ -633,7 +643,11 @@ impl EventLog {
                 .as_ref()
                 .is_some_and(|r| Arc::ptr_eq(&r.shared, shared))
         {
-            *slot = None;
+            if let Some(r) = slot.take()
+                && self.spare_shared.len() < self.lim.max_readers
+            {
+                self.spare_shared.push(r.shared);
+            }
             self.free_readers.push(key);
             self.reader_count -= 1;
             self.waiting.retain(|&k| k != key);

@@ -56,6 +56,34 @@ use crate::pool::SlotKey;
 /// Deliveries a subscription takes from its trace per lock acquisition.
 const BATCH: usize = 64;
 
+thread_local! {
+    /// The batch buffer of the last subscription dropped on this thread
+    /// (emptied), for the next one made here: a subscribe-read-drop cycle
+    /// then allocates no buffer.
+    static SPARE_BUF: std::cell::Cell<VecDeque<Delivery>> =
+        const { std::cell::Cell::new(VecDeque::new()) };
+}
+
+/// A batch buffer: this thread's spare one if it has one, else an empty one.
+fn take_buf() -> VecDeque<Delivery> {
+    SPARE_BUF
+        .try_with(std::cell::Cell::take)
+        .unwrap_or_default()
+}
+
+/// Keeps `buf` (emptied) as this thread's spare, unless it has one or `buf`
+/// grew past a batch or two.
+fn keep_buf(mut buf: VecDeque<Delivery>) {
+    if buf.capacity() == 0 || buf.capacity() > 2 * BATCH {
+        return;
+    }
+    buf.clear();
+    let _ = SPARE_BUF.try_with(|spare| {
+        let old = spare.take();
+        spare.set(if old.capacity() == 0 { buf } else { old });
+    });
+}
+
 enum Step {
     Deliver(Delivery),
     End,
@@ -140,7 +168,7 @@ impl Subscription {
             shared,
             cursor,
             pin: None,
-            buf: VecDeque::new(),
+            buf: take_buf(),
             ended: false,
             detached: None,
             remote: None, // redis-hook
@@ -419,6 +447,7 @@ impl Drop for Subscription {
         }
         // redis-hook: end
         self.host.count_reader(-1);
+        keep_buf(std::mem::take(&mut self.buf));
         if self.shared.is_detached() {
             return;
         }

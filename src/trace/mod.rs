@@ -17,6 +17,8 @@ mod tests;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
+use crate::spin_lock::SpinLock;
+
 use state::{Limits, TraceState};
 
 /// What one pool slot holds: a trace's state and what the engine keeps next
@@ -24,7 +26,7 @@ use state::{Limits, TraceState};
 #[derive(Debug)]
 pub(crate) struct TraceSlot {
     /// The trace; one lock serialises every operation of a trace.
-    pub(crate) state: Mutex<TraceState>,
+    pub(crate) state: SpinLock<TraceState>,
     /// Serialises driver writes of this slot (a worker holds it from taking
     /// a batch until the driver returned), so batches reach the driver in
     /// seq order and a removal can wait for a write in flight.
@@ -40,7 +42,7 @@ pub(crate) struct TraceSlot {
 impl TraceSlot {
     pub(crate) fn new(limits: Limits, pending_total: Arc<AtomicUsize>) -> TraceSlot {
         TraceSlot {
-            state: Mutex::new(TraceState::new(limits, pending_total)),
+            state: SpinLock::new(TraceState::new(limits, pending_total)),
             io: Mutex::new(()),
             released: AtomicU64::new(0),
             last_load: AtomicI64::new(0),

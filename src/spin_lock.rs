@@ -1,29 +1,46 @@
-//! A lock for critical sections of a few dozen instructions (the registry's
-//! hash-map probes).
+//! The lock of each trace slot and of each registry shard: taken with one
+//! compare-and-swap, released with a plain store.
 //!
-//! It is taken with one compare-and-swap and released with a plain store.
 //! A `std::sync::Mutex` releases with a second atomic read-modify-write (it
-//! must learn whether a thread sleeps on it), and on this project's simple
-//! lifecycle the three registry operations' releases were ~2.5% of the
-//! whole. A thread that finds the lock held spins a little while it looks
-//! held (reads only), then yields its CPU between looks: the holder may have
-//! been preempted inside its section, and nobody sleeps on this lock, so
-//! nobody needs waking.
+//! must learn whether a thread sleeps on it). Every trace operation takes its
+//! slot's lock once, so that second RMW was paid on every `add`, log line and
+//! read; on the simple lifecycle the registry's three releases alone were
+//! ~2.5% of the whole.
 //!
-//! Not for sections that can block or take long: a waiter burns its CPU.
+//! Nobody sleeps on this lock, so its release wakes nobody. A thread that
+//! finds it held waits in three tiers: it spins while it looks held (reads
+//! only, the line stays shared), then yields its CPU between looks (the
+//! holder may have been preempted inside its section), and once the lock has
+//! stayed held for a while (a snapshot of a large trace, a batch encoded for
+//! a slow subscriber) it naps between looks, so a long section does not cost
+//! the waiters a whole CPU. A napping waiter notices the release at its next
+//! look, at most one nap later.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::loom::{AtomicBool, UnsafeCell};
 
-/// Spins this many times before yielding between looks.
+/// Looks spent spinning before the waiter yields between looks.
 const SPINS: u32 = 64;
+/// Looks spent yielding (tens of µs) before the waiter naps between looks.
+const YIELDS: u32 = 64;
+/// How long a waiter naps between looks once the lock has stayed held
+/// through its spins and yields.
+const NAP: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A value behind a spin lock.
 pub(crate) struct SpinLock<T> {
     held: AtomicBool,
     value: UnsafeCell<T>,
+}
+
+impl<T> std::fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpinLock")
+            .field("held", &self.held.load(Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Default> Default for SpinLock<T> {
@@ -63,15 +80,17 @@ impl<T> SpinLock<T> {
 
     #[cold]
     fn lock_contended(&self) {
-        let mut spins = 0;
+        let mut looks = 0u32;
         loop {
             // Look without writing until it looks free (the line stays shared).
             while self.held.load(Relaxed) {
-                if spins < SPINS {
-                    spins += 1;
+                looks = looks.saturating_add(1);
+                if looks <= SPINS {
                     spin_hint();
-                } else {
+                } else if looks <= SPINS + YIELDS {
                     yield_cpu();
+                } else {
+                    nap();
                 }
             }
             if self
@@ -95,6 +114,11 @@ fn yield_cpu() {
     std::thread::yield_now();
 }
 
+#[cfg(not(tracepool_loom))]
+fn nap() {
+    std::thread::sleep(NAP);
+}
+
 // Under loom every wait must let the model run the other threads.
 #[cfg(tracepool_loom)]
 fn spin_hint() {
@@ -103,6 +127,12 @@ fn spin_hint() {
 
 #[cfg(tracepool_loom)]
 fn yield_cpu() {
+    loom::thread::yield_now();
+}
+
+#[cfg(tracepool_loom)]
+fn nap() {
+    let _ = NAP;
     loom::thread::yield_now();
 }
 
@@ -165,6 +195,39 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(*lock.lock(), 400_000);
+    }
+
+    /// CPU time this thread has run, from the kernel's scheduler statistics.
+    #[cfg(target_os = "linux")]
+    fn thread_cpu() -> std::time::Duration {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        let ns: u64 = s.split_whitespace().next().unwrap().parse().unwrap();
+        std::time::Duration::from_nanos(ns)
+    }
+
+    /// A waiter on a lock held for 300 ms (its holder asleep inside) naps:
+    /// it gets the lock after the release and spent a small part of the
+    /// wait on a CPU. A waiter that only spun and yielded would run the
+    /// whole time (nothing else asks for its CPU).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_waiter_naps_through_a_long_section() {
+        let lock = Arc::new(SpinLock::new(0u32));
+        let held = lock.lock();
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let (cpu, wall) = (thread_cpu(), std::time::Instant::now());
+                *lock.lock() += 1;
+                (thread_cpu() - cpu, wall.elapsed())
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+        let (cpu, wall) = waiter.join().unwrap();
+        assert_eq!(*lock.lock(), 1);
+        assert!(wall >= std::time::Duration::from_millis(250), "{wall:?}");
+        assert!(cpu * 4 < wall, "the waiter ran {cpu:?} of {wall:?}");
     }
 }
 
