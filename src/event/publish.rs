@@ -421,7 +421,7 @@ fn test_event(seq: u64, timestamp: i64) -> Event {
         seq,
         kind: super::EventKind::LogAdded,
         timestamp,
-        bytes: bytes::Bytes::new(),
+        bytes: super::wire_buf::WireBytes::new(),
         at: super::Offsets::default(),
     }
 }

@@ -49,6 +49,7 @@ mod remote; // redis-hook
 
 use crate::event::log::{Detached, LogHost, ReadResult, ReaderCursor, ReaderShared, read_frozen};
 use crate::event::publish::ReadPin;
+use crate::event::wire_buf::RefCache;
 use crate::event::{Delivery, EventKind};
 use crate::id::TraceId;
 use crate::pool::SlotKey;
@@ -101,6 +102,9 @@ pub struct Subscription {
     cursor: ReaderCursor,
     /// The published block the cursor is in, read without the lock.
     pin: Option<ReadPin>,
+    /// Prepaid references to the chunk of the events read last (given
+    /// back when the stream ends, and when it is dropped).
+    refs: RefCache,
     /// Deliveries taken from the trace and not yet returned.
     buf: VecDeque<Delivery>,
     ended: bool,
@@ -140,6 +144,7 @@ impl Subscription {
             shared,
             cursor,
             pin: None,
+            refs: RefCache::default(),
             buf: VecDeque::new(),
             ended: false,
             detached: None,
@@ -172,6 +177,7 @@ impl Subscription {
                 min_ts,
             },
             pin: None,
+            refs: RefCache::default(),
             buf: VecDeque::new(),
             ended: false,
             detached: None,
@@ -312,7 +318,7 @@ impl Subscription {
         match pin.next(&mut self.cursor) {
             Some(ev) => {
                 self.shared.set_next_seq(self.cursor.next_seq);
-                Some(Delivery::Event(ev.clone()))
+                Some(Delivery::Event(ev.share(&mut self.refs)))
             }
             None => {
                 if self.cursor.next_seq != before {
@@ -331,6 +337,7 @@ impl Subscription {
         {
             // The terminal event: the stream ends after it.
             self.ended = true;
+            self.refs.flush();
         }
     }
 
@@ -343,6 +350,10 @@ impl Subscription {
             return Step::Deliver(d);
         }
         let r = self.fill(waker);
+        if self.ended {
+            // Nothing more to read: the chunk may be reused.
+            self.refs.flush();
+        }
         if r.missed > 0 {
             self.host.count_lagged(r.missed);
         }
@@ -366,12 +377,17 @@ impl Subscription {
         if self.detached.is_none() && !self.shared.is_detached() {
             let mut r = none;
             let mut finished = false;
-            let (reader, buf, cursor, pin) =
-                (self.reader, &mut self.buf, &mut self.cursor, &mut self.pin);
+            let (reader, buf, cursor, pin, refs) = (
+                self.reader,
+                &mut self.buf,
+                &mut self.cursor,
+                &mut self.pin,
+                &mut self.refs,
+            );
             let live =
                 self.host
                     .with_log(self.key.idx, self.key.generation, &mut |log, src, fin| {
-                        r = log.read(reader, cursor, pin, BATCH, buf, waker, src);
+                        r = log.read(reader, cursor, pin, refs, BATCH, buf, waker, src);
                         finished = fin;
                     });
             if live {
@@ -394,7 +410,13 @@ impl Subscription {
         let r = match &self.detached {
             Some(Detached {
                 frozen: Some(frozen),
-            }) => read_frozen(frozen, &mut self.cursor, BATCH, &mut self.buf),
+            }) => read_frozen(
+                frozen,
+                &mut self.cursor,
+                BATCH,
+                &mut self.buf,
+                &mut self.refs,
+            ),
             _ => none,
         };
         self.ended = r.delivered == 0;
