@@ -38,9 +38,10 @@
 //! handed out, is counted, and each is given back exactly once (by the
 //! [`WireBytes`] it became, or by the cache that held it).
 //!
-//! `loom_model` (run with `RUSTFLAGS="--cfg tracepool_loom"`) checks a reader
-//! with prepaid references handing events to a consumer while the writer
-//! lets go of the chunk.
+//! `loom_model_prepaid_references` (run with `RUSTFLAGS="--cfg
+//! tracepool_loom"`) checks a reader with prepaid references handing an
+//! event to a consumer while the writer tries to take the chunk back and
+//! then lets go of it.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
@@ -308,7 +309,7 @@ pub(crate) struct RefCache {
 
 // SAFETY: it owns `left` references (atomic counts) and reads nothing.
 unsafe impl Send for RefCache {}
-// SAFETY: `&RefCache` allows nothing.
+// SAFETY: through `&RefCache` only its count is read.
 unsafe impl Sync for RefCache {}
 
 impl std::fmt::Debug for RefCache {
@@ -389,8 +390,6 @@ pub(crate) struct WireArena {
 // SAFETY: it owns references (atomic counts) and writes only bytes no
 // reference other than its own can read.
 unsafe impl Send for WireArena {}
-// SAFETY: `&WireArena` only reads the arena's own positions.
-unsafe impl Sync for WireArena {}
 
 impl std::fmt::Debug for WireArena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -549,17 +548,17 @@ impl WireArena {
         if self.is_empty() {
             return WireBytes::new();
         }
-        let b = WireBytes {
+        // Owns no reference (never dropped): the pattern that the cache
+        // clones, paying with one of its references.
+        let b = std::mem::ManuallyDrop::new(WireBytes {
             chunk: Some(c),
             // `cap <= u32::MAX`.
             off: self.start as u32,
             len: self.len() as u32,
-        };
+        });
         self.start = self.end;
         // The arena holds a reference to `c`: the cache can prepay.
-        let shared = self.prepaid.share(&b);
-        std::mem::forget(b);
-        shared
+        self.prepaid.share(&b)
     }
 }
 
@@ -783,14 +782,19 @@ pub(crate) mod tests {
     }
 
     /// A reader with prepaid references hands an event to a consumer that
-    /// drops it, while the writer drops its arena (with a prepaid
-    /// reference left) and the history drops the event, and the reader
-    /// gives its leftover back: the chunk is freed exactly once, after
-    /// every read (a read of a freed chunk would see its poison).
+    /// drops it, while the history drops the event, the reader gives its
+    /// leftover back, and the writer tries to take its chunk back (it
+    /// rewrites the chunk from its start only if every reference left is
+    /// its own) and then drops its arena (with a prepaid reference left):
+    /// every chunk is freed exactly once, and never rewritten or freed
+    /// under a read (the read would see the new bytes or the poison).
     #[cfg(tracepool_loom)]
     #[test]
     fn loom_model_prepaid_references() {
         use super::*;
+        use std::sync::atomic::AtomicUsize as Seen;
+        // Executions that took the chunk back, and that did not.
+        static REUSED: [Seen; 2] = [Seen::new(0), Seen::new(0)];
         loom::model(|| {
             FREES.store(0, Ordering::Relaxed);
             let mut arena = WireArena::new();
@@ -808,9 +812,19 @@ pub(crate) mod tests {
                 drop(cache);
                 consumer.join().unwrap();
             });
+            let start = arena.as_mut_ptr().wrapping_sub(2);
+            let room = arena.capacity();
+            arena.reserve(room + 1);
+            let reused = arena.as_mut_ptr() == start;
+            arena.extend_from_slice(b"XY");
             drop(arena);
             reader.join().unwrap();
-            assert_eq!(FREES.load(Ordering::Relaxed), 1);
+            // Reused: one chunk; else the old one (freed by its last
+            // holder) and the fresh one.
+            let chunks = if reused { 1 } else { 2 };
+            assert_eq!(FREES.load(Ordering::Relaxed), chunks);
+            REUSED[usize::from(reused)].fetch_add(1, Ordering::Relaxed);
         });
+        assert!(REUSED.iter().all(|n| n.load(Ordering::Relaxed) > 0));
     }
 }

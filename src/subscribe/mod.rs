@@ -16,8 +16,10 @@
 //! When a trace has several subscribers, the first to read an event under
 //! the lock also publishes it (`crate::event::publish`), and the others
 //! read it from their pinned block without the lock: one load, one event
-//! clone. The cursor is the subscription's own, so both paths move the same
-//! cursor and the guarantees above hold whichever path delivers.
+//! clone (its reference to the event's bytes prepaid, see
+//! `crate::event::wire_buf`: no atomic operation). The cursor is the
+//! subscription's own, so both paths move the same cursor and the
+//! guarantees above hold whichever path delivers.
 //!
 //! # Lagging
 //!
@@ -406,6 +408,8 @@ impl Subscription {
         if self.detached.is_none() {
             self.detached = self.shared.take_detached();
             self.pin = None;
+            // What is left to read is the frozen history's.
+            self.refs.flush();
         }
         let r = match &self.detached {
             Some(Detached {
