@@ -48,6 +48,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 mod remote; // redis-hook
+#[cfg(test)]
+mod tests;
 
 use crate::event::log::{Detached, LogHost, ReadResult, ReaderCursor, ReaderShared, read_frozen};
 use crate::event::publish::ReadPin;
