@@ -49,8 +49,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::error::Result;
 use crate::event::{Event, EventKind};
 use crate::model::TraceInfo;
@@ -69,7 +67,7 @@ pub struct EventRecord<'a> {
     /// Space id or `""`.
     pub space_id: &'a str,
     /// The wire bytes of [`Event::to_json`](crate::Event::to_json) (one line, no newline).
-    pub bytes: &'a Bytes,
+    pub bytes: &'a [u8],
 }
 
 /// How far a batch must have travelled before it counts as persisted.

@@ -695,10 +695,10 @@ impl StoreDriver {
             with(key, &[b"events:"]);
             push_padded(key, first.seq);
             value.clear();
-            value.extend_from_slice(&first.bytes[..]);
+            value.extend_from_slice(first.bytes);
             for ev in events {
                 value.push(b'\n');
-                value.extend_from_slice(&ev.bytes[..]);
+                value.extend_from_slice(ev.bytes);
             }
             b.insert(&store.kv, &key[..], &value[..]);
         }
@@ -877,7 +877,7 @@ fn encode_first(batch: &WriteBatch<'_>, out: &mut Vec<u8>) {
         number.clear();
         push_padded(&mut number, first.seq);
         push_joined(out, &[b"events:", &number], || {
-            batch.events().map(|e| &e.bytes[..])
+            batch.events().map(|e| e.bytes)
         });
     }
     if let Some(first) = batch.log_lines().next() {
@@ -1303,7 +1303,7 @@ mod tests {
             let batch = t.batch();
             let p = format!("__trace:{ID}:");
             for ev in batch.events() {
-                kv.insert(format!("{p}event:{:020}", ev.seq), &ev.bytes[..])
+                kv.insert(format!("{p}event:{:020}", ev.seq), ev.bytes)
                     .unwrap();
             }
             for line in batch.log_lines() {

@@ -6,12 +6,11 @@
 //! the event log's arena. What a record refers to by index (nodes, log
 //! lines, a space's title) is read through the trace's [`Source`].
 
-use bytes::BytesMut;
-
 use super::Event;
 use super::json::JsonOut;
 use super::record::{NodeSnap, PayloadRec, Record};
 use super::wire::{self, Envelope};
+use super::wire_buf::WireArena;
 use crate::id::ShortId;
 use crate::model::{Level, NodeStatus, TraceStatus};
 
@@ -67,7 +66,7 @@ fn subject<'s>(rec: &Record, src: &'s dyn Source) -> (&'s str, Option<ShortId>) 
 }
 
 /// Encodes one recorded event.
-pub(crate) fn encode(arena: &mut BytesMut, rec: &Record, src: &dyn Source) -> Event {
+pub(crate) fn encode(arena: &mut WireArena, rec: &Record, src: &dyn Source) -> Event {
     let (node_id, space) = subject(rec, src);
     let env = Envelope {
         seq: rec.seq,

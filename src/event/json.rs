@@ -20,6 +20,94 @@ use std::cell::Cell;
 use bytes::{BufMut, BytesMut};
 use serde_json::Value;
 
+use super::wire_buf::WireArena;
+
+/// A buffer a [`JsonOut`] writes into: the event log's [`WireArena`], or a
+/// `BytesMut` (caller values).
+pub(crate) trait OutBuf {
+    /// Where the buffer's bytes start.
+    fn as_mut_ptr(&mut self) -> *mut u8;
+    /// Bytes in the buffer.
+    fn len(&self) -> usize;
+    /// Bytes the buffer has room for from its start.
+    fn capacity(&self) -> usize;
+    /// Sets the length.
+    ///
+    /// # Safety
+    /// `len <= capacity()`, and the first `len` bytes are initialized.
+    unsafe fn set_len(&mut self, len: usize);
+    /// Makes room for `n` more bytes.
+    fn reserve(&mut self, n: usize);
+    /// Appends `s`.
+    fn append(&mut self, s: &[u8]);
+}
+
+impl OutBuf for BytesMut {
+    #[inline(always)]
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        <[u8]>::as_mut_ptr(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        BytesMut::len(self)
+    }
+    #[inline(always)]
+    fn capacity(&self) -> usize {
+        BytesMut::capacity(self)
+    }
+    #[inline(always)]
+    unsafe fn set_len(&mut self, len: usize) {
+        // SAFETY: the caller's.
+        unsafe { BytesMut::set_len(self, len) }
+    }
+    fn reserve(&mut self, n: usize) {
+        BytesMut::reserve(self, n);
+    }
+    fn append(&mut self, s: &[u8]) {
+        BufMut::put_slice(self, s);
+    }
+}
+
+impl OutBuf for WireArena {
+    #[inline(always)]
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        WireArena::as_mut_ptr(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        WireArena::len(self)
+    }
+    #[inline(always)]
+    fn capacity(&self) -> usize {
+        WireArena::capacity(self)
+    }
+    #[inline(always)]
+    unsafe fn set_len(&mut self, len: usize) {
+        // SAFETY: the caller's.
+        unsafe { WireArena::set_len(self, len) }
+    }
+    fn reserve(&mut self, n: usize) {
+        WireArena::reserve(self, n);
+    }
+    fn append(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+}
+
+/// An [`OutBuf`] as an `io::Write` (for serde_json).
+struct Writer<'a, B: OutBuf>(&'a mut B);
+
+impl<B: OutBuf> std::io::Write for Writer<'_, B> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.append(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Copies `s` to `dst`; pieces of up to 32 bytes are copied inline (two
 /// overlapping loads and stores) instead of through a `memcpy` call.
 ///
@@ -177,10 +265,10 @@ thread_local! {
 /// registers ([`JsonOut::local`]).
 #[cold]
 #[inline(never)]
-fn on_buf<R>(
-    buf: &mut BytesMut,
+fn on_buf<B: OutBuf, R>(
+    buf: &mut B,
     len: usize,
-    f: impl FnOnce(&mut BytesMut) -> R,
+    f: impl FnOnce(&mut B) -> R,
 ) -> (*mut u8, usize, usize, R) {
     // SAFETY: the `JsonOut` that this is called for keeps `len` within the
     // capacity, and its first `len` bytes initialized (its invariants).
@@ -224,7 +312,7 @@ pub(crate) trait Pieces {
     ///
     /// # Safety
     /// `out` must have room for [`Pieces::total`] more bytes.
-    unsafe fn write_unchecked(self, out: &mut JsonOut<'_>);
+    unsafe fn write_unchecked<B: OutBuf>(self, out: &mut JsonOut<'_, B>);
 }
 
 /// `&[u8]`, once per name it is given (a tuple's element types).
@@ -246,7 +334,7 @@ macro_rules! pieces_for_tuples {
             }
 
             #[inline(always)]
-            unsafe fn write_unchecked(self, out: &mut JsonOut<'_>) {
+            unsafe fn write_unchecked<B: OutBuf>(self, out: &mut JsonOut<'_, B>) {
                 let ($($p,)+) = self;
                 // SAFETY: the caller's room for all of them; each takes
                 // its own share of it.
@@ -271,8 +359,8 @@ pieces_for_tuples!(a, b, c, d, e, f, g);
 /// lags behind until [`JsonOut::sync`] (on drop, and before `buf` is used
 /// directly).
 #[derive(Debug)]
-pub(crate) struct JsonOut<'a> {
-    buf: &'a mut BytesMut,
+pub(crate) struct JsonOut<'a, B: OutBuf = WireArena> {
+    buf: &'a mut B,
     base: *mut u8,
     len: usize,
     cap: usize,
@@ -281,15 +369,15 @@ pub(crate) struct JsonOut<'a> {
     comma: bool,
 }
 
-impl Drop for JsonOut<'_> {
+impl<B: OutBuf> Drop for JsonOut<'_, B> {
     fn drop(&mut self) {
         self.sync();
     }
 }
 
-impl<'a> JsonOut<'a> {
+impl<'a, B: OutBuf> JsonOut<'a, B> {
     /// A writer appending to `buf`.
-    pub(crate) fn new(buf: &'a mut BytesMut) -> Self {
+    pub(crate) fn new(buf: &'a mut B) -> Self {
         let (base, len, cap) = (buf.as_mut_ptr(), buf.len(), buf.capacity());
         JsonOut {
             buf,
@@ -327,7 +415,7 @@ impl<'a> JsonOut<'a> {
     ///
     /// [`Source::write_node`]: super::encode::Source::write_node
     #[inline(always)]
-    pub(crate) fn local<R>(&mut self, f: impl FnOnce(&mut JsonOut<'_>) -> R) -> R {
+    pub(crate) fn local<R>(&mut self, f: impl FnOnce(&mut JsonOut<'_, B>) -> R) -> R {
         let mut w = JsonOut {
             buf: &mut *self.buf,
             base: self.base,
@@ -343,7 +431,7 @@ impl<'a> JsonOut<'a> {
     /// Runs `f` on the buffer itself (lengths in sync), then takes its new
     /// length, capacity and memory.
     #[inline(always)]
-    fn with_buf<R>(&mut self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    fn with_buf<R>(&mut self, f: impl FnOnce(&mut B) -> R) -> R {
         let (base, len, cap, r) = on_buf(&mut *self.buf, self.len, f);
         (self.base, self.len, self.cap) = (base, len, cap);
         r
@@ -518,9 +606,9 @@ impl<'a> JsonOut<'a> {
     /// A string that needs escaping, through serde_json.
     #[inline(always)]
     fn escaped(&mut self, s: &str) {
-        // serde_json cannot fail on a str written to a BytesMut.
+        // serde_json cannot fail on a str written to a buffer.
         self.with_buf(|b| {
-            let _ = serde_json::to_writer(b.writer(), s);
+            let _ = serde_json::to_writer(Writer(b), s);
         });
     }
 
@@ -618,7 +706,7 @@ impl<'a> JsonOut<'a> {
     #[inline(always)]
     pub(crate) fn map(&mut self, m: &serde_json::Map<String, Value>) -> &mut Self {
         self.with_buf(|b| {
-            let _ = serde_json::to_writer(b.writer(), m);
+            let _ = serde_json::to_writer(Writer(b), m);
         });
         self.comma = true;
         self
@@ -687,6 +775,45 @@ mod tests {
             assert_eq!(o.len(), want.len());
             drop(o);
             assert_eq!(text_of(&buf), want, "room {room}");
+        }
+    }
+
+    #[test]
+    fn writes_into_a_wire_arena_across_chunks() {
+        // The event log's arena: the same output as into a `BytesMut`, also
+        // when the event in progress moves to a fresh chunk (an event split
+        // off before holds the old one) at every piece kind.
+        let map = json!({"k": [1, 2.5, null], "s": "t\"u"});
+        let map = map.as_object().unwrap();
+        let long = "y".repeat(700);
+        fn write<B: OutBuf>(
+            o: &mut JsonOut<'_, B>,
+            long: &str,
+            map: &serde_json::Map<String, Value>,
+        ) {
+            for i in 0..40i64 {
+                o.begin_obj();
+                o.key("a").str(long);
+                o.key("b").str("e\"s\n");
+                o.key("d").int(-i);
+                o.key("e").time(1_700_000_000_000 + i);
+                o.key("m").map(map);
+                o.key("id").ascii_str("abc");
+                o.end_obj();
+            }
+        }
+        let mut want = BytesMut::new();
+        write(&mut JsonOut::new(&mut want), &long, map);
+        for room in [0usize, 1, 5, 30, 1000] {
+            let mut arena = WireArena::new();
+            arena.reserve(1);
+            let fill = arena.capacity() - room;
+            arena.extend_from_slice(&vec![b'#'; fill]);
+            let held = arena.split();
+            write(&mut JsonOut::new(&mut arena), &long, map);
+            let got = arena.split();
+            assert_eq!(&got[..], &want[..], "room {room}");
+            assert!(held.iter().all(|&b| b == b'#') && held.len() == fill);
         }
     }
 

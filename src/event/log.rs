@@ -35,12 +35,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
-use bytes::BytesMut;
-
 use super::encode::{Source, encode};
 use super::publish::{Publisher, ReadPin};
 use super::record::{Entry, PayloadRec, Record};
 use super::wire::ARENA_CHUNK;
+use super::wire_buf::{RefCache, WireArena};
 use super::{Cursor, Delivery, Event, EventKind};
 use crate::error::{Error, Result};
 
@@ -183,8 +182,15 @@ impl View<'_> {
     }
 
     /// Appends up to `max` deliveries from the cursor on (every entry read
-    /// must be encoded) and advances it.
-    fn read(&self, c: &mut ReaderCursor, max: usize, out: &mut VecDeque<Delivery>) -> ReadResult {
+    /// must be encoded) and advances it; the events' references are paid
+    /// from `refs`, the reader's.
+    fn read(
+        &self,
+        c: &mut ReaderCursor,
+        max: usize,
+        out: &mut VecDeque<Delivery>,
+        refs: &mut RefCache,
+    ) -> ReadResult {
         let max = max.max(2);
         let mut r = ReadResult {
             delivered: 0,
@@ -211,7 +217,7 @@ impl View<'_> {
                 if ev.timestamp < c.min_ts {
                     continue;
                 }
-                out.push_back(Delivery::Event(ev.clone()));
+                out.push_back(Delivery::Event(ev.share(refs)));
                 r.delivered += 1;
             }
             c.next_seq = next;
@@ -232,7 +238,7 @@ pub(crate) struct EventLog {
     next_seq: u64,
     /// Timestamp of the newest event evicted from history (for time cursors).
     evicted_max_ts: i64,
-    arena: BytesMut,
+    arena: WireArena,
     /// Seq of the oldest event in `history` not yet handed to the driver;
     /// `next_seq` when there is none (always, for a driver that keeps nothing).
     unsent_from: u64,
@@ -277,7 +283,7 @@ impl EventLog {
             history: VecDeque::new(),
             next_seq: 1,
             evicted_max_ts: i64::MIN,
-            arena: BytesMut::new(),
+            arena: WireArena::new(),
             unsent_from: 1,
             spilled: VecDeque::new(),
             pending_bytes: 0,
@@ -319,7 +325,7 @@ impl EventLog {
         };
         #[cfg(test)]
         if let Some(eager) = &mut self.eager {
-            eager.push(encode(&mut BytesMut::new(), &rec, src));
+            eager.push(encode(&mut WireArena::new(), &rec, src));
         }
         if self.lim.persists {
             if self.pending_len() >= self.lim.pending {
@@ -659,13 +665,15 @@ impl EventLog {
     /// is given, the reader waits: `waker` is woken after the next event.
     /// While the trace has two readers or more, what is read is also
     /// published, and `pin` is pointed at the block of the cursor for the
-    /// reader's next lock-free read (`None` otherwise).
+    /// reader's next lock-free read (`None` otherwise). The references of
+    /// the events read are paid from `refs`, the reader's prepaid ones.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn read(
         &mut self,
         key: u32,
         cursor: &mut ReaderCursor,
         pin: &mut Option<ReadPin>,
+        refs: &mut RefCache,
         max: usize,
         out: &mut VecDeque<Delivery>,
         waker: Option<&Waker>,
@@ -693,7 +701,7 @@ impl EventLog {
             end: self.next_seq,
             bound,
         };
-        let r = view.read(cursor, max, out);
+        let r = view.read(cursor, max, out, refs);
         if self.reader_count >= 2 {
             let p = self.publ.get_or_insert_with(Box::default);
             p.publish(from, &self.history, self.next_seq, bound);
@@ -821,7 +829,7 @@ impl EventLog {
         self.pending_bytes = 0;
         self.unpublish_pending();
         if self.arena.capacity() > RETAIN_ARENA {
-            self.arena = BytesMut::new();
+            self.arena = WireArena::new();
         } else if !self.arena.is_empty() || self.arena.capacity() < ARENA_CHUNK {
             // Unless a reader still holds an event, the chunk is unique
             // again and `reserve` takes it back from its start.
@@ -838,19 +846,20 @@ impl EventLog {
     }
 }
 
-/// Reads a detached reader's frozen history; `None` frozen reads nothing.
+/// Reads a detached reader's frozen history (references paid from `refs`).
 pub(crate) fn read_frozen(
     frozen: &Frozen,
     cursor: &mut ReaderCursor,
     max: usize,
     out: &mut VecDeque<Delivery>,
+    refs: &mut RefCache,
 ) -> ReadResult {
     View {
         entries: &frozen.entries,
         end: frozen.end,
         bound: frozen.bound,
     }
-    .read(cursor, max, out)
+    .read(cursor, max, out, refs)
 }
 
 /// What a reader needs from the engine: access to its trace's live log, and

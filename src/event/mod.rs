@@ -23,9 +23,12 @@ pub(crate) mod publish;
 pub(crate) mod record;
 pub(crate) mod value;
 pub(crate) mod wire;
+pub(crate) mod wire_buf;
 
 use bytes::Bytes;
 use serde_json::Value;
+
+use self::wire_buf::{RefCache, WireBytes};
 
 use crate::error::{Error, Result};
 
@@ -140,7 +143,7 @@ pub struct Event {
     pub kind: EventKind,
     /// Emission time, ms since the epoch (non-decreasing within a trace).
     pub timestamp: i64,
-    pub(crate) bytes: Bytes,
+    pub(crate) bytes: WireBytes,
     pub(crate) at: Offsets,
 }
 
@@ -205,9 +208,29 @@ impl Event {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    /// The wire bytes, shared (cloning them copies nothing).
-    pub fn wire_bytes(&self) -> &Bytes {
+    /// The wire bytes (the text of [`Event::to_json`]).
+    pub fn wire_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The wire bytes as [`Bytes`], shared with this event (no copy): for
+    /// callers that hand them on as `Bytes`, such as a response body.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from_owner(self.bytes.clone())
+    }
+
+    /// A clone of this event whose reference to the shared bytes is paid
+    /// from `refs` (no atomic operation while it has prepaid references to
+    /// the event's chunk).
+    #[inline(always)]
+    pub(crate) fn share(&self, refs: &mut RefCache) -> Event {
+        Event {
+            seq: self.seq,
+            kind: self.kind,
+            timestamp: self.timestamp,
+            bytes: refs.share(&self.bytes),
+            at: self.at,
+        }
     }
 
     /// Decodes one wire-format event (as written by [`Event::to_json`]).
@@ -215,7 +238,7 @@ impl Event {
     /// # Errors
     /// [`Error::Corrupt`] naming `location` when the text is not an event.
     pub fn from_json(text: &[u8], location: &str) -> Result<Event> {
-        wire::decode(Bytes::copy_from_slice(text), location)
+        wire::decode(text, location)
     }
 
     /// Numbers an event read without `seq` (written by the reference): sets
@@ -233,7 +256,7 @@ impl Event {
             v.extend_from_slice(b",\"seq\":");
             v.extend_from_slice(n.format(seq).as_bytes());
             v.push(b'}');
-            self.bytes = Bytes::from(v);
+            self.bytes = WireBytes::copy_from_slice(&v);
         }
         self.seq = seq;
         self

@@ -23,11 +23,11 @@
 //! A reader keeps a [`ReadPin`]: an `Arc` of the block its cursor is in, handed
 //! out by its last read under the lock. Its next read first tries the pin
 //! without any lock ([`ReadPin::next`]): load `len` (`Acquire`), and if the
-//! cursor's entry is below it, clone that event (one reference count) and
-//! move the cursor, which the subscription owns. The log also publishes its
-//! newest and its oldest retained seq ([`Marks`], stored with `Release` on
-//! every append), so a lock-free read applies the same lag rule as a locked
-//! one; a read that would lag, a used-up block, and a reader with nothing
+//! cursor's entry is below it, clone that event (with a reference to its
+//! bytes that the reader prepaid, [`super::wire_buf`]) and move the
+//! cursor, which the subscription owns. The log also publishes its newest
+//! and its oldest retained seq ([`Marks`], stored with `Release` on every
+//! append), so a lock-free read applies the same lag rule as a locked one; a read that would lag, a used-up block, and a reader with nothing
 //! new to read all take the lock (the slow path: lag, encoding, publication,
 //! waiting), which also hands out the next block. A subscriber that keeps up
 //! thus takes the lock about once per event it is the first to read, plus
@@ -421,7 +421,7 @@ fn test_event(seq: u64, timestamp: i64) -> Event {
         seq,
         kind: super::EventKind::LogAdded,
         timestamp,
-        bytes: bytes::Bytes::new(),
+        bytes: super::wire_buf::WireBytes::new(),
         at: super::Offsets::default(),
     }
 }

@@ -178,7 +178,7 @@ pub(crate) fn json_opt<T: Serialize + ?Sized>(v: &T) -> Result<Option<Val>> {
 }
 
 /// JSON written by `f` (payloads encoded when their event happens).
-pub(crate) fn write(f: impl FnOnce(&mut super::json::JsonOut<'_>)) -> Val {
+pub(crate) fn write(f: impl FnOnce(&mut super::json::JsonOut<'_, BytesMut>)) -> Val {
     with_arena(|arena| f(&mut super::json::JsonOut::new(arena))).0
 }
 

@@ -9,11 +9,11 @@
 //! Trace ids and node/space ids are validated ASCII, so they are written
 //! without escaping, and an [`Event`] finds them by offset.
 
-use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json::JsonOut;
+use super::wire_buf::{WireArena, WireBytes};
 use super::{Event, EventKind, Offsets, corrupt};
 use crate::error::Result;
 
@@ -64,13 +64,13 @@ fn head(kind: EventKind) -> &'static [u8] {
 /// Serializes one event into `arena` and splits its bytes off; `data`
 /// writes the payload.
 pub(crate) fn encode(
-    arena: &mut BytesMut,
+    arena: &mut WireArena,
     env: Envelope<'_>,
     data: impl FnOnce(&mut JsonOut<'_>),
 ) -> Event {
     if !arena.is_empty() {
         // Every event is split off whole; nothing should be left over.
-        drop(arena.split());
+        arena.clear();
     }
     if arena.capacity() < 1024 {
         arena.reserve(ARENA_CHUNK);
@@ -124,7 +124,7 @@ pub(crate) fn encode(
         seq: env.seq,
         kind: env.kind,
         timestamp: env.timestamp,
-        bytes: arena.split().freeze(),
+        bytes: arena.split(),
         at,
     }
 }
@@ -148,13 +148,14 @@ struct RawEnvelope<'a> {
 }
 
 /// Decodes a wire-format event. A missing `seq` (events written by the
-/// reference) decodes as 0; the caller numbers such events.
-pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
+/// reference) decodes as 0; the caller numbers such events. The event's
+/// bytes are a copy of `bytes`.
+pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Event> {
     if u32::try_from(bytes.len()).is_err() {
         return Err(corrupt(location, "event of 4 GiB or more"));
     }
     let env: RawEnvelope<'_> =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(location, format!("bad event: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| corrupt(location, format!("bad event: {e}")))?;
     let kind = EventKind::parse(env.kind)
         .ok_or_else(|| corrupt(location, format!("unknown event type {:?}", env.kind)))?;
     let base = bytes.as_ptr() as usize;
@@ -187,7 +188,7 @@ pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
         seq,
         kind,
         timestamp,
-        bytes,
+        bytes: WireBytes::copy_from_slice(bytes),
         at,
     })
 }
@@ -195,14 +196,13 @@ pub(crate) fn decode(bytes: Bytes, location: &str) -> Result<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BufMut;
     use serde_json::json;
 
     #[test]
     fn round_trip() {
-        let mut arena = BytesMut::new();
+        let mut arena = WireArena::new();
         // Something already in the arena before this event.
-        arena.put_slice(b"previous");
+        arena.extend_from_slice(b"previous");
         let _ = arena.split();
         let ev = encode(
             &mut arena,
@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(ev.node_id(), "abcdefghijkl");
         assert_eq!(ev.space_id(), "");
         assert_eq!(ev.data_json(), r#"{"node":{"id":"x"}}"#);
-        let back = decode(ev.bytes.clone(), "mem").unwrap();
+        let back = decode(&ev.bytes, "mem").unwrap();
         assert_eq!(back.seq, 7);
         assert_eq!(back.kind, EventKind::NodeStart);
         assert_eq!(back.at, ev.at);
@@ -247,18 +247,14 @@ mod tests {
 
     #[test]
     fn decode_rejects_garbage() {
-        assert!(decode(Bytes::from_static(b"{\"type\":\"nope\"}"), "f").is_err());
-        assert!(decode(Bytes::from_static(b"\x00\xff"), "f").is_err());
+        assert!(decode(b"{\"type\":\"nope\"}", "f").is_err());
+        assert!(decode(b"\x00\xff", "f").is_err());
         assert!(
-            decode(
-                Bytes::from_static(br#"{"type":"init","trace_id":"a\"b","data":{}}"#),
-                "f"
-            )
-            .is_err(),
+            decode(br#"{"type":"init","trace_id":"a\"b","data":{}}"#, "f").is_err(),
             "an escaped id is refused"
         );
         let no_seq = br#"{"type":"init","trace_id":"t","node_id":"","space_id":"","timestamp":1,"data":{"trace_id":"t"}}"#;
-        let ev = decode(Bytes::from_static(no_seq), "f").unwrap();
+        let ev = decode(no_seq, "f").unwrap();
         assert_eq!(ev.seq, 0);
         assert_eq!(ev.trace_id(), "t");
         assert_eq!(ev.data()["trace_id"], "t");

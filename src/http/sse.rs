@@ -380,7 +380,7 @@ fn push_event(frames: &mut VecDeque<Bytes>, ev: &Event) {
         return;
     }
     frames.push_back(head.freeze());
-    frames.push_back(wire.clone());
+    frames.push_back(ev.to_bytes());
     frames.push_back(Bytes::from_static(b"\n\n"));
 }
 

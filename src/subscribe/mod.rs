@@ -16,8 +16,10 @@
 //! When a trace has several subscribers, the first to read an event under
 //! the lock also publishes it (`crate::event::publish`), and the others
 //! read it from their pinned block without the lock: one load, one event
-//! clone. The cursor is the subscription's own, so both paths move the same
-//! cursor and the guarantees above hold whichever path delivers.
+//! clone (its reference to the event's bytes prepaid, see
+//! `crate::event::wire_buf`: no atomic operation). The cursor is the
+//! subscription's own, so both paths move the same cursor and the
+//! guarantees above hold whichever path delivers.
 //!
 //! # Lagging
 //!
@@ -46,9 +48,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 mod remote; // redis-hook
+#[cfg(test)]
+mod tests;
 
 use crate::event::log::{Detached, LogHost, ReadResult, ReaderCursor, ReaderShared, read_frozen};
 use crate::event::publish::ReadPin;
+use crate::event::wire_buf::RefCache;
 use crate::event::{Delivery, EventKind};
 use crate::id::TraceId;
 use crate::pool::SlotKey;
@@ -129,6 +134,9 @@ pub struct Subscription {
     cursor: ReaderCursor,
     /// The published block the cursor is in, read without the lock.
     pin: Option<ReadPin>,
+    /// Prepaid references to the chunk of the events read last (given
+    /// back when the stream ends, and when it is dropped).
+    refs: RefCache,
     /// Deliveries taken from the trace and not yet returned.
     buf: VecDeque<Delivery>,
     ended: bool,
@@ -168,6 +176,7 @@ impl Subscription {
             shared,
             cursor,
             pin: None,
+            refs: RefCache::default(),
             buf: take_buf(),
             ended: false,
             detached: None,
@@ -200,6 +209,7 @@ impl Subscription {
                 min_ts,
             },
             pin: None,
+            refs: RefCache::default(),
             buf: VecDeque::new(),
             ended: false,
             detached: None,
@@ -340,7 +350,7 @@ impl Subscription {
         match pin.next(&mut self.cursor) {
             Some(ev) => {
                 self.shared.set_next_seq(self.cursor.next_seq);
-                Some(Delivery::Event(ev.clone()))
+                Some(Delivery::Event(ev.share(&mut self.refs)))
             }
             None => {
                 if self.cursor.next_seq != before {
@@ -359,6 +369,7 @@ impl Subscription {
         {
             // The terminal event: the stream ends after it.
             self.ended = true;
+            self.refs.flush();
         }
     }
 
@@ -371,6 +382,10 @@ impl Subscription {
             return Step::Deliver(d);
         }
         let r = self.fill(waker);
+        if self.ended {
+            // Nothing more to read: the chunk may be reused.
+            self.refs.flush();
+        }
         if r.missed > 0 {
             self.host.count_lagged(r.missed);
         }
@@ -394,12 +409,17 @@ impl Subscription {
         if self.detached.is_none() && !self.shared.is_detached() {
             let mut r = none;
             let mut finished = false;
-            let (reader, buf, cursor, pin) =
-                (self.reader, &mut self.buf, &mut self.cursor, &mut self.pin);
+            let (reader, buf, cursor, pin, refs) = (
+                self.reader,
+                &mut self.buf,
+                &mut self.cursor,
+                &mut self.pin,
+                &mut self.refs,
+            );
             let live =
                 self.host
                     .with_log(self.key.idx, self.key.generation, &mut |log, src, fin| {
-                        r = log.read(reader, cursor, pin, BATCH, buf, waker, src);
+                        r = log.read(reader, cursor, pin, refs, BATCH, buf, waker, src);
                         finished = fin;
                     });
             if live {
@@ -418,11 +438,19 @@ impl Subscription {
         if self.detached.is_none() {
             self.detached = self.shared.take_detached();
             self.pin = None;
+            // What is left to read is the frozen history's.
+            self.refs.flush();
         }
         let r = match &self.detached {
             Some(Detached {
                 frozen: Some(frozen),
-            }) => read_frozen(frozen, &mut self.cursor, BATCH, &mut self.buf),
+            }) => read_frozen(
+                frozen,
+                &mut self.cursor,
+                BATCH,
+                &mut self.buf,
+                &mut self.refs,
+            ),
             _ => none,
         };
         self.ended = r.delivered == 0;

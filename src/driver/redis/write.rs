@@ -175,7 +175,7 @@ impl RedisDriver {
             .arg(batch.log_lines().len())
             .arg(batch.docs().len());
         for ev in batch.events() {
-            inv.arg(ev.seq).arg(&ev.bytes[..]);
+            inv.arg(ev.seq).arg(ev.bytes);
         }
         for line in batch.log_lines() {
             let n = log_keys
