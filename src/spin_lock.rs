@@ -214,19 +214,23 @@ mod tests {
     fn a_waiter_naps_through_a_long_section() {
         let lock = Arc::new(SpinLock::new(0u32));
         let held = lock.lock();
+        let (started, waiting) = std::sync::mpsc::channel();
         let waiter = {
             let lock = lock.clone();
             std::thread::spawn(move || {
                 let (cpu, wall) = (thread_cpu(), std::time::Instant::now());
+                started.send(()).unwrap();
                 *lock.lock() += 1;
                 (thread_cpu() - cpu, wall.elapsed())
             })
         };
+        // The hold starts once the waiter is about to wait: it waits 300 ms.
+        waiting.recv().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         drop(held);
         let (cpu, wall) = waiter.join().unwrap();
         assert_eq!(*lock.lock(), 1);
-        assert!(wall >= std::time::Duration::from_millis(250), "{wall:?}");
+        assert!(wall >= std::time::Duration::from_millis(300), "{wall:?}");
         assert!(cpu * 4 < wall, "the waiter ran {cpu:?} of {wall:?}");
     }
 }
