@@ -75,7 +75,10 @@ impl<T> SpinLock<T> {
         {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        SpinGuard {
+            lock: self,
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     #[cold]
@@ -137,8 +140,13 @@ fn nap() {
 }
 
 /// Access to a locked [`SpinLock`]'s value; dropping it unlocks.
+///
+/// Not `Send` (like `std`'s `MutexGuard`), so a future that must be `Send`
+/// cannot hold it across an `.await`: a task suspended with the lock held
+/// would keep every waiter waiting until it is polled again.
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl<T> Deref for SpinGuard<'_, T> {
