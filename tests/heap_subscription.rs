@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use tracepool::{Delivery, Engine, EventKind, Exhausted, NodeOptions, TraceOptions};
 
+#[path = "heap_support/phase.rs"]
+mod phase;
+
+use phase::{Checks, measure, wait_until_engine_threads_idle};
+
 /// Measured allocations per cycle: 0.000 (debug build, 2026-11-29), plus a
 /// small margin. Before the shared part and the buffer were reused: 2.
 const MAX_BLOCKS_PER_CYCLE: f64 = 0.5;
@@ -48,47 +53,28 @@ fn main() {
         .memory()
         .build()
         .expect("engine");
+    // The engine's two threads (one worker, the ticker) allocate once as
+    // they start: wait until both are idle.
+    wait_until_engine_threads_idle(2);
     // Every slot used (and its reader parts made), then some more.
-    for _ in 0..64 {
+    for _ in 0..80 {
         cycle(&engine);
     }
-    // The engine's threads allocate once as they start: let them settle.
-    std::thread::sleep(Duration::from_millis(50));
-    for _ in 0..16 {
-        cycle(&engine);
-    }
-    let a = dhat::HeapStats::get();
-    for _ in 0..CYCLES {
-        cycle(&engine);
-    }
-    let b = dhat::HeapStats::get();
-    let blocks = (b.total_blocks - a.total_blocks) as f64 / CYCLES as f64;
-    let retained_bytes = b.curr_bytes as i64 - a.curr_bytes as i64;
-    let retained_blocks = b.curr_blocks as i64 - a.curr_blocks as i64;
+    let p = measure(CYCLES, |_| cycle(&engine));
     println!("heap test, subscription cycle: {CYCLES} cycles after warm-up (4 slots)");
     println!(
-        "  allocations per cycle: {blocks:.3} blocks, {:.1} bytes",
-        (b.total_bytes - a.total_bytes) as f64 / CYCLES as f64
+        "  allocations per cycle: {:.3} blocks, {:.1} bytes",
+        p.blocks, p.bytes
     );
-    println!("  retained: {retained_bytes} bytes in {retained_blocks} blocks");
-    let checks = [
-        (
-            "retains 0 bytes",
-            retained_bytes == 0 && retained_blocks == 0,
-        ),
-        (
-            "allocations per cycle within the bound",
-            blocks <= MAX_BLOCKS_PER_CYCLE,
-        ),
-    ];
-    let failed = checks.iter().filter(|c| !c.1).count();
-    for (name, ok) in checks {
-        println!("  {name} ... {}", if ok { "ok" } else { "FAILED" });
-    }
     println!(
-        "{} passed, {failed} failed ({:.1} s)",
-        checks.len() - failed,
-        started.elapsed().as_secs_f64()
+        "  retained: {} bytes in {} blocks",
+        p.retained_bytes, p.retained_blocks
     );
-    dhat::assert!(failed == 0, "heap test failed for the subscription cycle");
+    let mut checks = Checks::new(started);
+    checks.check("retains 0 bytes", p.retains_nothing());
+    checks.check(
+        "allocations per cycle within the bound",
+        p.blocks <= MAX_BLOCKS_PER_CYCLE,
+    );
+    checks.finish("the subscription cycle");
 }

@@ -15,6 +15,10 @@ use serde_json::Value;
 
 use crate::scenarios::{self, Inline, Lvl, Scenario, ScenarioEngine};
 
+mod phase;
+
+use phase::{Checks, measure, wait_until_engine_threads_idle};
+
 /// Measured cycles.
 pub(crate) const CYCLES: usize = 10_000;
 /// Slots: small, so warm-up touches every one.
@@ -68,70 +72,6 @@ fn cycle<E: ScenarioEngine>(e: &E, s: Scenario) {
     e.release(black_box(t));
 }
 
-/// What one measured phase did.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Phase {
-    /// Blocks allocated per cycle.
-    pub(crate) blocks: f64,
-    /// Bytes allocated per cycle.
-    pub(crate) bytes: f64,
-    /// Live bytes after the phase minus live bytes before it.
-    pub(crate) retained_bytes: i64,
-    /// Live blocks after the phase minus live blocks before it.
-    pub(crate) retained_blocks: i64,
-}
-
-fn measure(n: usize, mut f: impl FnMut()) -> Phase {
-    let a = dhat::HeapStats::get();
-    for _ in 0..n {
-        f();
-    }
-    let b = dhat::HeapStats::get();
-    Phase {
-        blocks: (b.total_blocks - a.total_blocks) as f64 / n as f64,
-        bytes: (b.total_bytes - a.total_bytes) as f64 / n as f64,
-        retained_bytes: b.curr_bytes as i64 - a.curr_bytes as i64,
-        retained_blocks: b.curr_blocks as i64 - a.curr_blocks as i64,
-    }
-}
-
-/// The state letter of each thread named `tracepool-*`
-/// (`/proc/self/task/*/stat`: `pid (comm) state ...`).
-fn engine_thread_states() -> Vec<char> {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task (Linux)")
-        .filter_map(Result::ok)
-        .filter_map(|t| {
-            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            let state = stat.rsplit_once(") ")?.1.chars().next()?;
-            comm.starts_with("tracepool-").then_some(state)
-        })
-        .collect()
-}
-
-/// Waits (at most 10 s) until the engine's `n` threads have been asleep
-/// (`S`) in five looks in a row, 2 ms apart (the sleep paces the looks; a
-/// thread briefly blocked on a lock while starting is awake again by the
-/// next look).
-fn wait_until_engine_threads_idle(n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut asleep_in_a_row = 0;
-    while asleep_in_a_row < 5 {
-        let states = engine_thread_states();
-        if states.len() == n && states.iter().all(|&s| s == 'S') {
-            asleep_in_a_row += 1;
-        } else {
-            asleep_in_a_row = 0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the engine's threads never went idle: {states:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -183,8 +123,8 @@ pub(crate) fn main(s: Scenario, max_blocks_per_cycle: f64) {
     }
 
     let n = env_usize("HEAP_CYCLES", CYCLES);
-    let total = measure(n, || cycle(&engine, s));
-    let harness = measure(n, || cycle(&NullEngine, s));
+    let total = measure(n, |_| cycle(&engine, s));
+    let harness = measure(n, |_| cycle(&NullEngine, s));
     let engine_blocks = total.blocks - harness.blocks;
     let engine_bytes = total.bytes - harness.bytes;
 
@@ -206,30 +146,14 @@ pub(crate) fn main(s: Scenario, max_blocks_per_cycle: f64) {
         "  goal (docs/PERFORMANCE.md, performance goals): <= 2 allocations per simple lifecycle; engine share here: {engine_blocks:.3}"
     );
 
-    let mut passed = 0;
-    let mut failed = 0;
-    let mut check = |name: &str, ok: bool| {
-        println!("  {} ... {}", name, if ok { "ok" } else { "FAILED" });
-        if ok {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
-    };
-    check(
-        "retains 0 bytes",
-        total.retained_bytes == 0 && total.retained_blocks == 0,
-    );
-    check(
+    let mut checks = Checks::new(started);
+    checks.check("retains 0 bytes", total.retains_nothing());
+    checks.check(
         &format!(
             "allocations per cycle {:.3} <= bound {max_blocks_per_cycle}",
             total.blocks
         ),
         total.blocks <= max_blocks_per_cycle,
     );
-    println!(
-        "{passed} passed, {failed} failed ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
-    dhat::assert!(failed == 0, "heap test failed for scenario {}", s.name());
+    checks.finish(&format!("scenario {}", s.name()));
 }
