@@ -19,8 +19,6 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
-
-use crate::spin_lock::SpinGuard;
 use std::task::Waker;
 use std::time::Instant;
 
@@ -37,6 +35,7 @@ use crate::event::value::Val;
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::Level;
 use crate::pool::{Dropped, SlotKey, SlotPool, lock};
+use crate::spin_lock::SpinGuard;
 use crate::trace::TraceSlot;
 use crate::trace::persist::WriteScratch;
 use crate::trace::state::{Phase, Target, TraceState};

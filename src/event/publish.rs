@@ -27,8 +27,9 @@
 //! bytes that the reader prepaid, [`super::wire_buf`]) and move the
 //! cursor, which the subscription owns. The log also publishes its newest
 //! and its oldest retained seq ([`Marks`], stored with `Release` on every
-//! append), so a lock-free read applies the same lag rule as a locked one; a read that would lag, a used-up block, and a reader with nothing
-//! new to read all take the lock (the slow path: lag, encoding, publication,
+//! append), so a lock-free read applies the same lag rule as a locked one;
+//! a read that would lag, a used-up block, and a reader with nothing new to
+//! read all take the lock (the slow path: lag, encoding, publication,
 //! waiting), which also hands out the next block. A subscriber that keeps up
 //! thus takes the lock about once per event it is the first to read, plus
 //! once per block.

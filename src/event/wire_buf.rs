@@ -568,17 +568,6 @@ impl Drop for WireArena {
     }
 }
 
-impl std::io::Write for WireArena {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.extend_from_slice(b);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(all(test, not(tracepool_loom)))]
 mod unit_tests {
     use super::*;
