@@ -223,6 +223,23 @@ pub fn gen_trace_id() -> String {
 
 const NODE_ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
+/// How many node/space ids there are: 36^12 (below 2^63).
+pub(crate) const ID_SPACE: u64 = 4_738_381_338_321_616_896;
+
+/// The two characters of every base-36 number below 36^2, as a
+/// little-endian `u16` (the first character in the low byte).
+static DIGIT_PAIRS: [u16; 1296] = {
+    let mut t = [0u16; 1296];
+    let mut i = 0;
+    while i < 1296 {
+        let (a, b) = (NODE_ALPHABET[i / 36], NODE_ALPHABET[i % 36]);
+        // The more significant digit is written first.
+        t[i] = (a as u16) | ((b as u16) << 8);
+        i += 1;
+    }
+    t
+};
+
 /// A node or space id: 12 characters of `[0-9a-z]`, stored inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ShortId([u8; 12]);
@@ -243,6 +260,42 @@ impl ShortId {
             v = t as u64;
         }
         ShortId(b)
+    }
+
+    /// The id whose base-36 value is `v` (`v < ID_SPACE`): the digits are
+    /// built two at a time in two words and stored with two writes (a
+    /// byte-by-byte build read back as words stalls the CPU's store
+    /// forwarding on the hot path).
+    #[inline]
+    pub(crate) fn from_number(mut v: u64) -> ShortId {
+        debug_assert!(v < ID_SPACE);
+        let mut pair = || {
+            let p = DIGIT_PAIRS[(v % 1296) as usize];
+            v /= 1296;
+            u64::from(p)
+        };
+        // Least significant pairs first: characters 10-11, 8-9, then 6-7 .. 0-1.
+        let hi = pair() << 16 | pair();
+        let mut lo = 0u64;
+        for shift in [48, 32, 16, 0] {
+            lo |= pair() << shift;
+        }
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&lo.to_le_bytes());
+        b[8..].copy_from_slice(&(hi as u32).to_le_bytes());
+        ShortId(b)
+    }
+
+    /// The base-36 value of this id (the inverse of [`ShortId::from_number`]).
+    pub(crate) fn number(&self) -> u64 {
+        self.0.iter().fold(0u64, |v, &c| {
+            let d = if c.is_ascii_digit() {
+                c - b'0'
+            } else {
+                c - b'a' + 10
+            };
+            v * 36 + u64::from(d)
+        })
     }
 
     /// Parses a 12-character `[0-9a-z]` id; `None` for anything else.
@@ -419,6 +472,28 @@ mod tests {
                 "byte {b}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_and_ids_convert_both_ways() {
+        // The digits, most significant first, as a plain loop would write them.
+        fn digits(mut v: u64) -> String {
+            let mut b = [b'0'; 12];
+            for c in b.iter_mut().rev() {
+                *c = NODE_ALPHABET[(v % 36) as usize];
+                v /= 36;
+            }
+            String::from_utf8(b.to_vec()).unwrap()
+        }
+        let mut samples = vec![0, 1, 35, 36, 1295, 1296, ID_SPACE - 1, ID_SPACE / 2];
+        samples.extend((0..1000).map(|_| fastrand::u64(..ID_SPACE)));
+        for v in samples {
+            let id = ShortId::from_number(v);
+            assert_eq!(id.as_str(), digits(v), "{v}");
+            assert_eq!(id.number(), v);
+            assert_eq!(ShortId::parse(id.as_str()), Some(id));
+        }
+        assert_eq!(ShortId::from_number(ID_SPACE - 1).as_str(), "zzzzzzzzzzzz");
     }
 
     #[test]

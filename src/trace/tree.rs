@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use crate::error::Result;
 use crate::event::record::NodeSnap;
 use crate::event::value::{self, JsonMap, Val};
-use crate::id::{IdMap, ShortId};
+use crate::id::{ID_SPACE, IdMap, ShortId};
 use crate::model::{NodeData, NodeStatus};
 use crate::options::NodeOptions;
 
@@ -104,11 +104,34 @@ impl NodeRec {
     }
 }
 
+/// Step between the id numbers of consecutive nodes: coprime with
+/// [`ID_SPACE`] (odd, not a multiple of 3), so that index → id is one-to-one
+/// within a trace, and large, so that consecutive ids look unrelated.
+const ID_STEP: u64 = 2_928_480_718_740_974_081;
+/// The inverse of [`ID_STEP`] modulo [`ID_SPACE`] (id → index).
+const ID_STEP_INV: u64 = 3_251_198_494_093_940_225;
+const _: () =
+    assert!(ID_STEP < ID_SPACE && !ID_STEP.is_multiple_of(2) && !ID_STEP.is_multiple_of(3));
+
 /// The node tree of one trace.
+///
+/// Node ids are numbered, not drawn: node `i` of a trace gets the id whose
+/// base-36 value is `salt + i × ID_STEP` (mod 36^12), with a random `salt`
+/// per trace. Ids are therefore unique within a trace by construction and
+/// resolve back to their index with arithmetic, so creating a node touches
+/// no hash map. Only nodes read from storage (whose ids were made elsewhere)
+/// and the rare new node whose number a stored node already uses are kept
+/// in `index`.
 #[derive(Debug, Default)]
 pub(crate) struct Tree {
     pub(crate) nodes: Vec<NodeRec>,
+    /// Ids not numbered by this tree: stored nodes, and replacements drawn
+    /// at random for a number a stored node took.
     index: IdMap<ShortId, u32>,
+    /// The id number of node 0.
+    salt: u64,
+    /// The id number of the next node.
+    next_number: u64,
     pub(crate) root: Option<u32>,
     /// The cursor: where `Trace::add` attaches the next node.
     pub(crate) current: SmallVec<[u32; 4]>,
@@ -141,15 +164,10 @@ impl Tree {
     /// the caller checked the node bound.
     pub(crate) fn new_node(&mut self, parents: &[u32], spec: NodeSpec, ts: i64) -> u32 {
         let idx = arena_index(self.nodes.len());
-        let id = loop {
-            // One hash per new node: insert, and retry on the (astronomically
-            // rare) collision.
-            let id = ShortId::generate();
-            if let std::collections::hash_map::Entry::Vacant(v) = self.index.entry(id) {
-                v.insert(idx);
-                break id;
-            }
-        };
+        let mut id = ShortId::from_number(self.take_number());
+        if !self.index.is_empty() {
+            id = self.unless_taken(id, idx);
+        }
         let initial_metadata = spec.metadata.object().cloned();
         // Written straight into the arena's spare room (a `push` of a
         // record this size builds it on the stack and copies it over).
@@ -187,14 +205,62 @@ impl Tree {
     /// Appends a node read from storage (links are set afterwards).
     pub(crate) fn restore_node(&mut self, rec: NodeRec) -> u32 {
         let idx = arena_index(self.nodes.len());
+        // Its number is skipped: numbering stays in step with the index.
+        self.take_number();
         self.index.insert(rec.id, idx);
         self.nodes.push(rec);
         idx
     }
 
+    /// The id number of the node about to be appended (numbering starts
+    /// afresh, with a new salt, at a trace's first node).
+    #[inline]
+    fn take_number(&mut self) -> u64 {
+        if self.nodes.is_empty() {
+            self.salt = fastrand::u64(..ID_SPACE);
+            self.next_number = self.salt;
+        }
+        let n = self.next_number;
+        // Both are below ID_SPACE < 2^63: the sum does not overflow.
+        let next = n + ID_STEP;
+        self.next_number = if next >= ID_SPACE {
+            next - ID_SPACE
+        } else {
+            next
+        };
+        n
+    }
+
+    /// `id` for node `idx`, unless a stored node has it: then a random id
+    /// that no node has (kept in the index).
+    #[cold]
+    fn unless_taken(&mut self, id: ShortId, idx: u32) -> ShortId {
+        if self.find_id(id).is_none() {
+            return id;
+        }
+        loop {
+            let id = ShortId::generate();
+            if self.find_id(id).is_none() {
+                self.index.insert(id, idx);
+                return id;
+            }
+        }
+    }
+
     /// Resolves a node id of this trace.
     pub(crate) fn find(&self, id: &str) -> Option<u32> {
-        ShortId::parse(id).and_then(|s| self.index.get(&s).copied())
+        ShortId::parse(id).and_then(|s| self.find_id(s))
+    }
+
+    fn find_id(&self, id: ShortId) -> Option<u32> {
+        if let Some(&n) = self.index.get(&id) {
+            return Some(n);
+        }
+        // The index whose number this id would be.
+        let d = (id.number() + ID_SPACE - self.salt) % ID_SPACE;
+        let n = (u128::from(d) * u128::from(ID_STEP_INV) % u128::from(ID_SPACE)) as u64;
+        let n = u32::try_from(n).ok()?;
+        (self.nodes.get(n as usize)?.id == id).then_some(n)
     }
 
     /// The ids of the nodes at `idx`, in order.
@@ -268,5 +334,75 @@ impl Tree {
         }
         self.root = None;
         self.current.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NodeSpec {
+        NodeSpec::new(&1, NodeOptions::new()).unwrap()
+    }
+
+    #[test]
+    fn the_step_is_invertible() {
+        let p = u128::from(ID_STEP) * u128::from(ID_STEP_INV) % u128::from(ID_SPACE);
+        assert_eq!(p, 1);
+    }
+
+    #[test]
+    fn numbered_ids_are_unique_and_resolve_to_their_node() {
+        let mut t = Tree::default();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000u32 {
+            let parents: &[u32] = if i == 0 { &[] } else { &[0] };
+            assert_eq!(t.new_node(parents, spec(), 0), i);
+        }
+        for (i, n) in t.nodes.iter().enumerate() {
+            assert!(seen.insert(n.id), "duplicate id {:?}", n.id);
+            assert_eq!(t.find(n.id.as_str()), Some(i as u32));
+        }
+        assert!(t.index.is_empty(), "numbered ids need no index");
+        // An id of the right shape that no node has is not found.
+        let id5 = t.nodes[5].id.as_str().to_owned();
+        let last = if id5.ends_with('z') { "y" } else { "z" };
+        let other = format!("{}{last}", &id5[..11]);
+        assert_eq!(t.find(&other), None);
+        assert_eq!(t.find("not-an-id"), None);
+        // A new trace in the same tree numbers afresh (another salt).
+        let first = t.nodes[0].id;
+        t.reset();
+        t.new_node(&[], spec(), 0);
+        assert_ne!(t.nodes[0].id, first);
+        assert_eq!(t.find(first.as_str()), None);
+    }
+
+    #[test]
+    fn a_stored_node_with_the_next_number_is_not_shadowed() {
+        // Nodes of another trace, read back into a fresh tree.
+        let mut src = Tree::default();
+        for i in 0..3u32 {
+            let parents: &[u32] = if i == 0 { &[] } else { &[i - 1] };
+            src.new_node(parents, spec(), 0);
+        }
+        let stored: Vec<NodeRec> = std::mem::take(&mut src.nodes);
+        let ids: Vec<ShortId> = stored.iter().map(|n| n.id).collect();
+        let mut t = Tree::default();
+        for rec in stored {
+            t.restore_node(rec);
+        }
+        // The next number is the id of stored node 1.
+        t.next_number = ids[1].number();
+        let n = t.new_node(&[2], spec(), 0);
+        assert_eq!(n, 3);
+        let new_id = t.nodes[3].id;
+        assert!(!ids.contains(&new_id), "new node took a stored id");
+        for (i, id) in ids.iter().chain([&new_id]).enumerate() {
+            assert_eq!(t.find(id.as_str()), Some(i as u32), "{id:?}");
+        }
+        // Numbering goes on after the replacement.
+        let m = t.new_node(&[3], spec(), 0);
+        assert_eq!(t.find(t.nodes[m as usize].id.as_str()), Some(m));
     }
 }
