@@ -481,15 +481,19 @@ impl TraceState {
             let idx = self.new_node(&[], spec, ts);
             self.tree.root = Some(idx);
             self.status = TraceStatus::Running;
+            self.tree.current.clear();
             idx
         } else {
             if spec.auto_completes() {
                 self.auto_complete_current(ts);
             }
-            let parents = self.tree.current.clone();
-            self.new_node(&parents, spec, ts)
+            // The cursor moves to the new node: its old nodes are the parents.
+            let mut parents = std::mem::take(&mut self.tree.current);
+            let idx = self.new_node(&parents, spec, ts);
+            parents.clear();
+            self.tree.current = parents;
+            idx
         };
-        self.tree.current.clear();
         self.tree.current.push(idx);
         self.touch_info();
         self.emit_node_start(idx, ts);
