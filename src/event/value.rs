@@ -221,11 +221,17 @@ impl JsonMap {
     ///
     /// # Errors
     /// [`Error::InvalidValue`] when a value does not serialize.
+    #[inline]
     pub(crate) fn from_map(m: &serde_json::Map<String, serde_json::Value>) -> Result<JsonMap> {
-        let mut map = JsonMap::default();
+        // Most nodes have no metadata: built in place, no call.
         if m.is_empty() {
-            return Ok(map);
+            return Ok(JsonMap::default());
         }
+        JsonMap::encode(m)
+    }
+
+    fn encode(m: &serde_json::Map<String, serde_json::Value>) -> Result<JsonMap> {
+        let mut map = JsonMap::default();
         map.entries.reserve(m.len());
         for (k, v) in m {
             map.entries.push((k.clone(), json(v)?));
