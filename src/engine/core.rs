@@ -34,7 +34,8 @@ use crate::event::log::{EventLog, LogHost};
 use crate::event::value::Val;
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::Level;
-use crate::pool::{Dropped, SlotKey, SlotPool, lock};
+use crate::pool::{SlotKey, SlotPool, lock};
+use crate::trace::lease::{Dropped, Pin};
 use crate::spin_lock::SpinGuard;
 use crate::trace::TraceSlot;
 use crate::trace::persist::WriteScratch;
@@ -678,10 +679,43 @@ impl Core {
 
     /// A handle of `(idx, generation)` was dropped: the last one releases
     /// the trace (unless it stays loaded without handles).
-    pub(crate) fn drop_handle(&self, key: SlotKey) {
-        if self.pool.get(key.idx).lease.drop_handle(key.generation) == Dropped::Last {
+    ///
+    /// Returns what the slot's engine reference needs: the caller gives it
+    /// back ([`Engine::give_back_pin`](super::Engine::give_back_pin)) after
+    /// this returns, when it was the last handle of the slot.
+    pub(crate) fn drop_handle(&self, key: SlotKey) -> Pin {
+        let slot = self.pool.get(key.idx);
+        let mut st = slot.state.lock();
+        let (outcome, pin) = st.lease.drop_handle(key.generation);
+        if st.lease.keeper_without_handles() {
+            slot.idle_keeper.store(true, Ordering::Relaxed);
+        }
+        drop(st);
+        if outcome == Dropped::Last {
             let _ = self.release_slot(key.idx, key.generation, ReleaseKind::Auto);
         }
+        pin
+    }
+
+    /// Counts a handle made from an existing one of slot `key` (a clone).
+    pub(crate) fn add_handle(&self, key: SlotKey) {
+        self.pool
+            .get(key.idx)
+            .state
+            .lock()
+            .lease
+            .add_handle(key.generation);
+    }
+
+    /// Ends the checkout of `generation` of slot `idx` (an explicit release,
+    /// shutdown). `true` if this call ended it: the caller releases the slot.
+    pub(crate) fn close_lease(&self, idx: u32, generation: u64) -> bool {
+        let slot = self.pool.get(idx);
+        let closed = slot.state.lock().lease.close(generation);
+        if closed {
+            slot.idle_keeper.store(false, Ordering::Relaxed);
+        }
+        closed
     }
 
     /// Collects the counters of every loaded trace (for `flush`: counters
@@ -730,11 +764,11 @@ impl Core {
         let now = now_ms();
         for idx in self.pool.indices() {
             let slot = self.pool.get(idx);
-            if !slot.lease.keeper_without_handles() {
+            if !slot.idle_keeper.load(Ordering::Relaxed) {
                 continue;
             }
             let generation = {
-                let st = slot.state.lock();
+                let mut st = slot.state.lock();
                 if st.phase != Phase::Live {
                     continue;
                 }
@@ -742,11 +776,14 @@ impl Core {
                 if now.saturating_sub(last) < timeout_ms {
                     continue;
                 }
-                st.generation
+                let generation = st.generation;
+                if !st.lease.close_if_unused(generation) {
+                    continue;
+                }
+                slot.idle_keeper.store(false, Ordering::Relaxed);
+                generation
             };
-            if slot.lease.close_if_unused(generation) {
-                let _ = self.release_slot(idx, generation, ReleaseKind::Idle);
-            }
+            let _ = self.release_slot(idx, generation, ReleaseKind::Idle);
         }
     }
 

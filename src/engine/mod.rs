@@ -47,6 +47,7 @@ use crate::options::TraceOptions;
 use crate::pool::SlotKey;
 use crate::pool::{SlotPool, lock};
 use crate::trace::TraceSlot;
+use crate::trace::lease::Pin;
 use crate::trace::state::Limits;
 pub(crate) use builder::Config; // otel-hook: (was a private `use`)
 use core::{Counters, ReleaseKind};
@@ -95,7 +96,7 @@ impl EngineInner {
             return false;
         }
         for (_, (idx, generation)) in core.registry.loaded_entries() {
-            if core.pool.get(idx).lease.close(generation) {
+            if core.close_lease(idx, generation) {
                 let _ = core.release_slot(idx, generation, ReleaseKind::Shutdown);
             }
         }
@@ -283,6 +284,43 @@ impl Engine {
         &self.inner.core
     }
 
+    /// This engine, as a value that owns no reference count (a handle's):
+    /// it must not be dropped, only forgotten.
+    ///
+    /// # Safety
+    /// The engine must stay alive for as long as the alias is used: a
+    /// handle's alias is covered by the reference its slot holds while any
+    /// handle refers to it (see `trace::lease`).
+    pub(crate) unsafe fn alias(&self) -> std::mem::ManuallyDrop<Engine> {
+        // SAFETY: the pointer comes from a live `Arc`; the alias is never
+        // dropped (ManuallyDrop), so the count is not decremented for it.
+        std::mem::ManuallyDrop::new(Engine {
+            inner: unsafe { Arc::from_raw(Arc::as_ptr(&self.inner)) },
+        })
+    }
+
+    /// Takes the slot's reference to the engine when its lease says so.
+    pub(crate) fn take_pin(&self, pin: Pin) {
+        if pin == Pin::Take {
+            // SAFETY: `self` is a live `Arc` (the count is at least one).
+            unsafe { Arc::increment_strong_count(Arc::as_ptr(&self.inner)) };
+        }
+    }
+
+    /// Gives a slot's reference to the engine back when its lease says so.
+    /// This may drop the engine (shut it down, free it): the caller must
+    /// not use `self` (nor anything of the engine) afterwards.
+    ///
+    /// # Safety
+    /// The slot took a reference ([`take_pin`](Engine::take_pin)) that was
+    /// not given back yet; `self` may be the handle's alias.
+    pub(crate) unsafe fn give_back_pin(&self, pin: Pin) {
+        if pin == Pin::GiveBack {
+            // SAFETY: the slot's reference, taken by `take_pin`.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.inner)) };
+        }
+    }
+
     pub(crate) fn check_running(&self) -> Result<()> {
         if self.core().shut.load(Ordering::Relaxed) {
             Err(Error::ShutDown)
@@ -383,7 +421,9 @@ impl Engine {
         };
         match id {
             Ok(id) => {
-                slot.lease.open(generation, opts.keep_loaded, 1);
+                let pin = st.lease.open(generation, opts.keep_loaded, 1);
+                self.take_pin(pin);
+                slot.idle_keeper.store(false, Ordering::Relaxed);
                 st.start(id, opts, now);
                 st.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
@@ -405,8 +445,11 @@ impl Engine {
         let core = self.core();
         let (idx, generation) = core.registry.loaded(&tid)?;
         let slot = core.pool.get(idx);
-        if !slot.lease.acquire(generation) {
-            return None;
+        {
+            let mut st = slot.state.lock();
+            let pin = st.lease.acquire(generation)?;
+            self.take_pin(pin);
+            slot.idle_keeper.store(false, Ordering::Relaxed);
         }
         slot.last_load.store(now_ms(), Ordering::Relaxed);
         Some(Checkout::new(idx, generation, tid))
@@ -543,7 +586,9 @@ impl Engine {
         let generation = st.generation;
         if core.registry.insert_if_absent(tid, (idx, generation)) {
             st.lease_held = st.limits.leases; // redis-hook
-            slot.lease.open(generation, false, 1);
+            let pin = st.lease.open(generation, false, 1);
+            self.take_pin(pin);
+            slot.idle_keeper.store(false, Ordering::Relaxed);
             slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
             return Ok(Checkout::new(idx, generation, tid));
@@ -694,7 +739,7 @@ impl Engine {
         let tid = TraceId::parse(id)?;
         let core = self.core();
         let (idx, generation) = core.registry.loaded(&tid).ok_or(Error::NotLoaded)?;
-        if !core.pool.get(idx).lease.close(generation) {
+        if !core.close_lease(idx, generation) {
             return Err(Error::NotLoaded);
         }
         match core.release_slot(idx, generation, ReleaseKind::Explicit) {
@@ -708,7 +753,7 @@ impl Engine {
     pub(crate) fn release_handle(&self, key: SlotKey) -> Result<()> {
         self.check_running()?;
         let core = self.core();
-        if !core.pool.get(key.idx).lease.close(key.generation) {
+        if !core.close_lease(key.idx, key.generation) {
             return Err(Error::Released);
         }
         core.release_slot(key.idx, key.generation, ReleaseKind::Explicit)
@@ -771,7 +816,7 @@ impl Engine {
         let mut never_written = false;
         let mut entry = core.registry.get(tid);
         if let Some(Entry::Loaded((idx, generation))) = entry {
-            if core.pool.get(idx).lease.close(generation)
+            if core.close_lease(idx, generation)
                 && let Ok(r) = core.release_slot(idx, generation, ReleaseKind::Explicit)
             {
                 known = true;

@@ -9,7 +9,7 @@ use crate::options::TraceOptions;
 impl Engine {
     /// A handle of a checked-out slot.
     pub(super) fn wrap(&self, c: Checkout) -> Trace {
-        Trace::new(self.clone(), c.key, c.id)
+        Trace::new(self, c.key, c.id)
     }
 
     /// Creates a trace in a free slot and emits its `init` event.

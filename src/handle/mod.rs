@@ -51,6 +51,8 @@ mod trace;
 pub use node::Node;
 pub use trace::Trace;
 
+use std::mem::ManuallyDrop;
+
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::event::value::{self, Val};
@@ -58,32 +60,35 @@ use crate::model::Level;
 use crate::pool::SlotKey;
 use crate::trace::state::{Target, TraceState};
 
-/// What every handle is: an engine and the key of its trace's slot. Its
-/// clones count in the slot's lease; dropping it uncounts.
+/// What every handle is: an engine and the key of its trace's slot. Every
+/// handle counts in its slot's lease (`trace::lease`); dropping it uncounts.
+///
+/// The engine is an alias that owns no reference count: the slot holds one
+/// reference to the engine for as long as any handle refers to it, so a
+/// handle costs no atomic operation on the engine's shared count (a node
+/// added is counted under the slot's lock the add holds anyway).
 struct HandleCore {
-    engine: Engine,
+    engine: ManuallyDrop<Engine>,
     key: SlotKey,
 }
 
 impl HandleCore {
-    /// Wraps a key whose lease the caller already counted.
-    fn counted(engine: Engine, key: SlotKey) -> HandleCore {
-        HandleCore { engine, key }
+    /// Wraps a key whose lease already counts this handle (and whose slot
+    /// holds its engine reference).
+    fn counted(engine: &Engine, key: SlotKey) -> HandleCore {
+        HandleCore {
+            // SAFETY: the slot's engine reference outlives this handle: it
+            // is given back only when the last handle of the slot drops.
+            engine: unsafe { engine.alias() },
+            key,
+        }
     }
 
     /// Counts another handle of this trace (a clone of a released handle is
     /// just as stale as the original).
     fn acquire(&self) -> HandleCore {
-        self.engine
-            .core()
-            .pool
-            .get(self.key.idx)
-            .lease
-            .acquire(self.key.generation);
-        HandleCore {
-            engine: self.engine.clone(),
-            key: self.key,
-        }
+        self.engine.core().add_handle(self.key);
+        HandleCore::counted(&self.engine, self.key)
     }
 
     /// Runs `f` on the trace's state under its slot lock.
@@ -106,7 +111,10 @@ impl HandleCore {
 
 impl Drop for HandleCore {
     fn drop(&mut self) {
-        self.engine.core().drop_handle(self.key);
+        let pin = self.engine.core().drop_handle(self.key);
+        // SAFETY: the slot's reference is given back only by the last
+        // handle of the slot, and nothing of the engine is used after it.
+        unsafe { self.engine.give_back_pin(pin) };
     }
 }
 

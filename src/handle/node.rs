@@ -68,18 +68,14 @@ impl Clone for Node {
 }
 
 impl Node {
-    /// A new handle of node `node` (counted in the trace's lease).
-    pub(crate) fn counted(engine: Engine, key: SlotKey, node: u32, id: ShortId) -> Node {
-        engine
-            .core()
-            .pool
-            .get(key.idx)
-            .lease
-            .acquire(key.generation);
+    /// A new handle of node `node` of the trace whose state `st` is (locked
+    /// by the caller, who holds a handle of it): counted in its lease.
+    pub(crate) fn counted(engine: &Engine, key: SlotKey, st: &mut TraceState, node: u32) -> Node {
+        st.lease.add_handle(key.generation);
         Node {
             core: HandleCore::counted(engine, key),
             node,
-            id,
+            id: st.tree.node(node).id,
         }
     }
 
@@ -87,13 +83,8 @@ impl Node {
         self.core.with(f)
     }
 
-    fn handle(&self, st: &TraceState, n: u32) -> Node {
-        Node::counted(
-            self.core.engine.clone(),
-            self.core.key,
-            n,
-            st.tree.node(n).id,
-        )
+    fn handle(&self, st: &mut TraceState, n: u32) -> Node {
+        Node::counted(&self.core.engine, self.core.key, st, n)
     }
 
     // otel-hook: (engine, slot, generation): the checkout of this handle (step guards).

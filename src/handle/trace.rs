@@ -81,7 +81,7 @@ impl Clone for Trace {
 
 impl Trace {
     /// Wraps a handle whose lease the caller already counted.
-    pub(crate) fn new(engine: Engine, key: SlotKey, id: TraceId) -> Trace {
+    pub(crate) fn new(engine: &Engine, key: SlotKey, id: TraceId) -> Trace {
         Trace {
             core: HandleCore::counted(engine, key),
             id,
@@ -92,13 +92,8 @@ impl Trace {
         self.core.with(f)
     }
 
-    fn node_handle(&self, st: &TraceState, n: u32) -> Node {
-        Node::counted(
-            self.core.engine.clone(),
-            self.core.key,
-            n,
-            st.tree.node(n).id,
-        )
+    fn node_handle(&self, st: &mut TraceState, n: u32) -> Node {
+        Node::counted(&self.core.engine, self.core.key, st, n)
     }
 
     // otel-hook: (engine, slot, generation): the checkout of this handle (step guards).

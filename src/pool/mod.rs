@@ -1,6 +1,6 @@
 //! The slot pool: slots preallocated at build time, a lock-free free list of
-//! their indices, the lease of each checkout, the queue of callers waiting
-//! for a slot, and the exhaustion policy.
+//! their indices, the queue of callers waiting for a slot, and the
+//! exhaustion policy.
 //!
 //! A slot is checked out by `create`/`open`, and checked back in once its
 //! occupant was released and reset. Between the two it is *in use*, and
@@ -14,11 +14,10 @@
 //! refer to it by index plus generation.
 //!
 //! This module is generic over what a slot holds: it owns storage, checkout
-//! and checkin, leases and waiting, not the trace state (that is
-//! `crate::trace`'s), and it never resets a slot itself.
+//! and checkin and waiting, not the trace state nor the handles that refer
+//! to a slot (those are `crate::trace`'s), and it never resets a slot itself.
 
 mod free_list;
-pub(crate) mod lease;
 mod waiters;
 
 use std::future::{Future, poll_fn};
@@ -30,7 +29,6 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::loom::AtomicU32;
 use free_list::{FreeList, Links, NIL};
-pub(crate) use lease::{Dropped, Lease};
 use waiters::Waiters;
 
 /// What `create`/`open` do when every slot is in use.
@@ -62,7 +60,7 @@ pub(crate) struct SlotKey {
     pub(crate) generation: u64,
 }
 
-/// One slot: what it holds, its free-list link and the lease of its checkout.
+/// One slot: what it holds and its free-list link.
 ///
 /// Aligned to 128 bytes (two cache lines, the prefetcher's pair), so that
 /// two threads on neighbouring slots never share a line, whatever the size
@@ -72,8 +70,6 @@ pub(crate) struct SlotKey {
 pub(crate) struct Slot<T> {
     value: T,
     next_free: AtomicU32,
-    /// Handles of the current checkout (see [`lease`]).
-    pub(crate) lease: Lease,
 }
 
 impl<T> std::ops::Deref for Slot<T> {
@@ -194,7 +190,6 @@ impl<T> SlotPool<T> {
             .map(|_| Slot {
                 value: (self.make)(),
                 next_free: AtomicU32::new(NIL),
-                lease: Lease::new(),
             })
             .collect();
         if self.chunks[k].set(slots).is_err() {

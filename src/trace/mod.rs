@@ -1,9 +1,11 @@
 //! The state of a trace as a pool slot holds it: [`state::TraceState`]
 //! and what it is made of — the node [`tree`], the in-memory [`logs`], the
 //! [`spaces`] — plus [`persist`]ence (what is queued for the driver, and
-//! rebuilding a trace from storage). The event log itself is
+//! rebuilding a trace from storage) and the slot's [`lease`] (the handles
+//! that refer to it). The event log itself is
 //! `crate::event::log`'s; the handles callers hold are `crate::handle`'s.
 
+pub(crate) mod lease;
 pub(crate) mod logs;
 pub(crate) mod payload;
 pub(crate) mod persist;
@@ -14,7 +16,7 @@ pub(crate) mod tree;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crate::spin_lock::SpinLock;
@@ -37,6 +39,9 @@ pub(crate) struct TraceSlot {
     /// When the occupant was last obtained through `load`/`open` (ms since
     /// the epoch), for idle reaping of traces that stay loaded without handles.
     pub(crate) last_load: AtomicI64,
+    /// The occupant stays loaded without handles and has none now (as its
+    /// lease last said): idle reaping looks at these slots only.
+    pub(crate) idle_keeper: AtomicBool,
 }
 
 impl TraceSlot {
@@ -46,6 +51,7 @@ impl TraceSlot {
             io: Mutex::new(()),
             released: AtomicU64::new(0),
             last_load: AtomicI64::new(0),
+            idle_keeper: AtomicBool::new(false),
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::event::value::Val;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use super::lease::Lease;
 use super::logs::{LogRec, Logs};
 use super::payload::TraceSource;
 use super::persist::EncodedLines;
@@ -141,6 +142,9 @@ pub(crate) struct TraceState {
     pub(crate) spaces: Spaces,
     /// The events: numbering, history, write-behind queue, readers.
     pub(crate) events: EventLog,
+    /// The handles that refer to this slot. Survives resets: handles of
+    /// earlier occupants stay counted until they are dropped.
+    pub(crate) lease: Lease,
     /// Log lines that left memory before they were handed to the driver,
     /// already encoded (persistent drivers only).
     pub(crate) unflushed_lines: EncodedLines,
@@ -199,6 +203,7 @@ impl TraceState {
             logs: Logs::default(),
             spaces: Spaces::default(),
             events: EventLog::new(limits.log(), pending_total),
+            lease: Lease::default(),
             unflushed_lines: EncodedLines::default(),
             queued: false,
             queued_epoch: 0,
