@@ -35,9 +35,9 @@ use crate::event::value::Val;
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::Level;
 use crate::pool::{SlotKey, SlotPool, lock};
-use crate::trace::lease::{Dropped, Pin};
 use crate::spin_lock::SpinGuard;
 use crate::trace::TraceSlot;
+use crate::trace::lease::{Dropped, Pin};
 use crate::trace::persist::WriteScratch;
 use crate::trace::state::{Phase, Target, TraceState};
 

@@ -223,7 +223,15 @@ mod tests {
         let mut l = Lease::default();
         assert_eq!(l.open(4, false, 1), Pin::Take);
         l.add_handle(4); // a node
-        assert_eq!(l.drop_handle(4), (Dropped::Still, Pin::Unchanged), "the trace handle");
-        assert_eq!(l.drop_handle(4), (Dropped::Last, Pin::GiveBack), "the node was the last");
+        assert_eq!(
+            l.drop_handle(4),
+            (Dropped::Still, Pin::Unchanged),
+            "the trace handle"
+        );
+        assert_eq!(
+            l.drop_handle(4),
+            (Dropped::Last, Pin::GiveBack),
+            "the node was the last"
+        );
     }
 }
