@@ -53,7 +53,7 @@ impl TraceSnapshot {
 }
 
 /// Hands a trace being released to the observer, if one is configured
-/// (called by `Core::release_slot` under the slot's lock).
+/// (called by `Core::release_locked` under the slot's lock).
 pub(crate) fn on_release(
     observer: &Option<Arc<dyn ReleaseObserver>>,
     st: &TraceState,

@@ -587,20 +587,21 @@ impl Core {
     }
 
     /// Releases the live trace at `(idx, generation)`, whose lease the caller
-    /// ended: detaches its subscribers (each gets every event emitted before
-    /// this, then its stream ends), unregisters it, and resets the slot at
-    /// once or leaves it draining for its worker. No I/O.
+    /// ended under the slot's lock, which it still holds (`st`, the state of
+    /// slot `idx`): detaches its subscribers (each gets every event emitted
+    /// before this, then its stream ends), unregisters it, and resets the
+    /// slot at once or leaves it draining for its worker. No I/O.
     ///
     /// # Errors
     /// `Released` if that trace is not live (already released).
-    pub(crate) fn release_slot(
+    pub(crate) fn release_locked(
         &self,
         idx: u32,
         generation: u64,
         kind: ReleaseKind,
+        mut st: SpinGuard<'_, TraceState>,
     ) -> Result<Released> {
         let slot = self.pool.get(idx);
-        let mut st = slot.state.lock();
         if !st.is_live(generation) {
             return Err(Error::Released);
         }
@@ -687,12 +688,11 @@ impl Core {
         let slot = self.pool.get(key.idx);
         let mut st = slot.state.lock();
         let (outcome, pin) = st.lease.drop_handle(key.generation);
-        if st.lease.keeper_without_handles() {
-            slot.idle_keeper.store(true, Ordering::Relaxed);
-        }
-        drop(st);
         if outcome == Dropped::Last {
-            let _ = self.release_slot(key.idx, key.generation, ReleaseKind::Auto);
+            // Released in the same critical section that ended the checkout.
+            let _ = self.release_locked(key.idx, key.generation, ReleaseKind::Auto, st);
+        } else if st.lease.keeper_without_handles() {
+            slot.idle_keeper.store(true, Ordering::Relaxed);
         }
         pin
     }
@@ -707,15 +707,22 @@ impl Core {
             .add_handle(key.generation);
     }
 
-    /// Ends the checkout of `generation` of slot `idx` (an explicit release,
-    /// shutdown). `true` if this call ended it: the caller releases the slot.
-    pub(crate) fn close_lease(&self, idx: u32, generation: u64) -> bool {
+    /// Ends the checkout of `generation` of slot `idx` and releases the slot
+    /// (an explicit release, shutdown), in one critical section. `None` if
+    /// that checkout was already over.
+    pub(crate) fn close_and_release(
+        &self,
+        idx: u32,
+        generation: u64,
+        kind: ReleaseKind,
+    ) -> Option<Result<Released>> {
         let slot = self.pool.get(idx);
-        let closed = slot.state.lock().lease.close(generation);
-        if closed {
-            slot.idle_keeper.store(false, Ordering::Relaxed);
+        let mut st = slot.state.lock();
+        if !st.lease.close(generation) {
+            return None;
         }
-        closed
+        slot.idle_keeper.store(false, Ordering::Relaxed);
+        Some(self.release_locked(idx, generation, kind, st))
     }
 
     /// Collects the counters of every loaded trace (for `flush`: counters
@@ -767,23 +774,20 @@ impl Core {
             if !slot.idle_keeper.load(Ordering::Relaxed) {
                 continue;
             }
-            let generation = {
-                let mut st = slot.state.lock();
-                if st.phase != Phase::Live {
-                    continue;
-                }
-                let last = st.updated_at.max(slot.last_load.load(Ordering::Relaxed));
-                if now.saturating_sub(last) < timeout_ms {
-                    continue;
-                }
-                let generation = st.generation;
-                if !st.lease.close_if_unused(generation) {
-                    continue;
-                }
-                slot.idle_keeper.store(false, Ordering::Relaxed);
-                generation
-            };
-            let _ = self.release_slot(idx, generation, ReleaseKind::Idle);
+            let mut st = slot.state.lock();
+            if st.phase != Phase::Live {
+                continue;
+            }
+            let last = st.updated_at.max(slot.last_load.load(Ordering::Relaxed));
+            if now.saturating_sub(last) < timeout_ms {
+                continue;
+            }
+            let generation = st.generation;
+            if !st.lease.close_if_unused(generation) {
+                continue;
+            }
+            slot.idle_keeper.store(false, Ordering::Relaxed);
+            let _ = self.release_locked(idx, generation, ReleaseKind::Idle, st);
         }
     }
 

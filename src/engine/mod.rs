@@ -96,9 +96,7 @@ impl EngineInner {
             return false;
         }
         for (_, (idx, generation)) in core.registry.loaded_entries() {
-            if core.close_lease(idx, generation) {
-                let _ = core.release_slot(idx, generation, ReleaseKind::Shutdown);
-            }
+            let _ = core.close_and_release(idx, generation, ReleaseKind::Shutdown);
         }
         true
     }
@@ -739,13 +737,10 @@ impl Engine {
         let tid = TraceId::parse(id)?;
         let core = self.core();
         let (idx, generation) = core.registry.loaded(&tid).ok_or(Error::NotLoaded)?;
-        if !core.close_lease(idx, generation) {
-            return Err(Error::NotLoaded);
-        }
-        match core.release_slot(idx, generation, ReleaseKind::Explicit) {
-            Ok(_) => Ok(()),
-            Err(Error::Released) => Err(Error::NotLoaded),
-            Err(e) => Err(e),
+        match core.close_and_release(idx, generation, ReleaseKind::Explicit) {
+            None | Some(Err(Error::Released)) => Err(Error::NotLoaded),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e),
         }
     }
 
@@ -753,11 +748,10 @@ impl Engine {
     pub(crate) fn release_handle(&self, key: SlotKey) -> Result<()> {
         self.check_running()?;
         let core = self.core();
-        if !core.close_lease(key.idx, key.generation) {
-            return Err(Error::Released);
+        match core.close_and_release(key.idx, key.generation, ReleaseKind::Explicit) {
+            None => Err(Error::Released),
+            Some(r) => r.map(|_| ()),
         }
-        core.release_slot(key.idx, key.generation, ReleaseKind::Explicit)
-            .map(|_| ())
     }
 
     /// Releases the trace if loaded and deletes everything storage holds for
@@ -816,9 +810,7 @@ impl Engine {
         let mut never_written = false;
         let mut entry = core.registry.get(tid);
         if let Some(Entry::Loaded((idx, generation))) = entry {
-            if core.close_lease(idx, generation)
-                && let Ok(r) = core.release_slot(idx, generation, ReleaseKind::Explicit)
-            {
+            if let Some(Ok(r)) = core.close_and_release(idx, generation, ReleaseKind::Explicit) {
                 known = true;
                 never_written = r.never_written && !r.draining;
             }
