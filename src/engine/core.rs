@@ -688,11 +688,10 @@ impl Core {
         let slot = self.pool.get(key.idx);
         let mut st = slot.state.lock();
         let (outcome, pin) = st.lease.drop_handle(key.generation);
+        slot.note_lease(&st.lease);
         if outcome == Dropped::Last {
             // Released in the same critical section that ended the checkout.
             let _ = self.release_locked(key.idx, key.generation, ReleaseKind::Auto, st);
-        } else if st.lease.keeper_without_handles() {
-            slot.idle_keeper.store(true, Ordering::Relaxed);
         }
         pin
     }
@@ -721,7 +720,7 @@ impl Core {
         if !st.lease.close(generation) {
             return None;
         }
-        slot.idle_keeper.store(false, Ordering::Relaxed);
+        slot.note_lease(&st.lease);
         Some(self.release_locked(idx, generation, kind, st))
     }
 
@@ -786,7 +785,7 @@ impl Core {
             if !st.lease.close_if_unused(generation) {
                 continue;
             }
-            slot.idle_keeper.store(false, Ordering::Relaxed);
+            slot.note_lease(&st.lease);
             let _ = self.release_locked(idx, generation, ReleaseKind::Idle, st);
         }
     }

@@ -421,7 +421,7 @@ impl Engine {
             Ok(id) => {
                 let pin = st.lease.open(generation, opts.keep_loaded, 1);
                 self.take_pin(pin);
-                slot.idle_keeper.store(false, Ordering::Relaxed);
+                slot.note_lease(&st.lease);
                 st.start(id, opts, now);
                 st.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
@@ -447,7 +447,7 @@ impl Engine {
             let mut st = slot.state.lock();
             let pin = st.lease.acquire(generation)?;
             self.take_pin(pin);
-            slot.idle_keeper.store(false, Ordering::Relaxed);
+            slot.note_lease(&st.lease);
         }
         slot.last_load.store(now_ms(), Ordering::Relaxed);
         Some(Checkout::new(idx, generation, tid))
@@ -586,7 +586,7 @@ impl Engine {
             st.lease_held = st.limits.leases; // redis-hook
             let pin = st.lease.open(generation, false, 1);
             self.take_pin(pin);
-            slot.idle_keeper.store(false, Ordering::Relaxed);
+            slot.note_lease(&st.lease);
             slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
             return Ok(Checkout::new(idx, generation, tid));

@@ -16,7 +16,7 @@ pub(crate) mod tree;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::spin_lock::SpinLock;
@@ -40,7 +40,8 @@ pub(crate) struct TraceSlot {
     /// the epoch), for idle reaping of traces that stay loaded without handles.
     pub(crate) last_load: AtomicI64,
     /// The occupant stays loaded without handles and has none now (as its
-    /// lease last said): idle reaping looks at these slots only.
+    /// lease last said, see [`TraceSlot::note_lease`]): idle reaping looks at
+    /// these slots only, without their locks.
     pub(crate) idle_keeper: AtomicBool,
 }
 
@@ -52,6 +53,16 @@ impl TraceSlot {
             released: AtomicU64::new(0),
             last_load: AtomicI64::new(0),
             idle_keeper: AtomicBool::new(false),
+        }
+    }
+
+    /// Copies what `lease` (this slot's, under its lock) says about idle
+    /// reaping into the lock-free hint; called after every change of the
+    /// lease that can change it. Writes only on a change.
+    pub(crate) fn note_lease(&self, lease: &lease::Lease) {
+        let idle = lease.keeper_without_handles();
+        if self.idle_keeper.load(Ordering::Relaxed) != idle {
+            self.idle_keeper.store(idle, Ordering::Relaxed);
         }
     }
 }
