@@ -68,6 +68,7 @@ mod options;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod pool;
+mod ring;
 mod spin_lock;
 mod step;
 mod subscribe;

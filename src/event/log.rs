@@ -42,6 +42,7 @@ use super::wire::ARENA_CHUNK;
 use super::wire_buf::{RefCache, WireArena};
 use super::{Cursor, Delivery, Event, EventKind};
 use crate::error::{Error, Result};
+use crate::ring::Ring;
 
 /// The bounds of one log, from the engine builder.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +113,7 @@ pub(crate) struct Detached {
 /// its readers that had not read all of it.
 #[derive(Debug)]
 pub(crate) struct Frozen {
-    entries: VecDeque<Entry>,
+    entries: Ring<Entry>,
     /// One past the newest seq.
     end: u64,
     bound: u64,
@@ -145,7 +146,7 @@ pub(crate) struct ReadResult {
 
 /// A view of retained entries: `entries` hold seqs `[end - len, end)`.
 struct View<'a> {
-    entries: &'a VecDeque<Entry>,
+    entries: &'a Ring<Entry>,
     end: u64,
     bound: u64,
 }
@@ -234,7 +235,7 @@ impl View<'_> {
 #[derive(Debug)]
 pub(crate) struct EventLog {
     lim: LogLimits,
-    history: VecDeque<Entry>,
+    history: Ring<Entry>,
     next_seq: u64,
     /// Timestamp of the newest event evicted from history (for time cursors).
     evicted_max_ts: i64,
@@ -280,7 +281,7 @@ impl EventLog {
     pub(crate) fn new(lim: LogLimits, pending_total: Arc<AtomicUsize>) -> EventLog {
         EventLog {
             lim,
-            history: VecDeque::new(),
+            history: Ring::new(),
             next_seq: 1,
             evicted_max_ts: i64::MIN,
             arena: WireArena::new(),
@@ -305,42 +306,48 @@ impl EventLog {
     }
 
     /// Appends an event: numbers and records it, retains it, queues it for
-    /// the driver, and readies the wakers of waiting readers. `src` encodes
-    /// a record that leaves the history before the driver took it. Returns
-    /// its seq.
+    /// the driver, and readies the wakers of waiting readers. `make` builds
+    /// its payload, called only once everything that may need memory or
+    /// call out is done, so that the record is built in its slot of the
+    /// history (see `Ring::push_back_with`). `src` encodes a record that
+    /// leaves the history before the driver took it. Returns its seq.
     #[inline(always)]
     pub(crate) fn push(
         &mut self,
         kind: EventKind,
         ts: i64,
-        payload: PayloadRec,
+        make: impl FnOnce() -> PayloadRec,
         src: &dyn Source,
     ) -> u64 {
         let seq = self.next_seq;
-        let rec = Record {
-            seq,
-            ts,
-            kind,
-            payload,
-        };
-        #[cfg(test)]
-        if let Some(eager) = &mut self.eager {
-            eager.push(encode(&mut WireArena::new(), &rec, src));
-        }
-        if self.lim.persists {
-            if self.pending_len() >= self.lim.pending {
-                // The driver is not keeping up and the bound is reached: drop
-                // the oldest queued write and count it (never silent, never
-                // unbounded).
-                self.drop_oldest_pending(src);
-            }
-            self.pending_bytes += rec.approx_len(src);
+        if self.lim.persists && self.pending_len() >= self.lim.pending {
+            // The driver is not keeping up and the bound is reached: drop
+            // the oldest queued write and count it (never silent, never
+            // unbounded).
+            self.drop_oldest_pending(src);
         }
         if self.history.len() >= self.lim.history.max(1) {
             self.evict_oldest(src);
         }
         self.next_seq += 1;
-        self.history.push_back(Entry::Rec(rec));
+        let entry = self.history.push_back_with(|| {
+            Entry::Rec(Record {
+                seq,
+                ts,
+                kind,
+                payload: make(),
+            })
+        });
+        let Entry::Rec(rec) = entry else {
+            unreachable!("just recorded")
+        };
+        #[cfg(test)]
+        if let Some(eager) = &mut self.eager {
+            eager.push(encode(&mut WireArena::new(), rec, src));
+        }
+        if self.lim.persists {
+            self.pending_bytes += rec.payload.approx_len(src);
+        }
         if !self.lim.persists {
             self.unsent_from = self.next_seq;
         } else {
@@ -379,7 +386,8 @@ impl EventLog {
                     ev
                 }
                 Entry::Rec(r) => {
-                    self.pending_bytes = self.pending_bytes.saturating_sub(r.approx_len(src));
+                    self.pending_bytes =
+                        self.pending_bytes.saturating_sub(r.payload.approx_len(src));
                     encode(&mut self.arena, &r, src)
                 }
             };
@@ -409,7 +417,7 @@ impl EventLog {
             ev.bytes.len()
         } else if self.unsent_from < self.next_seq {
             let n = self.entry(self.unsent_from).map_or(0, |e| match e {
-                Entry::Rec(r) => r.approx_len(src),
+                Entry::Rec(r) => r.payload.approx_len(src),
                 Entry::Wire(ev) => ev.bytes.len(),
             });
             self.unsent_from += 1;
@@ -484,7 +492,7 @@ impl EventLog {
             return;
         }
         let (a, b) = ((from - oldest) as usize, (to - oldest) as usize);
-        for e in self.history.range_mut(a..b) {
+        for e in self.history.range_mut(a, b) {
             if let Entry::Rec(r) = e {
                 let ev = encode(&mut self.arena, r, src);
                 *e = Entry::Wire(ev);

@@ -66,6 +66,7 @@ use super::Event;
 use super::log::ReaderCursor;
 use super::record::Entry;
 use crate::loom::{Arc, AtomicU64, AtomicUsize, Mutex, UnsafeCell};
+use crate::ring::Ring;
 
 /// Entries per block.
 #[cfg(not(tracepool_loom))]
@@ -287,7 +288,7 @@ impl Publisher {
     /// from `from` on, as far as they are encoded and contiguous with what
     /// is published (a gap restarts publication at `from`); `bound` is the
     /// lag bound.
-    pub(crate) fn publish(&mut self, from: u64, history: &VecDeque<Entry>, end: u64, bound: u64) {
+    pub(crate) fn publish(&mut self, from: u64, history: &Ring<Entry>, end: u64, bound: u64) {
         let oldest = end - history.len() as u64;
         let from = from.max(oldest);
         if self.blocks.is_empty() || self.hi < from || self.hi > end {
@@ -448,7 +449,7 @@ mod tests {
     }
 
     /// Appends seqs up to `end - 1` to `h` (encoded), evicting down to `keep`.
-    fn grow(h: &mut VecDeque<Entry>, end: &mut u64, to: u64, keep: usize) {
+    fn grow(h: &mut Ring<Entry>, end: &mut u64, to: u64, keep: usize) {
         while *end < to {
             h.push_back(Entry::Wire(test_event(*end, *end as i64)));
             *end += 1;
@@ -460,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_reader_follows_published_blocks_without_the_lock() {
-        let (mut p, mut h, mut end) = (Publisher::default(), VecDeque::new(), 1);
+        let (mut p, mut h, mut end) = (Publisher::default(), Ring::new(), 1);
         grow(&mut h, &mut end, 2, 10_000);
         p.publish(1, &h, end, 1_000);
         let mut pin = pinned(&p, 1);
@@ -480,7 +481,7 @@ mod tests {
 
     #[test]
     fn lock_free_reads_apply_the_lag_rule() {
-        let (mut p, mut h, mut end) = (Publisher::default(), VecDeque::new(), 1);
+        let (mut p, mut h, mut end) = (Publisher::default(), Ring::new(), 1);
         grow(&mut h, &mut end, 11, 10_000);
         p.publish(1, &h, end, 4);
         let mut pin = pinned(&p, 1);
@@ -516,7 +517,7 @@ mod tests {
 
     #[test]
     fn blocks_are_reused_only_when_no_reader_holds_them() {
-        let (mut p, mut h, mut end) = (Publisher::default(), VecDeque::new(), 1);
+        let (mut p, mut h, mut end) = (Publisher::default(), Ring::new(), 1);
         grow(&mut h, &mut end, 2, 10_000);
         p.publish(1, &h, end, 1_000);
         let mut held = None;
@@ -543,7 +544,7 @@ mod tests {
         assert_eq!(marks.end.load(Ordering::Relaxed), far, "not reset");
         drop((pin, marks));
         // The next occupant starts publishing afresh.
-        let (mut h, mut end) = (VecDeque::new(), 1);
+        let (mut h, mut end) = (Ring::new(), 1);
         grow(&mut h, &mut end, 3, 10_000);
         p.publish(1, &h, end, 1_000);
         let mut pin = pinned(&p, 1);
@@ -555,7 +556,7 @@ mod tests {
 
     #[test]
     fn a_gap_restarts_publication() {
-        let (mut p, mut h, mut end) = (Publisher::default(), VecDeque::new(), 1);
+        let (mut p, mut h, mut end) = (Publisher::default(), Ring::new(), 1);
         grow(&mut h, &mut end, 5, 10_000);
         p.publish(1, &h, end, 1_000);
         assert_eq!(p.hi, 5);
@@ -587,8 +588,12 @@ mod loom_model {
     use super::*;
     use loom::thread;
 
-    fn encoded(seqs: std::ops::Range<u64>) -> VecDeque<Entry> {
-        seqs.map(|s| Entry::Wire(test_event(s, 0))).collect()
+    fn encoded(seqs: std::ops::Range<u64>) -> Ring<Entry> {
+        let mut h = Ring::new();
+        for s in seqs {
+            h.push_back(Entry::Wire(test_event(s, 0)));
+        }
+        h
     }
 
     /// Runs `f` under loom with at most 3 preemptions per execution (unless

@@ -77,12 +77,13 @@ pub(crate) struct Record {
     pub(crate) payload: PayloadRec,
 }
 
-impl Record {
+impl PayloadRec {
     /// Roughly what the encoded event will take (for the write-behind
     /// queue's byte bound before it is encoded).
+    #[inline(always)]
     pub(crate) fn approx_len(&self, src: &dyn Source) -> usize {
         let b = |o: &Option<Val>| o.as_ref().map_or(0, |v| v.len());
-        140 + match &self.payload {
+        140 + match self {
             PayloadRec::Init | PayloadRec::Complete { .. } => 40,
             PayloadRec::NodeStart(n) => 320 + src.node_bytes(*n),
             PayloadRec::NodeUpdated { node, snap } => {

@@ -6,9 +6,8 @@
 //! stay in storage: a line not yet handed to the driver is encoded for it
 //! first, see `persist`).
 
-use std::collections::VecDeque;
-
 use crate::event::value::Val;
+use crate::ring::Ring;
 
 use super::tree::Tree;
 use crate::event::value;
@@ -46,7 +45,7 @@ impl LogRec {
         data: Option<Val>,
         node: u32,
     ) -> LogRec {
-        let cost = msg.len() + data.as_ref().map_or(4, |v| v.len()) + LINE_OVERHEAD;
+        let cost = LogRec::cost_of(&msg, data.as_ref());
         LogRec {
             timestamp,
             level,
@@ -57,12 +56,18 @@ impl LogRec {
             cost,
         }
     }
+
+    /// What a line of this text and data counts against `max_log_bytes`.
+    #[inline(always)]
+    pub(crate) fn cost_of(msg: &Val, data: Option<&Val>) -> usize {
+        msg.len() + data.map_or(4, |v| v.len()) + LINE_OVERHEAD
+    }
 }
 
 /// The in-memory log lines of a trace.
 #[derive(Debug, Default)]
 pub(crate) struct Logs {
-    pub(crate) lines: VecDeque<LogRec>,
+    pub(crate) lines: Ring<LogRec>,
     /// Lines that left memory so far: the index (in the trace's whole log)
     /// of `lines[0]`.
     pub(crate) base: usize,
@@ -76,8 +81,16 @@ pub(crate) struct Logs {
 impl Logs {
     /// Appends a line.
     pub(crate) fn push(&mut self, line: LogRec) {
-        self.bytes += line.cost;
-        self.lines.push_back(line);
+        let cost = line.cost;
+        self.push_with(cost, || line);
+    }
+
+    /// Appends the line `make` builds, which costs `cost` (built in place:
+    /// see `Ring::push_back_with`).
+    #[inline(always)]
+    pub(crate) fn push_with(&mut self, cost: usize, make: impl FnOnce() -> LogRec) {
+        self.bytes += cost;
+        self.lines.push_back_with(make);
     }
 
     /// Whether the lines cost more than `max` (the oldest must leave).

@@ -368,9 +368,23 @@ impl TraceState {
     /// read). Returns its seq.
     #[inline(always)]
     pub(crate) fn emit(&mut self, kind: EventKind, ts: i64, payload: PayloadRec) -> u64 {
+        self.emit_with(kind, ts, move |_| payload)
+    }
+
+    /// [`TraceState::emit`] with the payload built by `make` (from the
+    /// trace as the encoder sees it) in the event's slot of the history:
+    /// for the hot events, whose `make` captures the payload's parts, so
+    /// that no record is assembled and then copied.
+    #[inline(always)]
+    pub(crate) fn emit_with(
+        &mut self,
+        kind: EventKind,
+        ts: i64,
+        make: impl FnOnce(&TraceSource<'_>) -> PayloadRec,
+    ) -> u64 {
         self.updated_at = ts;
         let (log, src) = self.split();
-        log.push(kind, ts, payload, &src)
+        log.push(kind, ts, || make(&src), &src)
     }
 
     /// The event log, and the rest of the trace as the encoder's source.
@@ -443,26 +457,21 @@ impl TraceState {
         node.status = status;
         node.end_time = ts;
         node.updated_at = ts;
-        let (kind, payload) = if status == NodeStatus::Completed {
-            (
-                EventKind::NodeComplete,
+        self.touch_node(n);
+        if status == NodeStatus::Completed {
+            self.emit_with(EventKind::NodeComplete, ts, |src| {
                 PayloadRec::NodeComplete {
                     node: n,
-                    output: node.output.clone(),
-                },
-            )
+                    output: src.tree.node(n).output.clone(),
+                }
+            });
         } else {
-            (
-                EventKind::NodeFailed,
-                PayloadRec::NodeFailed {
-                    node: n,
-                    status,
-                    error: error.cloned().unwrap_or_default(),
-                },
-            )
-        };
-        self.touch_node(n);
-        self.emit(kind, ts, payload);
+            self.emit_with(EventKind::NodeFailed, ts, |_| PayloadRec::NodeFailed {
+                node: n,
+                status,
+                error: error.cloned().unwrap_or_default(),
+            });
+        }
         true
     }
 
@@ -474,7 +483,7 @@ impl TraceState {
     }
 
     fn emit_node_start(&mut self, idx: u32, ts: i64) {
-        self.emit(EventKind::NodeStart, ts, PayloadRec::NodeStart(idx));
+        self.emit_with(EventKind::NodeStart, ts, |_| PayloadRec::NodeStart(idx));
     }
 
     /// `Trace::add`: a node after the current nodes (or the root).
@@ -695,16 +704,23 @@ impl TraceState {
         let line = self.logs.end() as u64;
         let bytes = msg.len() + data.as_ref().map_or(4, |d| d.len());
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let mut rec = LogRec::new(ts, level, msg, data, n);
+        let cost = LogRec::cost_of(&msg, data.as_ref());
         // The seq its `log_added` gets next (the line is in the log first,
         // so that the event's size can be reckoned from it).
-        rec.seq = self.events.next_seq();
-        self.logs.push(rec);
-        let seq = self.emit(
-            EventKind::LogAdded,
-            ts,
-            PayloadRec::LogAdded { line, bytes },
-        );
+        let seq = self.events.next_seq();
+        self.logs.push_with(cost, || LogRec {
+            timestamp: ts,
+            level,
+            msg,
+            data,
+            node: n,
+            seq,
+            cost,
+        });
+        let seq = self.emit_with(EventKind::LogAdded, ts, |_| PayloadRec::LogAdded {
+            line,
+            bytes,
+        });
         debug_assert_eq!(self.logs.lines.back().map(|l| l.seq), Some(seq));
         self.evict_logs();
     }
