@@ -31,7 +31,7 @@ use crate::driver::{Driver, WriteBatch};
 use crate::error::{Error, Result};
 use crate::event::encode::Source;
 use crate::event::log::{EventLog, LogHost};
-use crate::event::value::Val;
+use crate::event::value::{LogText, Val};
 use crate::id::{TraceId, TraceIdGen, now_ms};
 use crate::model::Level;
 use crate::pool::{SlotKey, SlotPool, lock};
@@ -265,11 +265,12 @@ impl Core {
         key: SlotKey,
         target: Target,
         level: Level,
-        msg: Val,
-        data: Option<Val>,
+        msg: &str,
+        data: &mut Option<Val>,
     ) {
+        let mut text = LogText::new(msg);
         let r = self.with_state(key, |st| {
-            st.log(target, level, msg, data);
+            st.log(target, level, &mut text, data);
             Ok(())
         });
         if r.is_err() {

@@ -197,6 +197,61 @@ pub(crate) fn text(parts: &[&str]) -> Val {
     .0
 }
 
+/// The text of a log line on its way into the line's record under the
+/// trace lock. Short text (at most [`INLINE`] bytes) is copied straight
+/// into the record's inline bytes there: no value is assembled before the
+/// lock and then copied along, which would read freshly written bytes back
+/// wider than they were written. Longer text was made shared bytes before
+/// the lock (`long`).
+#[derive(Debug)]
+pub(crate) struct LogText<'a> {
+    short: &'a str,
+    long: Option<Val>,
+}
+
+impl<'a> LogText<'a> {
+    /// Text from the caller (made shared bytes now if long).
+    #[inline]
+    pub(crate) fn new(text: &'a str) -> LogText<'a> {
+        LogText {
+            short: text,
+            long: (text.len() > INLINE).then(|| self::text(&[text])),
+        }
+    }
+
+    /// Text already made a value.
+    pub(crate) fn of_val(v: Val) -> LogText<'static> {
+        LogText {
+            short: "",
+            long: Some(v),
+        }
+    }
+
+    /// Its length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.long.as_ref().map_or(self.short.len(), |v| v.len())
+    }
+
+    /// Stores the text in `dst`, an empty inline value of a record just
+    /// built in place (`Val::default()`); `last`: this is the text's last
+    /// use (a long text moves instead of being shared again).
+    #[inline(always)]
+    pub(crate) fn store(&mut self, dst: &mut Val, last: bool) {
+        match &mut self.long {
+            Some(v) if last => *dst = std::mem::take(v),
+            Some(v) => *dst = v.clone(),
+            None => {
+                if let Val::Inline { len, buf } = dst {
+                    let b = self.short.as_bytes();
+                    buf[..b.len()].copy_from_slice(b);
+                    *len = b.len() as u8;
+                }
+            }
+        }
+    }
+}
+
 /// The text of a value made by [`text`] (valid UTF-8 by construction).
 pub(crate) fn as_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or_default()

@@ -97,10 +97,10 @@ impl HandleCore {
     }
 
     /// Chainable logging to `target`: never fails, counts what it drops.
-    fn log(&self, target: Target, level: Level, msg: &str, data: Option<Val>) {
+    fn log(&self, target: Target, level: Level, msg: &str, mut data: Option<Val>) {
         self.engine
             .core()
-            .log_chained(self.key, target, level, value::text(&[msg]), data);
+            .log_chained(self.key, target, level, msg, &mut data);
     }
 
     /// Counts a chainable log line that could not be recorded.

@@ -106,9 +106,9 @@ impl Node {
     /// # Errors
     /// `TraceFinished`, `Released`, `ShutDown`.
     pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
-        let spec = NodeSpec::new(&input, opts)?;
+        let mut spec = NodeSpec::new(&input, opts)?;
         self.with(|st| {
-            let n = st.add_child(self.node, spec)?;
+            let n = st.add_child(self.node, &mut spec)?;
             Ok(self.handle(st, n))
         })
     }
@@ -118,9 +118,9 @@ impl Node {
     /// # Errors
     /// `EmptyParallel`, `TraceFinished`, `Released`, `ShutDown`.
     pub fn parallel(&self, inputs: Vec<ParallelInput>) -> Result<Vec<Node>> {
-        let specs = specs_of(inputs)?;
+        let mut specs = specs_of(inputs)?;
         self.with(|st| {
-            let (first, count) = st.parallel(Some(self.node), specs)?;
+            let (first, count) = st.parallel(Some(self.node), &mut specs)?;
             Ok((first..first + count).map(|n| self.handle(st, n)).collect())
         })
     }
@@ -144,9 +144,9 @@ impl Node {
             }
             idxs.push(p.node);
         }
-        let spec = NodeSpec::new(&input, opts)?;
+        let mut spec = NodeSpec::new(&input, opts)?;
         self.with(|st| {
-            let n = st.join(&idxs, spec)?;
+            let n = st.join(&idxs, &mut spec)?;
             Ok(self.handle(st, n))
         })
     }

@@ -129,9 +129,10 @@ impl Trace {
     /// `InvalidValue` (the input or metadata does not serialize),
     /// `LimitExceeded` (`"nodes"`), `TraceFinished`, `Released`, `ShutDown`.
     pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
-        let spec = NodeSpec::new(&input, opts)?;
+        // Built before the lock, read by reference under it.
+        let mut spec = NodeSpec::new(&input, opts)?;
         self.with(|st| {
-            let n = st.add(spec)?;
+            let n = st.add(&mut spec)?;
             Ok(self.node_handle(st, n))
         })
     }
@@ -144,9 +145,9 @@ impl Trace {
     /// `EmptyParallel`, `NoRoot`, `InvalidValue`, `LimitExceeded`
     /// (`"nodes"`: all branches or none), `TraceFinished`, `Released`, `ShutDown`.
     pub fn parallel(&self, inputs: Vec<ParallelInput>) -> Result<Vec<Node>> {
-        let specs = specs_of(inputs)?;
+        let mut specs = specs_of(inputs)?;
         self.with(|st| {
-            let (first, count) = st.parallel(None, specs)?;
+            let (first, count) = st.parallel(None, &mut specs)?;
             Ok((first..first + count)
                 .map(|n| self.node_handle(st, n))
                 .collect())

@@ -45,7 +45,7 @@ impl LogRec {
         data: Option<Val>,
         node: u32,
     ) -> LogRec {
-        let cost = LogRec::cost_of(&msg, data.as_ref());
+        let cost = LogRec::cost_of(msg.len(), data.as_ref());
         LogRec {
             timestamp,
             level,
@@ -59,8 +59,8 @@ impl LogRec {
 
     /// What a line of this text and data counts against `max_log_bytes`.
     #[inline(always)]
-    pub(crate) fn cost_of(msg: &Val, data: Option<&Val>) -> usize {
-        msg.len() + data.map_or(4, |v| v.len()) + LINE_OVERHEAD
+    pub(crate) fn cost_of(msg_len: usize, data: Option<&Val>) -> usize {
+        msg_len + data.map_or(4, |v| v.len()) + LINE_OVERHEAD
     }
 }
 
@@ -88,9 +88,9 @@ impl Logs {
     /// Appends the line `make` builds, which costs `cost` (built in place:
     /// see `Ring::push_back_with`).
     #[inline(always)]
-    pub(crate) fn push_with(&mut self, cost: usize, make: impl FnOnce() -> LogRec) {
+    pub(crate) fn push_with(&mut self, cost: usize, make: impl FnOnce() -> LogRec) -> &mut LogRec {
         self.bytes += cost;
-        self.lines.push_back_with(make);
+        self.lines.push_back_with(make)
     }
 
     /// Whether the lines cost more than `max` (the oldest must leave).

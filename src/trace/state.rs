@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use crate::event::value::Val;
+use crate::event::value::{LogText, Val};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
@@ -437,7 +437,7 @@ impl TraceState {
 
     // ---- nodes --------------------------------------------------------------
 
-    fn new_node(&mut self, parents: &[u32], spec: NodeSpec, ts: i64) -> u32 {
+    fn new_node(&mut self, parents: &[u32], spec: &mut NodeSpec, ts: i64) -> u32 {
         let idx = self.tree.new_node(parents, spec, ts);
         self.touch_node(idx);
         for &p in parents {
@@ -487,7 +487,7 @@ impl TraceState {
     }
 
     /// `Trace::add`: a node after the current nodes (or the root).
-    pub(crate) fn add(&mut self, spec: NodeSpec) -> Result<u32> {
+    pub(crate) fn add(&mut self, spec: &mut NodeSpec) -> Result<u32> {
         self.check_open()?;
         self.check_nodes(1)?;
         let ts = self.tick();
@@ -515,7 +515,7 @@ impl TraceState {
     }
 
     /// `Node::add`: a child of `parent`; the cursor does not move.
-    pub(crate) fn add_child(&mut self, parent: u32, spec: NodeSpec) -> Result<u32> {
+    pub(crate) fn add_child(&mut self, parent: u32, spec: &mut NodeSpec) -> Result<u32> {
         self.check_open()?;
         self.check_nodes(1)?;
         let ts = self.tick();
@@ -528,7 +528,11 @@ impl TraceState {
     /// cursor) and `Node::parallel` (`under == Some(n)`: children of `n`).
     /// Returns the index of the first branch and the count; branches are
     /// contiguous.
-    pub(crate) fn parallel(&mut self, under: Option<u32>, specs: NodeSpecs) -> Result<(u32, u32)> {
+    pub(crate) fn parallel(
+        &mut self,
+        under: Option<u32>,
+        specs: &mut NodeSpecs,
+    ) -> Result<(u32, u32)> {
         self.check_open()?;
         if specs.is_empty() {
             return Err(Error::EmptyParallel);
@@ -550,7 +554,7 @@ impl TraceState {
         }
         let first = arena_index(self.tree.len());
         let count = arena_index(specs.len());
-        for spec in specs {
+        for spec in specs.iter_mut() {
             self.new_node(&parents, spec, ts);
         }
         if under.is_none() {
@@ -567,7 +571,7 @@ impl TraceState {
     }
 
     /// `Node::join`: a node whose parents are `parents`, linked under each.
-    pub(crate) fn join(&mut self, parents: &[u32], spec: NodeSpec) -> Result<u32> {
+    pub(crate) fn join(&mut self, parents: &[u32], spec: &mut NodeSpec) -> Result<u32> {
         self.check_open()?;
         if parents.is_empty() {
             return Err(Error::EmptyJoin);
@@ -684,7 +688,8 @@ impl TraceState {
             if self.tree.node(n).status.is_terminal() {
                 continue;
             }
-            self.push_log(n, Level::Error, line.clone(), None, ts);
+            let mut text = LogText::of_val(line.clone());
+            self.push_log(n, Level::Error, &mut text, true, None, ts);
             self.finish_node(n, NodeStatus::Failed, Some(error), ts);
         }
         Ok(())
@@ -700,23 +705,35 @@ impl TraceState {
 
     // ---- logs ---------------------------------------------------------------
 
-    fn push_log(&mut self, n: u32, level: Level, msg: Val, data: Option<Val>, ts: i64) {
+    /// Appends a log line of node `n` and its `log_added` event; `last`:
+    /// the text's last use (see [`LogText::store`]).
+    fn push_log(
+        &mut self,
+        n: u32,
+        level: Level,
+        msg: &mut LogText<'_>,
+        last: bool,
+        data: Option<Val>,
+        ts: i64,
+    ) {
         let line = self.logs.end() as u64;
-        let bytes = msg.len() + data.as_ref().map_or(4, |d| d.len());
+        let msg_len = msg.len();
+        let bytes = msg_len + data.as_ref().map_or(4, |d| d.len());
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let cost = LogRec::cost_of(&msg, data.as_ref());
+        let cost = LogRec::cost_of(msg_len, data.as_ref());
         // The seq its `log_added` gets next (the line is in the log first,
         // so that the event's size can be reckoned from it).
         let seq = self.events.next_seq();
-        self.logs.push_with(cost, || LogRec {
+        let rec = self.logs.push_with(cost, || LogRec {
             timestamp: ts,
             level,
-            msg,
+            msg: Val::default(),
             data,
             node: n,
             seq,
             cost,
         });
+        msg.store(&mut rec.msg, last);
         let seq = self.emit_with(EventKind::LogAdded, ts, |_| PayloadRec::LogAdded {
             line,
             bytes,
@@ -746,24 +763,33 @@ impl TraceState {
     }
 
     /// Chainable logging: never fails; a log with nowhere to go is counted.
-    pub(crate) fn log(&mut self, t: Target, level: Level, msg: Val, data: Option<Val>) {
+    ///
+    /// `msg` and `data` are passed by reference: they were made before the
+    /// lock, and are copied once, into the line's record.
+    pub(crate) fn log(
+        &mut self,
+        t: Target,
+        level: Level,
+        msg: &mut LogText<'_>,
+        data: &mut Option<Val>,
+    ) {
         if self.finished || (matches!(t, Target::Current) && self.tree.current.is_empty()) {
             self.stat_logs_dropped += 1;
             return;
         }
         let ts = self.tick();
         match t {
-            Target::Node(n) => self.push_log(n, level, msg, data, ts),
+            Target::Node(n) => self.push_log(n, level, msg, true, data.take(), ts),
             Target::Current => {
                 // Every current node gets the line; the last one takes the
                 // values themselves (one current node: no copy).
                 let last = self.tree.current.len() - 1;
                 for i in 0..last {
                     let n = self.tree.current[i];
-                    self.push_log(n, level, msg.clone(), data.clone(), ts);
+                    self.push_log(n, level, msg, false, data.clone(), ts);
                 }
                 let n = self.tree.current[last];
-                self.push_log(n, level, msg, data, ts);
+                self.push_log(n, level, msg, true, data.take(), ts);
             }
         }
     }

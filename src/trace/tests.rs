@@ -55,6 +55,11 @@ fn text(s: &str) -> Val {
     value::text(&[s])
 }
 
+/// A chainable log line, as a handle writes it.
+fn log(st: &mut TraceState, t: Target, level: Level, msg: &str, mut data: Option<Val>) {
+    st.log(t, level, &mut value::LogText::new(msg), &mut data);
+}
+
 /// Every retained event, encoded now (lazily), against the eager copies.
 fn assert_lazy_equals_eager(st: &mut TraceState) -> Vec<Event> {
     let (log, src) = st.split();
@@ -80,26 +85,27 @@ fn every_kind_encoded_late_is_what_it_was_when_emitted() {
     // first).
     let mut st = state(2_000);
     let root = st
-        .add(spec(
+        .add(&mut spec(
             &json!({"q": "a\"b"}),
             NodeOptions::new().label("Root").metadata("m", 1),
         ))
         .unwrap();
     let child = st
-        .add(spec(&json!(7), NodeOptions::new().label("Child")))
+        .add(&mut spec(&json!(7), NodeOptions::new().label("Child")))
         .unwrap();
     st.set_output(Target::Node(child), Some(j(json!({"first": true}))))
         .unwrap();
     st.set_metadata(Target::Node(child), "k", j(json!("v1")))
         .unwrap();
-    let specs: NodeSpecs = (0..3)
+    let mut specs: NodeSpecs = (0..3)
         .map(|i| spec(&json!(i), NodeOptions::new().label("Branch")))
         .collect();
-    let (first, count) = st.parallel(None, specs).unwrap();
-    st.log(
+    let (first, count) = st.parallel(None, &mut specs).unwrap();
+    log(
+        &mut st,
         Target::Current,
         Level::Info,
-        text("on every branch"),
+        "on every branch",
         Some(j(json!({"n": 1}))),
     );
     st.set_status(first, NodeStatus::Skipped).unwrap();
@@ -123,10 +129,11 @@ fn every_kind_encoded_late_is_what_it_was_when_emitted() {
     st.delete_space_value(&space.id, "other", text("other"))
         .unwrap();
     for i in 0..40 {
-        st.log(
+        log(
+            &mut st,
             Target::Node(root),
             Level::Warn,
-            text(&format!("line {i} {}", "x".repeat(40))),
+            &format!("line {i} {}", "x".repeat(40)),
             None,
         );
     }
@@ -140,7 +147,7 @@ fn every_kind_encoded_late_is_what_it_was_when_emitted() {
     st.set_space_value(&space.id, "key", text("key"), j(json!(3)))
         .unwrap();
     st.clear_space_values(&space.id).unwrap();
-    st.add(spec(&Value::Null, NodeOptions::new().label("After")))
+    st.add(&mut spec(&Value::Null, NodeOptions::new().label("After")))
         .unwrap();
     // Lazily encode part now, the rest after more changes.
     {
@@ -163,7 +170,9 @@ fn lazy_encoding_under_concurrent_mutation_matches_eager() {
     let st = Arc::new(Mutex::new(state(1 << 20)));
     let (root, space) = {
         let mut s = st.lock().unwrap();
-        let root = s.add(spec(&json!("root"), NodeOptions::new())).unwrap();
+        let root = s
+            .add(&mut spec(&json!("root"), NodeOptions::new()))
+            .unwrap();
         let space = s.create_space(SpaceOptions::new().label("S")).unwrap();
         (root, space.id)
     };
@@ -177,13 +186,14 @@ fn lazy_encoding_under_concurrent_mutation_matches_eager() {
                     let n = s
                         .add_child(
                             root,
-                            spec(&json!({"t": t, "i": i}), NodeOptions::new().label("c")),
+                            &mut spec(&json!({"t": t, "i": i}), NodeOptions::new().label("c")),
                         )
                         .unwrap();
-                    s.log(
+                    log(
+                        &mut s,
                         Target::Node(n),
                         Level::Info,
-                        text("work"),
+                        "work",
                         Some(j(json!(i))),
                     );
                     s.set_output(Target::Node(root), Some(j(json!([t, i]))))
@@ -221,13 +231,13 @@ fn lazy_encoding_under_concurrent_mutation_matches_eager() {
 fn node_payload_matches_serde_json() {
     let mut st = state(1 << 20);
     let root = st
-        .add(spec(
+        .add(&mut spec(
             &json!({"q": "a\"b"}),
             NodeOptions::new().label("Root"),
         ))
         .unwrap();
     let n = st
-        .add(spec(
+        .add(&mut spec(
             &json!(7),
             NodeOptions::new()
                 .label("L \"quoted\"\n\\ ünï")
@@ -283,7 +293,7 @@ fn every_kind_is_serde_json_compact_form() {
     for round in 0..3usize {
         let long = format!("{}{weird}", "L".repeat(30 + round * 40_000));
         let root = st
-            .add(spec(
+            .add(&mut spec(
                 &json!({"q": weird, "big": u64::MAX, "neg": i64::MIN, "f": 1.5e300}),
                 NodeOptions::new()
                     .label(weird.to_string())
@@ -297,7 +307,7 @@ fn every_kind_is_serde_json_compact_form() {
         let child = st
             .add_child(
                 root,
-                spec(
+                &mut spec(
                     &json!(7),
                     NodeOptions::new()
                         .label("Child")
@@ -305,25 +315,26 @@ fn every_kind_is_serde_json_compact_form() {
                 ),
             )
             .unwrap();
-        st.log(
+        log(
+            &mut st,
             Target::Node(child),
             Level::Debug,
-            text("plain"),
+            "plain",
             Some(j(json!({"n": 1}))),
         );
-        st.log(Target::Node(child), Level::Warn, text(weird), None);
-        st.log(Target::Node(child), Level::Error, text(&long), None);
-        st.log(Target::Node(child), Level::Info, text("ünï"), None);
+        log(&mut st, Target::Node(child), Level::Warn, weird, None);
+        log(&mut st, Target::Node(child), Level::Error, &long, None);
+        log(&mut st, Target::Node(child), Level::Info, "ünï", None);
         st.set_output(Target::Node(child), Some(j(json!({"out": weird}))))
             .unwrap();
         st.set_metadata(Target::Node(child), "k2", j(json!([1, {"x": "y"}])))
             .unwrap();
         st.complete(Target::Node(child), Some(Some(j(json!(u64::MAX)))))
             .unwrap();
-        let specs: NodeSpecs = (0..3)
+        let mut specs: NodeSpecs = (0..3)
             .map(|i| spec(&json!(i), NodeOptions::new().label(long.clone())))
             .collect();
-        let (first, _) = st.parallel(Some(root), specs).unwrap();
+        let (first, _) = st.parallel(Some(root), &mut specs).unwrap();
         st.set_status(first, NodeStatus::Skipped).unwrap();
         st.fail(Target::Node(first + 1), &text(weird), &text(&long))
             .unwrap();

@@ -162,7 +162,11 @@ impl Tree {
 
     /// Appends a running node under `parents` (linked as their child);
     /// the caller checked the node bound.
-    pub(crate) fn new_node(&mut self, parents: &[u32], spec: NodeSpec, ts: i64) -> u32 {
+    ///
+    /// The spec's fields move into the node (it is left empty): it is
+    /// passed by reference because it was built before the trace lock was
+    /// taken, and reading it here copies each field once, into the arena.
+    pub(crate) fn new_node(&mut self, parents: &[u32], spec: &mut NodeSpec, ts: i64) -> u32 {
         let idx = arena_index(self.nodes.len());
         let mut id = ShortId::from_number(self.take_number());
         if !self.index.is_empty() {
@@ -177,15 +181,15 @@ impl Tree {
             id,
             parents: SmallVec::from_slice(parents),
             children: SmallVec::new(),
-            label: spec.label,
-            node_type: spec.node_type,
-            icon: spec.icon,
-            description: spec.description,
-            metadata: spec.metadata,
+            label: std::mem::take(&mut spec.label),
+            node_type: std::mem::take(&mut spec.node_type),
+            icon: std::mem::take(&mut spec.icon),
+            description: std::mem::take(&mut spec.description),
+            metadata: std::mem::take(&mut spec.metadata),
             initial_metadata,
             auto_complete_parent: spec.auto_complete_parent,
             status: NodeStatus::Running,
-            input: spec.input,
+            input: spec.input.take(),
             output: None,
             created_at: ts,
             start_time: ts,
@@ -357,7 +361,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..20_000u32 {
             let parents: &[u32] = if i == 0 { &[] } else { &[0] };
-            assert_eq!(t.new_node(parents, spec(), 0), i);
+            assert_eq!(t.new_node(parents, &mut spec(), 0), i);
         }
         for (i, n) in t.nodes.iter().enumerate() {
             assert!(seen.insert(n.id), "duplicate id {:?}", n.id);
@@ -373,7 +377,7 @@ mod tests {
         // A new trace in the same tree numbers afresh (another salt).
         let first = t.nodes[0].id;
         t.reset();
-        t.new_node(&[], spec(), 0);
+        t.new_node(&[], &mut spec(), 0);
         assert_ne!(t.nodes[0].id, first);
         assert_eq!(t.find(first.as_str()), None);
     }
@@ -384,7 +388,7 @@ mod tests {
         let mut src = Tree::default();
         for i in 0..3u32 {
             let parents: &[u32] = if i == 0 { &[] } else { &[i - 1] };
-            src.new_node(parents, spec(), 0);
+            src.new_node(parents, &mut spec(), 0);
         }
         let stored: Vec<NodeRec> = std::mem::take(&mut src.nodes);
         let ids: Vec<ShortId> = stored.iter().map(|n| n.id).collect();
@@ -394,7 +398,7 @@ mod tests {
         }
         // The next number is the id of stored node 1.
         t.next_number = ids[1].number();
-        let n = t.new_node(&[2], spec(), 0);
+        let n = t.new_node(&[2], &mut spec(), 0);
         assert_eq!(n, 3);
         let new_id = t.nodes[3].id;
         assert!(!ids.contains(&new_id), "new node took a stored id");
@@ -402,7 +406,7 @@ mod tests {
             assert_eq!(t.find(id.as_str()), Some(i as u32), "{id:?}");
         }
         // Numbering goes on after the replacement.
-        let m = t.new_node(&[3], spec(), 0);
+        let m = t.new_node(&[3], &mut spec(), 0);
         assert_eq!(t.find(t.nodes[m as usize].id.as_str()), Some(m));
     }
 }
