@@ -106,9 +106,14 @@ impl Node {
     /// # Errors
     /// `TraceFinished`, `Released`, `ShutDown`.
     pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
-        let mut spec = NodeSpec::new(&input, opts)?;
+        // As in `Trace::add`: used where it is, not moved out.
+        let mut spec = NodeSpec::new(&input, opts);
+        let spec = match spec {
+            Ok(ref mut s) => s,
+            Err(e) => return Err(e),
+        };
         self.with(|st| {
-            let n = st.add_child(self.node, &mut spec)?;
+            let n = st.add_child(self.node, spec)?;
             Ok(self.handle(st, n))
         })
     }
@@ -144,9 +149,13 @@ impl Node {
             }
             idxs.push(p.node);
         }
-        let mut spec = NodeSpec::new(&input, opts)?;
+        let mut spec = NodeSpec::new(&input, opts);
+        let spec = match spec {
+            Ok(ref mut s) => s,
+            Err(e) => return Err(e),
+        };
         self.with(|st| {
-            let n = st.join(&idxs, &mut spec)?;
+            let n = st.join(&idxs, spec)?;
             Ok(self.handle(st, n))
         })
     }

@@ -129,10 +129,15 @@ impl Trace {
     /// `InvalidValue` (the input or metadata does not serialize),
     /// `LimitExceeded` (`"nodes"`), `TraceFinished`, `Released`, `ShutDown`.
     pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
-        // Built before the lock, read by reference under it.
-        let mut spec = NodeSpec::new(&input, opts)?;
+        // Built before the lock and read by reference under it (not moved
+        // out of its `Result`: see `NodeSpec::new`).
+        let mut spec = NodeSpec::new(&input, opts);
+        let spec = match spec {
+            Ok(ref mut s) => s,
+            Err(e) => return Err(e),
+        };
         self.with(|st| {
-            let n = st.add(&mut spec)?;
+            let n = st.add(spec)?;
             Ok(self.node_handle(st, n))
         })
     }

@@ -41,6 +41,11 @@ pub(crate) struct NodeSpec {
 impl NodeSpec {
     /// Serializes `input` and the options' metadata.
     ///
+    /// Callers use the spec where it lies in the returned `Result` (`Ok(ref
+    /// mut spec)`) rather than moving it out with `?`: the move would read
+    /// the just-written record back at once, wider than it was written,
+    /// which stalls (see `crate::ring`).
+    ///
     /// # Errors
     /// `InvalidValue` when either does not serialize.
     pub(crate) fn new<T: Serialize + ?Sized>(input: &T, opts: NodeOptions) -> Result<NodeSpec> {
