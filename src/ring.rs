@@ -196,28 +196,6 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Drops every element for which `owns` is true and forgets the rest;
-    /// the capacity stays. For elements most of which own nothing (no heap,
-    /// no reference count): a predictable test per element instead of a
-    /// call to its drop glue. An element forgotten although it owns
-    /// something is leaked, nothing worse.
-    pub(crate) fn clear_where(&mut self, owns: impl Fn(&T) -> bool) {
-        let (a, b) = self.ranges();
-        self.head = 0;
-        self.len = 0;
-        for r in [a, b] {
-            for slot in &mut self.buf[r] {
-                // SAFETY: the slot held an initialized element, which the
-                // ring no longer counts: it is dropped (or forgotten) once.
-                unsafe {
-                    if owns(slot.assume_init_ref()) {
-                        slot.assume_init_drop();
-                    }
-                }
-            }
-        }
-    }
-
     /// Lowers the capacity to `cap` (or to the length, if greater).
     pub(crate) fn shrink_to(&mut self, cap: usize) {
         let cap = cap.max(self.len);
@@ -382,21 +360,6 @@ mod tests {
             drop(ring);
             prop_assert_eq!(Rc::strong_count(&token), 1);
         }
-    }
-
-    #[test]
-    fn clear_where_drops_what_owns_something_and_forgets_the_rest() {
-        let token = Rc::new(());
-        let mut ring = Ring::new();
-        for i in 0..10 {
-            ring.push_back((i, (i % 3 == 0).then(|| token.clone())));
-        }
-        assert_eq!(Rc::strong_count(&token), 5);
-        ring.clear_where(|e| e.1.is_some());
-        assert!(ring.is_empty());
-        assert_eq!(Rc::strong_count(&token), 1, "every clone dropped");
-        ring.push_back((1, None));
-        assert_eq!(ring.front().map(|e| e.0), Some(1));
     }
 
     #[test]

@@ -823,7 +823,7 @@ impl EventLog {
     /// been taken and readers detached before.
     pub(crate) fn reset(&mut self) {
         debug_assert!(self.reader_count == 0);
-        self.history.clear_where(Entry::owns_anything);
+        self.history.clear();
         if self.history.capacity() > self.lim.history + 1 {
             self.history.shrink_to(self.lim.history + 1);
         }

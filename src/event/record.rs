@@ -111,24 +111,6 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
-    /// Whether dropping the entry frees anything (most records own no
-    /// heap memory and no reference count: see `Ring::clear_where`).
-    #[inline]
-    pub(crate) fn owns_anything(&self) -> bool {
-        match self {
-            Entry::Rec(r) => !matches!(
-                r.payload,
-                PayloadRec::Init
-                    | PayloadRec::NodeStart(_)
-                    | PayloadRec::NodesStart { .. }
-                    | PayloadRec::LogAdded { .. }
-                    | PayloadRec::Complete { .. }
-                    | PayloadRec::NodeComplete { output: None, .. }
-            ),
-            Entry::Wire(_) => true,
-        }
-    }
-
     pub(crate) fn seq(&self) -> u64 {
         match self {
             Entry::Rec(r) => r.seq,
