@@ -20,10 +20,11 @@ use std::mem::MaybeUninit;
 
 /// A growable ring buffer (see the module docs).
 ///
-/// Invariant: the `len` slots from `head` on (wrapping at the capacity) are
-/// initialized; every other slot is not.
+/// Invariant: `buf.len()` is the capacity (its slots are `MaybeUninit`, so
+/// any length is valid); the `len` slots from `head` on (wrapping at the
+/// capacity) are initialized, every other slot is not.
 pub(crate) struct Ring<T> {
-    buf: Box<[MaybeUninit<T>]>,
+    buf: Vec<MaybeUninit<T>>,
     head: usize,
     len: usize,
 }
@@ -38,7 +39,7 @@ impl<T> Ring<T> {
     /// An empty ring (allocates nothing).
     pub(crate) fn new() -> Ring<T> {
         Ring {
-            buf: Box::new([]),
+            buf: Vec::new(),
             head: 0,
             len: 0,
         }
@@ -204,19 +205,55 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Doubles the capacity (at least 4).
+    /// Doubles the capacity (at least 4). The buffer is reallocated in
+    /// place where the allocator can (a large one is remapped, not copied:
+    /// a log of millions of lines grows without copying them or faulting
+    /// fresh pages in), then the part of the ring that wrapped around the
+    /// old end is moved so that the elements stay contiguous modulo the
+    /// new capacity.
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {
-        let cap = self.buf.len().saturating_mul(2).max(4);
-        self.realloc(cap);
+        let old = self.buf.len();
+        let cap = old.saturating_mul(2).max(4);
+        self.buf.reserve_exact(cap - old);
+        // SAFETY: the room was just reserved, and `MaybeUninit` slots need
+        // no initialization.
+        unsafe { self.buf.set_len(cap) };
+        if self.head + self.len <= old {
+            return;
+        }
+        // Wrapped: `head_len` elements at `[head, old)`, then `tail_len` at
+        // `[0, tail_len)`.
+        let head_len = old - self.head;
+        let tail_len = self.len - head_len;
+        let p = self.buf.as_mut_ptr();
+        // SAFETY: both moves stay within the `cap` slots. Afterwards every
+        // element sits exactly once in the `len` slots from `head` on
+        // (modulo `cap`), in order, and the slots it left are outside them
+        // (no longer counted as initialized).
+        unsafe {
+            if tail_len <= head_len {
+                // The tail goes after the old end (`cap - old >= old >=
+                // tail_len` slots are free there; no overlap).
+                std::ptr::copy_nonoverlapping(p, p.add(old), tail_len);
+            } else {
+                // The head part goes to the new end (may overlap its old
+                // place: `copy` is a memmove).
+                let new_head = cap - head_len;
+                std::ptr::copy(p.add(self.head), p.add(new_head), head_len);
+                self.head = new_head;
+            }
+        }
     }
 
     /// Moves the elements, in order, to the front of a new buffer of `cap`
     /// slots (`cap >= len`).
     fn realloc(&mut self, cap: usize) {
         debug_assert!(cap >= self.len);
-        let mut buf: Box<[MaybeUninit<T>]> = Box::new_uninit_slice(cap);
+        let mut buf: Vec<MaybeUninit<T>> = Vec::with_capacity(cap);
+        // SAFETY: `MaybeUninit` slots need no initialization.
+        unsafe { buf.set_len(cap) };
         let (a, b) = self.ranges();
         let dst = buf.as_mut_ptr();
         // SAFETY: the ranges are initialized slots of the old buffer, `a`
@@ -359,6 +396,43 @@ mod tests {
             }
             drop(ring);
             prop_assert_eq!(Rc::strong_count(&token), 1);
+        }
+    }
+
+    /// Growing a wrapped ring moves whichever part is shorter: the part
+    /// before the wrap (to the new end) or the part after it (past the
+    /// old end). Both keep the order.
+    #[test]
+    fn growing_a_wrapped_ring_keeps_the_order() {
+        for popped in 0..8 {
+            let mut ring = Ring::new();
+            let mut model = VecDeque::new();
+            for v in 0..8 {
+                ring.push_back(v);
+                model.push_back(v);
+            }
+            for _ in 0..popped {
+                assert_eq!(ring.pop_front(), model.pop_front());
+            }
+            // Refill to the capacity (wrapping), then one more: grows.
+            let mut v = 100;
+            while ring.len() < ring.capacity() {
+                ring.push_back(v);
+                model.push_back(v);
+                v += 1;
+            }
+            ring.push_back(v);
+            model.push_back(v);
+            assert!(ring.capacity() > 8);
+            let got: Vec<i32> = ring.iter().copied().collect();
+            assert_eq!(
+                got,
+                model.iter().copied().collect::<Vec<_>>(),
+                "popped {popped}"
+            );
+            while let Some(x) = model.pop_front() {
+                assert_eq!(ring.pop_front(), Some(x));
+            }
         }
     }
 
