@@ -142,7 +142,7 @@ impl<T> Ring<T> {
     }
 
     /// The elements in order, as two slices (the second wraps around).
-    pub(crate) fn as_slices(&self) -> (&[T], &[T]) {
+    fn as_slices(&self) -> (&[T], &[T]) {
         let (a, b) = self.ranges();
         let s = &self.buf[..];
         // SAFETY: both ranges cover initialized slots only, and
@@ -151,7 +151,7 @@ impl<T> Ring<T> {
     }
 
     /// The elements in order, mutable, as two slices.
-    pub(crate) fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
+    fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
         let (a, b) = self.ranges();
         // `b` ends at or before `a` starts: split there.
         let (lo, hi) = self.buf.split_at_mut(a.start);

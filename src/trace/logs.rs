@@ -45,7 +45,7 @@ impl LogRec {
         data: Option<Val>,
         node: u32,
     ) -> LogRec {
-        let cost = LogRec::cost_of(msg.len(), data.as_ref());
+        let cost = LogRec::text_bytes(msg.len(), data.as_ref()) + LINE_OVERHEAD;
         LogRec {
             timestamp,
             level,
@@ -57,10 +57,12 @@ impl LogRec {
         }
     }
 
-    /// What a line of this text and data counts against `max_log_bytes`.
+    /// The bytes of a line's text and data (`null` data counts as its 4
+    /// bytes); the line counts this plus [`LINE_OVERHEAD`] against
+    /// `max_log_bytes`.
     #[inline(always)]
-    pub(crate) fn cost_of(msg_len: usize, data: Option<&Val>) -> usize {
-        msg_len + data.map_or(4, |v| v.len()) + LINE_OVERHEAD
+    pub(crate) fn text_bytes(msg_len: usize, data: Option<&Val>) -> usize {
+        msg_len + data.map_or(4, |v| v.len())
     }
 }
 

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use super::lease::Lease;
-use super::logs::{LogRec, Logs};
+use super::logs::{LINE_OVERHEAD, LogRec, Logs};
 use super::payload::TraceSource;
 use super::persist::EncodedLines;
 use super::spaces::Spaces;
@@ -717,10 +717,9 @@ impl TraceState {
         ts: i64,
     ) {
         let line = self.logs.end() as u64;
-        let msg_len = msg.len();
-        let bytes = msg_len + data.as_ref().map_or(4, |d| d.len());
-        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let cost = LogRec::cost_of(msg_len, data.as_ref());
+        let text_bytes = LogRec::text_bytes(msg.len(), data.as_ref());
+        let bytes = u32::try_from(text_bytes).unwrap_or(u32::MAX);
+        let cost = text_bytes + LINE_OVERHEAD;
         // The seq its `log_added` gets next (the line is in the log first,
         // so that the event's size can be reckoned from it).
         let seq = self.events.next_seq();
