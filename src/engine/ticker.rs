@@ -1,5 +1,6 @@
-//! The engine's ticker: one thread that wakes timed waits and runs the
-//! engine's periodic chores (idle reaping).
+//! The engine's ticker: one thread that wakes timed waits, runs the
+//! engine's periodic chores (idle reaping, lease renewal) and re-anchors the
+//! event clock to the system clock every second.
 //!
 //! Async waits with a timeout (`create_async` on a full pool, `flush`,
 //! reads of draining ids) need a timer that works in any executor and keeps
@@ -12,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -21,8 +22,10 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::pool::lock;
 
-/// The longest the ticker sleeps between chores.
-const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often the ticker re-anchors the event clock to the system clock
+/// (see [`crate::clock`]), whatever else it has to do: it is also the
+/// longest it sleeps.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Timers {
@@ -37,6 +40,8 @@ pub(crate) struct TickerShared {
     timers: Mutex<Timers>,
     cv: Condvar,
     stopped: AtomicBool,
+    /// How many times this ticker re-anchored the clock.
+    resyncs: AtomicU64,
 }
 
 impl TickerShared {
@@ -147,6 +152,7 @@ impl Ticker {
 
 fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
     let mut next_chore = period.map(|p| Instant::now() + p);
+    let mut next_resync = Instant::now() + RESYNC_EVERY;
     let mut due_wakers = Vec::new();
     loop {
         {
@@ -165,10 +171,13 @@ fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
                         due_wakers.push(w);
                     }
                 }
-                if !due_wakers.is_empty() || next_chore.is_some_and(|c| c <= now) {
+                if !due_wakers.is_empty()
+                    || next_chore.is_some_and(|c| c <= now)
+                    || next_resync <= now
+                {
                     break;
                 }
-                let mut until = now + MAX_SLEEP;
+                let mut until = next_resync;
                 if let Some(Reverse((at, _))) = t.due.peek() {
                     until = until.min(*at);
                 }
@@ -185,8 +194,11 @@ fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
         for w in due_wakers.drain(..) {
             w.wake();
         }
-        // At least once a second: keep the event clock on the system clock.
+        // At least once a second, even with no chore and no deadline: keep
+        // the event clock on the system clock.
         crate::clock::resync();
+        shared.resyncs.fetch_add(1, Ordering::Relaxed);
+        next_resync = Instant::now() + RESYNC_EVERY;
         if let (Some(c), Some(p)) = (next_chore, period)
             && c <= Instant::now()
         {
@@ -213,6 +225,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         ticker.stop();
         t.join().unwrap();
+    }
+
+    #[test]
+    fn the_clock_is_re_anchored_every_second_without_chores_or_deadlines() {
+        // No chore (`idle_timeout(None)` and a driver without leases) and no
+        // timed wait: the ticker must still wake up to re-anchor the clock.
+        let shared = Arc::new(TickerShared::default());
+        let mut ticker = Ticker::start(shared.clone(), None, || {}).unwrap();
+        std::thread::sleep(RESYNC_EVERY * 2 + Duration::from_millis(500));
+        let n = shared.resyncs.load(Ordering::Relaxed);
+        ticker.stop();
+        assert!(n >= 2, "re-anchored {n} times in 2.5 s");
     }
 
     #[test]
