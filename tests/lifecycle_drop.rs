@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tracepool::{Engine, Error, EventKind, Exhausted, NodeOptions, TraceOptions};
+use tracepool::{Engine, Error, EventKind, Exhausted, NodeOptions, Trace, TraceOptions};
 
 fn memory(capacity: usize, policy: Exhausted) -> Engine {
     Engine::builder()
@@ -263,34 +265,155 @@ fn a_drop_never_blocks_a_full_pool_waiter_forever() {
     assert_eq!((d.auto_released, d.waiting), (2, 0), "{d:?}");
 }
 
+/// A driver whose writes wait until its gate opens: while the gate is
+/// closed no released slot can finish draining, so the test knows exactly
+/// how many are draining.
+#[derive(Debug, Default, Clone)]
+struct GatedDriver {
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl GatedDriver {
+    fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl tracepool::Driver for GatedDriver {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn write(&self, _batch: &tracepool::WriteBatch<'_>) -> tracepool::Result<()> {
+        let mut open = self.gate.0.lock().unwrap();
+        while !*open {
+            open = self.gate.1.wait(open).unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// Opens the gate when dropped, also when an assertion fails with it
+/// closed (the engine is not left with a worker stuck in `write`).
+struct OpenOnDrop(GatedDriver);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// A trace with a node: it owes the driver writes, so its release drains.
+fn busy_trace(engine: &Engine) -> Trace {
+    let t = engine.create(TraceOptions::new()).unwrap();
+    t.add("x", NodeOptions::new()).unwrap();
+    t
+}
+
+/// `(in_use, draining, free)`.
+fn gauges(engine: &Engine) -> (usize, usize, usize) {
+    let s = engine.stats();
+    assert_eq!(s.capacity, 8, "{s:?}");
+    (s.in_use, s.draining, s.free)
+}
+
 #[test]
 fn pool_gauges_add_up_in_every_snapshot() {
-    let (engine, _driver) = counting_engine(8, 1);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churn: Vec<_> = (0..2)
+    // `free` is derived as `capacity - in_use - draining`, so their sum says
+    // nothing: the gauges are checked against what the test knows, the
+    // traces it holds (in use) and the released ones whose writes the gated
+    // driver holds back (draining).
+    let driver = GatedDriver::default();
+    let engine = Engine::builder()
+        .capacity(8)
+        .workers(1)
+        .on_exhausted(Exhausted::Wait(Duration::from_secs(5)))
+        .driver(driver.clone())
+        .build()
+        .unwrap();
+    // Declared after the engine: dropped (the gate opened) before it.
+    let _open_at_exit = OpenOnDrop(driver.clone());
+    assert_eq!(gauges(&engine), (0, 0, 8));
+
+    // Quiescent, the gate closed.
+    let a = busy_trace(&engine);
+    let b = busy_trace(&engine);
+    let c = busy_trace(&engine);
+    assert_eq!(gauges(&engine), (3, 0, 5), "three traces held");
+    let a2 = a.clone();
+    drop(a);
+    assert_eq!(gauges(&engine), (3, 0, 5), "a clone keeps its trace in use");
+    drop(b);
+    assert_eq!(gauges(&engine), (2, 1, 5), "a released trace drains");
+    drop(a2);
+    assert_eq!(
+        gauges(&engine),
+        (1, 2, 5),
+        "the last handle of a released it"
+    );
+    let s = engine.stats();
+    assert_eq!(
+        (s.peak_in_use, s.auto_released, s.waiting),
+        (3, 2, 0),
+        "{s:?}"
+    );
+    driver.open();
+    engine.flush_blocking().unwrap();
+    assert_eq!(gauges(&engine), (1, 0, 7), "drained slots are free again");
+
+    // Churn: two threads create and drop one trace at a time while the test
+    // holds two. Checked in every snapshot: what no construction makes true.
+    const CHURNERS: usize = 2;
+    let d = busy_trace(&engine);
+    let held = 2;
+    let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
+    let churn: Vec<_> = (0..CHURNERS)
         .map(|_| {
-            let (e, stop) = (engine.clone(), stop.clone());
+            let (e, stop, made) = (engine.clone(), stop.clone(), made.clone());
             std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let t = e.create(TraceOptions::new()).unwrap();
-                    t.add("x", NodeOptions::new()).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = busy_trace(&e);
+                    made.fetch_add(1, Ordering::Relaxed);
+                    drop(t);
                 }
             })
         })
         .collect();
-    let mut saw_draining = false;
+    let mut peak = 3;
+    // At least 300 ms and 200 churned traces; no time limit is asserted
+    // (the bound below only ends a test whose churn is stuck).
     let until = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < until {
+    let stuck = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < until || made.load(Ordering::Relaxed) < 200 {
+        assert!(Instant::now() < stuck, "the churn stopped making progress");
         let s = engine.stats();
-        assert_eq!(s.free + s.in_use + s.draining, s.capacity, "{s:?}");
-        saw_draining |= s.draining > 0;
+        assert_eq!(s.capacity, 8, "{s:?}");
+        // The held traces are in use; each churner has at most one more.
+        assert!((held..=held + CHURNERS).contains(&s.in_use), "{s:?}");
+        // Not implied by `free` (which saturates): the counted slots fit.
+        assert!(s.in_use + s.draining <= s.capacity, "{s:?}");
+        assert_eq!(s.free, s.capacity - s.in_use - s.draining, "{s:?}");
+        assert!(s.waiting <= CHURNERS, "{s:?}");
+        // The peak never falls, and never exceeds what could be held.
+        assert!(
+            (peak..=held + CHURNERS).contains(&s.peak_in_use),
+            "peak {peak} before: {s:?}"
+        );
+        peak = s.peak_in_use;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in churn {
-        c.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in churn {
+        t.join().unwrap();
     }
-    assert!(saw_draining, "released slots drain on the worker");
+    assert_eq!(gauges(&engine).0, held, "the churners hold nothing");
+    drop((c, d));
+    assert_eq!(gauges(&engine).0, 0);
     engine.flush_blocking().unwrap();
     let s = engine.stats();
-    assert_eq!((s.in_use, s.draining, s.free), (0, 0, 8));
+    assert_eq!((s.in_use, s.draining, s.free), (0, 0, 8), "{s:?}");
+    // Every trace was released by its last drop, once.
+    let made = made.load(Ordering::Relaxed) as u64;
+    assert_eq!(s.auto_released, 2 + made + 2, "{s:?}");
 }
