@@ -198,3 +198,45 @@ fn unknown_space_is_space_not_found() {
     nf(trace.set_space_value(&sp.id, "k", 1));
     assert_eq!(kinds(&history(&trace)).len(), 3, "no events for failures");
 }
+
+/// A space's metadata (serialized before the trace's lock) is in its
+/// `space_created` event, in order, next to the other fields, and in the
+/// space's info.
+#[test]
+fn space_metadata_reaches_its_created_event() {
+    let engine = engine(2, 1);
+    let trace = engine.create(TraceOptions::new()).unwrap();
+    let sp = trace
+        .create_space(
+            SpaceOptions::new()
+                .label("With metadata")
+                .metadata("owner", "agent-7")
+                .metadata("limits", json!({"max": 3, "tags": ["a", "b"]})),
+        )
+        .unwrap();
+    let plain = trace
+        .create_space(SpaceOptions::new().label("Without"))
+        .unwrap();
+    let ev = history(&trace);
+    let created: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::SpaceCreated)
+        .collect();
+    assert_eq!(created.len(), 2);
+    let data = created[0].data();
+    assert_eq!(data["id"], json!(sp.id));
+    assert_eq!(data["label"], json!("With metadata"));
+    assert_eq!(
+        data["metadata"],
+        json!({"owner": "agent-7", "limits": {"max": 3, "tags": ["a", "b"]}})
+    );
+    let keys: Vec<_> = data["metadata"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["owner", "limits"], "insertion order is kept");
+    let none = created[1].data();
+    assert_eq!(none["id"], json!(plain.id));
+    assert!(none.get("metadata").is_none(), "{none}");
+    assert_eq!(
+        trace.space(&sp.id).unwrap().unwrap().metadata["owner"],
+        json!("agent-7")
+    );
+}

@@ -329,7 +329,8 @@ impl Trace {
     /// # Errors
     /// `TraceFinished`, `Released`, `ShutDown`.
     pub fn create_space(&self, opts: SpaceOptions) -> Result<SpaceInfo> {
-        self.with(|st| st.create_space(opts))
+        let metadata = crate::trace::spaces::space_metadata_json(&opts);
+        self.with(|st| st.create_space_with(opts, metadata.as_deref()))
     }
 
     /// A space's metadata (`None` if unknown).

@@ -118,9 +118,32 @@ impl Spaces {
     }
 }
 
+/// A space's metadata as the JSON of its `space_created` event (`None` when
+/// it has none), serialized before the slot's lock is taken.
+pub(crate) fn space_metadata_json(opts: &SpaceOptions) -> Option<Vec<u8>> {
+    if opts.metadata.is_empty() {
+        return None;
+    }
+    // A map of strings to JSON values always serializes.
+    serde_json::to_vec(&opts.metadata).ok()
+}
+
 impl TraceState {
-    /// `Trace::create_space` (`space_created`).
+    /// `Trace::create_space` (`space_created`), its metadata serialized here.
+    #[cfg(test)]
     pub(crate) fn create_space(&mut self, opts: SpaceOptions) -> Result<SpaceInfo> {
+        let metadata = space_metadata_json(&opts);
+        self.create_space_with(opts, metadata.as_deref())
+    }
+
+    /// `Trace::create_space` (`space_created`); `metadata` is the options'
+    /// metadata as JSON ([`space_metadata_json`]), serialized by the caller
+    /// before it took the lock.
+    pub(crate) fn create_space_with(
+        &mut self,
+        opts: SpaceOptions,
+        metadata: Option<&[u8]>,
+    ) -> Result<SpaceInfo> {
         self.check_open()?;
         if self.spaces.list.len() >= self.limits.max_spaces {
             return Err(Error::LimitExceeded {
@@ -158,8 +181,8 @@ impl TraceState {
             out.key("icon").str(&sp.icon);
             out.key("description").str(&sp.description);
             out.key("ttl").int(sp.ttl);
-            if !sp.metadata.is_empty() {
-                out.key("metadata").map(&sp.metadata);
+            if let Some(m) = metadata {
+                out.key("metadata").json(m);
             }
             out.key("created_at").int(sp.created_at);
             out.key("updated_at").int(sp.updated_at);
