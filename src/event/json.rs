@@ -2,8 +2,9 @@
 //!
 //! Keys are `'static` and known to need no escaping, so they are written as
 //! raw bytes; strings take a fast path when they need no escaping (checked
-//! eight bytes at a time); caller values (`serde_json::Value`) go through
-//! serde_json. Output is identical to serde_json's compact form.
+//! eight bytes at a time); caller values arrive as JSON bytes, serialized
+//! by serde_json before the trace's lock was taken. Output is identical to
+//! serde_json's compact form.
 //!
 //! [`JsonOut`] keeps the buffer's write position and capacity in its own
 //! fields and writes through a raw pointer, so a piece costs one capacity
@@ -18,6 +19,7 @@
 use std::cell::Cell;
 
 use bytes::{BufMut, BytesMut};
+#[cfg(test)]
 use serde_json::Value;
 
 use super::wire_buf::WireArena;
@@ -702,8 +704,9 @@ impl<'a, B: OutBuf> JsonOut<'a, B> {
         self
     }
 
-    /// A caller map, through serde_json.
-    #[inline(always)]
+    /// A caller map, through serde_json (tests: payloads take caller values
+    /// as bytes serialized before the lock, through [`json`](Self::json)).
+    #[cfg(test)]
     pub(crate) fn map(&mut self, m: &serde_json::Map<String, Value>) -> &mut Self {
         self.with_buf(|b| {
             let _ = serde_json::to_writer(Writer(b), m);
