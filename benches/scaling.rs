@@ -215,6 +215,9 @@ fn release_vs_nodes(c: &mut Criterion) {
                 &n,
                 |b, &n| {
                     b.iter_custom(|iters| {
+                        if iters == 0 {
+                            return Duration::ZERO;
+                        }
                         let timed = iters.min(release_cap(n));
                         let mut total = Duration::ZERO;
                         for _ in 0..timed {
