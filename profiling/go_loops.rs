@@ -1,8 +1,11 @@
 //! The Go original's benchmark loops (`trace_bench_test.go`, spec §8.13), op
 //! for op, on tracepool's memory driver — and on the two Rust ports of the
 //! reference design — printing the time per loop. `profiling/go_loops.sh`
-//! runs it in 5 fresh processes and prints medians and the ratios to the Go
-//! figures of the Go figures in [docs/PERFORMANCE.md](docs/PERFORMANCE.md).
+//! runs it in 5 fresh processes and prints medians and their ratios to the
+//! Go package's own figures (listed in [docs/PERFORMANCE.md](docs/PERFORMANCE.md)).
+//! The loops match the Go ones operation for operation; the values differ
+//! where Go writes strings (`"test"`, `"result"`, `"value_j"`, the space
+//! "Test Space") and the scenarios write numbers and "Bench".
 //!
 //! ```sh
 //! cargo run --release --example go_loops -- [--engine tracepool|go_baseline|baseline_blocking|harness]
