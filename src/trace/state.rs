@@ -23,12 +23,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
 
 use crate::event::value::{LogText, Val};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use super::handoff::Handoff;
 use super::lease::Lease;
 use super::logs::{LINE_OVERHEAD, LogRec, Logs};
 use super::payload::TraceSource;
@@ -138,28 +138,9 @@ pub(crate) struct TraceState {
     /// The handles that refer to this slot. Survives resets: handles of
     /// earlier occupants stay counted until they are dropped.
     pub(crate) lease: Lease,
-    /// The slot index sits in its worker's queue. Owned by the worker
-    /// protocol: survives resets so an index is never queued twice.
-    pub(crate) queued: bool,
-    /// The flush epoch when the slot was last queued (see `engine::flush`).
-    pub(crate) queued_epoch: u64,
-    /// A worker is writing a batch taken from this slot.
-    pub(crate) in_flight: bool,
-    /// Created (not opened) by this engine, and no batch of it written yet:
-    /// the driver creates its storage exclusively.
-    pub(crate) new_trace: bool,
-    /// Storage refused the trace (its id exists there): its writes are
-    /// dropped and counted, never merged into the other trace.
-    // redis-hook: also set when another engine took the trace's lease.
-    pub(crate) write_refused: bool,
-    // redis-hook: the driver holds (or will take) this trace's lease for this
-    // redis-hook: engine; its drain sends a release batch that gives it up.
-    pub(crate) lease_held: bool, // redis-hook
-    // redis-hook: another engine took the lease: (owner, expiry in ms since
-    // redis-hook: the epoch); operations give `Leased`, writes are dropped.
-    pub(crate) lease_lost: Option<Box<(String, i64)>>, // redis-hook
-    /// When a draining slot gives up on a failing driver.
-    pub(crate) drain_deadline: Option<Instant>,
+    /// The slot's part in the worker protocol (queued, a batch in flight,
+    /// what storage made of the trace). Owned by the engine's workers.
+    pub(crate) handoff: Handoff,
     pub(crate) limits: Limits,
     /// The documents and evicted log lines not yet handed to the driver
     /// (persistent drivers only).
@@ -193,14 +174,7 @@ impl TraceState {
             spaces: Spaces::default(),
             events: EventLog::new(limits.log(), pending_total),
             lease: Lease::default(),
-            queued: false,
-            queued_epoch: 0,
-            in_flight: false,
-            new_trace: false,
-            write_refused: false,
-            lease_held: false, // redis-hook
-            lease_lost: None,  // redis-hook
-            drain_deadline: None,
+            handoff: Handoff::default(),
             limits,
             unsaved: Unsaved::default(),
             stat_logs_dropped: 0,
@@ -226,7 +200,7 @@ impl TraceState {
         let ts = now.max(self.last_ts);
         self.last_ts = ts;
         self.phase = Phase::Live;
-        self.new_trace = true;
+        self.handoff.new_trace = true;
         self.id = id;
         self.created_by = opts.created_by;
         self.team_id = opts.team_id;
@@ -253,7 +227,7 @@ impl TraceState {
     /// [`has_writes`](TraceState::has_writes), or the last batch that gives
     /// its lease up (redis-hook).
     pub(crate) fn owes_last_batch(&self) -> bool {
-        self.has_writes() || self.lease_held
+        self.has_writes() || self.handoff.lease_held
     }
 
     /// Whether resetting this trace is too much work for a caller's
@@ -300,12 +274,7 @@ impl TraceState {
         self.spaces.reset();
         self.events.reset();
         self.unsaved.reset();
-        self.in_flight = false;
-        self.new_trace = false;
-        self.write_refused = false;
-        self.lease_held = false; // redis-hook
-        self.lease_lost = None; // redis-hook
-        self.drain_deadline = None;
+        self.handoff.reset();
     }
 
     // ---- dirty tracking (document snapshots) ------------------------------
