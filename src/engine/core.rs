@@ -248,7 +248,7 @@ impl Core {
             return Err(Error::Released);
         }
         // redis-hook: begin (another engine took this trace's lease)
-        if let Some(lost) = &st.lease_lost {
+        if let Some(lost) = &st.handoff.lease_lost {
             return Err(super::lease::leased_error(lost));
         }
         // redis-hook: end
@@ -280,7 +280,7 @@ impl Core {
 
     /// Puts the slot on its worker's queue (once) if it has something for it.
     pub(crate) fn enqueue(&self, idx: u32, st: &mut TraceState) {
-        if st.queued {
+        if st.handoff.queued {
             if st.events.pending_count() == WAKE_AT {
                 self.queue_of(idx).wake();
             }
@@ -291,18 +291,14 @@ impl Core {
         if !st.has_writes() {
             return;
         }
-        st.queued = true;
-        st.queued_epoch = self.flush.epoch();
-        self.queue_of(idx).push(idx);
+        if st.handoff.queue(self.flush.epoch()) {
+            self.queue_of(idx).push(idx);
+        }
     }
 
     /// Queues a slot again after a failed batch, keeping the older epoch.
     fn requeue(&self, idx: u32, st: &mut TraceState, epoch: u64) {
-        if st.queued {
-            st.queued_epoch = st.queued_epoch.min(epoch);
-        } else {
-            st.queued = true;
-            st.queued_epoch = epoch;
+        if st.handoff.requeue(epoch) {
             self.queue_of(idx).push(idx);
         }
     }
@@ -416,15 +412,15 @@ impl Core {
             return Visit::Done(Outcome::Done);
         }
         if expect.is_none() {
-            st.queued = false;
+            st.handoff.queued = false;
         }
         self.collect_stats(&mut st);
         if st.phase == Phase::Free {
             return Visit::Done(Outcome::Done);
         }
         let generation = st.generation;
-        let epoch = st.queued_epoch;
-        if st.write_refused {
+        let epoch = st.handoff.queued_epoch;
+        if st.handoff.write_refused {
             // Storage has another trace of this id: nothing more may reach it.
             let n = st.discard_writes();
             self.counters.events_dropped.add(n);
@@ -433,7 +429,7 @@ impl Core {
         }
         let archive = st.archive_requested && !st.archived;
         // redis-hook: a draining trace's lease goes with its last batch.
-        let release = st.phase == Phase::Draining && st.lease_held; // redis-hook
+        let release = st.phase == Phase::Draining && st.handoff.lease_held; // redis-hook
         let wrote = !w.is_empty() || release; // redis-hook
         if !wrote && !archive {
             if st.phase == Phase::Draining {
@@ -441,9 +437,9 @@ impl Core {
             }
             return Visit::Done(Outcome::Done);
         }
-        let new_trace = st.new_trace;
+        let new_trace = st.handoff.new_trace;
         let id = st.id;
-        st.in_flight = true;
+        st.handoff.in_flight = true;
         drop(st);
         Visit::Taken(Taken {
             idx,
@@ -490,7 +486,7 @@ impl Core {
         // waits for `in_flight` (release marks the slot draining, removal
         // takes the io lock).
         let mut st = slot.state.lock();
-        st.in_flight = false;
+        st.handoff.in_flight = false;
         if result.is_ok() && archive {
             // Made or failed, an archive is attempted once.
             st.archive_requested = false;
@@ -500,11 +496,11 @@ impl Core {
         let outcome = match result {
             Ok(()) => {
                 if wrote {
-                    st.new_trace = false;
+                    st.handoff.new_trace = false;
                 }
                 // redis-hook: begin
                 if release {
-                    st.lease_held = false;
+                    st.handoff.lease_held = false;
                 }
                 // redis-hook: end
                 Outcome::Done
@@ -516,9 +512,9 @@ impl Core {
             }) => {
                 // Another engine took the lease: nothing more of this
                 // trace may reach storage, and its operations give `Leased`.
-                st.write_refused = true;
-                st.lease_lost = Some(super::lease::lost(owner, expires_in_ms));
-                st.lease_held = false;
+                st.handoff.write_refused = true;
+                st.handoff.lease_lost = Some(super::lease::lost(owner, expires_in_ms));
+                st.handoff.lease_held = false;
                 let n = w.events.len() as u64 + st.discard_writes();
                 self.counters.events_dropped.add(n);
                 add(&self.counters.leases_lost, 1);
@@ -526,8 +522,8 @@ impl Core {
             }
             // redis-hook: end
             Err(Error::AlreadyExists) if new_trace => {
-                st.lease_held = false; // redis-hook
-                st.write_refused = true;
+                st.handoff.lease_held = false; // redis-hook
+                st.handoff.write_refused = true;
                 let n = w.events.len() as u64 + st.discard_writes();
                 self.counters.events_dropped.add(n);
                 Outcome::Done
@@ -539,9 +535,9 @@ impl Core {
                         self.requeue(idx, &mut st, epoch);
                         Outcome::Failed { epoch }
                     }
-                    Phase::Draining if st.drain_deadline.is_some_and(|d| Instant::now() >= d) => {
+                    Phase::Draining if st.handoff.drain_expired() => {
                         // A failing driver cannot keep a slot forever.
-                        give_up_lease = st.lease_held; // redis-hook
+                        give_up_lease = st.handoff.lease_held; // redis-hook
                         let n = st.discard_writes();
                         self.counters.events_dropped.add(n);
                         Outcome::Done
@@ -549,7 +545,7 @@ impl Core {
                     Phase::Draining => Outcome::Retry {
                         generation,
                         epoch,
-                        deadline: st.drain_deadline.unwrap_or_else(Instant::now),
+                        deadline: st.handoff.drain_deadline.unwrap_or_else(Instant::now),
                     },
                     Phase::Free => Outcome::Done,
                 }
@@ -622,19 +618,17 @@ impl Core {
         crate::observer::on_release(&self.config.observer, &st, self.driver.name()); // otel-hook:
         let id = st.id;
         let at = (idx, generation);
-        let never_written = st.new_trace;
+        let never_written = st.handoff.new_trace;
         // A big trace is reset by its worker, not on the caller's thread
         // (dropping 100,000 node records takes milliseconds).
-        let draining = st.owes_last_batch() || st.in_flight || st.is_big();
+        let draining = st.owes_last_batch() || st.handoff.in_flight || st.is_big();
         if draining {
             st.phase = Phase::Draining;
-            st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+            st.handoff.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
             self.registry.released(&id, at, true);
             self.pool.start_draining();
             let q = self.queue_of(idx);
-            if !st.queued {
-                st.queued = true;
-                st.queued_epoch = self.flush.epoch();
+            if st.handoff.queue(self.flush.epoch()) {
                 q.push(idx);
             }
             if self.pool.has_waiters() || self.pool.is_scarce() {
@@ -749,7 +743,7 @@ impl Core {
         if st.generation != generation || st.phase != Phase::Draining {
             return None;
         }
-        let never_written = st.new_trace;
+        let never_written = st.handoff.new_trace;
         let n = st.discard_writes();
         add(&self.counters.events_discarded, n);
         self.finish_drain(idx, &mut st);

@@ -423,7 +423,7 @@ impl Engine {
                 self.take_pin(pin);
                 slot.note_lease(&st.lease);
                 st.start(id, opts, now);
-                st.lease_held = st.limits.leases; // redis-hook
+                st.handoff.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
                 drop(st);
                 Ok(Checkout::new(idx, generation, id))
@@ -583,7 +583,7 @@ impl Engine {
         }
         let generation = st.generation;
         if core.registry.insert_if_absent(tid, (idx, generation)) {
-            st.lease_held = st.limits.leases; // redis-hook
+            st.handoff.lease_held = st.limits.leases; // redis-hook
             let pin = st.lease.open(generation, false, 1);
             self.take_pin(pin);
             slot.note_lease(&st.lease);

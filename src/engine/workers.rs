@@ -4,9 +4,10 @@
 //!
 //! Slot `i` belongs to worker `i % workers`. A trace with something for its
 //! worker (events, documents, counters, an archive, a release) puts its slot
-//! index on that worker's queue once (the slot's `queued` flag keeps it from
-//! being queued twice). A worker wakes every `flush_interval`, or earlier
-//! when woken (a slot with many pending events, a flush, a release),
+//! index on that worker's queue once (the `queued` flag of the slot's
+//! `Handoff` keeps it from being queued twice). A worker wakes every
+//! `flush_interval`, or earlier when woken (a slot with many pending
+//! events, a flush, a release),
 //! takes the writes of every queued slot and hands them to the driver in
 //! one call (a group: one commit for the store driver; at most
 //! `MAX_GROUP` traces or `MAX_GROUP_BYTES` each; one trace per call for a

@@ -1,10 +1,12 @@
 //! The state of a trace as a pool slot holds it: [`state::TraceState`]
 //! and what it is made of — the node [`tree`], the in-memory [`logs`], the
 //! [`spaces`] — plus [`persist`]ence (what is queued for the driver, and
-//! rebuilding a trace from storage) and the slot's [`lease`] (the handles
-//! that refer to it). The event log itself is
+//! rebuilding a trace from storage), the slot's [`lease`] (the handles
+//! that refer to it) and its [`handoff`] flags (its part in the worker
+//! protocol). The event log itself is
 //! `crate::event::log`'s; the handles callers hold are `crate::handle`'s.
 
+pub(crate) mod handoff;
 pub(crate) mod lease;
 pub(crate) mod logs;
 pub(crate) mod payload;

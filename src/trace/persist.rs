@@ -1,5 +1,7 @@
-//! The persistence side of a trace's state: taking what is queued for the
-//! driver (events, and for persistent drivers the dirty documents and new log
+//! The persistence side of a trace's state: what a trace owes a persistent
+//! driver besides its events ([`Unsaved`]: the dirty documents and the log
+//! lines that left memory unwritten), taking what is queued for the driver
+//! (events, and for persistent drivers the dirty documents and new log
 //! lines, encoded in the reference's formats), putting it back after a failed
 //! write, and rebuilding a trace from a [`StoredTrace`] on `open`.
 //!
@@ -12,10 +14,10 @@ use std::collections::VecDeque;
 
 use smallvec::SmallVec;
 
-use super::logs::LogRec;
+use super::logs::{LogRec, Logs};
 use super::spaces::SpaceRec;
-use super::state::{SPACE_DATA, SPACE_DELETED, SPACE_META, TraceState};
-use super::tree::NodeRec;
+use super::state::TraceState;
+use super::tree::{NodeRec, Tree};
 use crate::driver::format::{InfoDoc, PersistNode, SpaceDoc};
 use crate::driver::{DocBuf, DocKind, StoredTrace};
 use crate::error::{Error, Result};
@@ -23,6 +25,145 @@ use crate::event::value::{self, JsonMap, Val};
 use crate::event::{Event, EventKind};
 use crate::id::{ShortId, TraceId};
 use crate::model::TraceStatus;
+
+/// Dirty flag of a space (for document snapshots): its info document.
+pub(crate) const SPACE_META: u8 = 1;
+/// Dirty flag of a space: its data document.
+pub(crate) const SPACE_DATA: u8 = 2;
+/// Dirty flag of a space: it was deleted (replaces the other flags).
+pub(crate) const SPACE_DELETED: u8 = 4;
+
+/// Dirty-list capacity kept across a reset.
+const RETAIN_DIRTY: usize = 1024;
+
+/// What a trace owes a persistent driver besides its events and the log
+/// lines still in memory (those are the [`EventLog`](crate::event::log::EventLog)'s
+/// queue and [`Logs::flushed`]): the documents changed since the last batch
+/// was taken — the info document, nodes and spaces, each listed once — and
+/// the log lines that left memory before a worker took them, already
+/// encoded. It stays empty for a driver that does not want documents (the
+/// trace marks nothing then).
+///
+/// [`TraceState::take_writes`] empties it into a batch,
+/// [`TraceState::restore_writes`] fills it again from a failed one.
+#[derive(Debug, Default)]
+pub(crate) struct Unsaved {
+    /// The info document (`trace_info.json`) changed.
+    info: bool,
+    /// The nodes whose document changed, each once (a listed node's
+    /// [`NodeRec::dirty`] is set).
+    nodes: Vec<u32>,
+    /// The spaces whose documents changed, each once, with what changed
+    /// (`SPACE_*` flags).
+    spaces: Vec<(ShortId, u8)>,
+    /// Log lines that left memory before they were handed to the driver.
+    lines: EncodedLines,
+}
+
+impl Unsaved {
+    /// The info document changed.
+    pub(crate) fn mark_info(&mut self) {
+        self.info = true;
+    }
+
+    /// Node `n` of `tree` changed: lists it, unless it is listed already.
+    pub(crate) fn mark_node(&mut self, tree: &mut Tree, n: u32) {
+        let node = tree.node_mut(n);
+        if !node.dirty {
+            node.dirty = true;
+            self.nodes.push(n);
+        }
+    }
+
+    /// Space `id` changed (`flags`: which of its documents, `SPACE_*`); a
+    /// deletion replaces whatever was listed for it.
+    pub(crate) fn mark_space(&mut self, id: ShortId, flags: u8) {
+        match self.spaces.iter_mut().find(|(s, _)| *s == id) {
+            Some((_, f)) if flags & SPACE_DELETED != 0 => *f = SPACE_DELETED,
+            Some((_, f)) => *f |= flags,
+            None => self.spaces.push((id, flags)),
+        }
+    }
+
+    /// Whether a document (info, node or space) is to be written.
+    pub(crate) fn has_documents(&self) -> bool {
+        self.info || !self.nodes.is_empty() || !self.spaces.is_empty()
+    }
+
+    /// Whether log lines that left memory wait for the driver.
+    pub(crate) fn has_lines(&self) -> bool {
+        !self.lines.is_empty()
+    }
+
+    /// Keeps one log line that leaves memory, encoded by `encode` into the
+    /// buffer it is given. Returns its bytes.
+    fn stash_line(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> DocBuf) -> usize {
+        let before = self.lines.buf.len();
+        let d = encode(&mut self.lines.buf);
+        self.lines.lines.push(d);
+        self.lines.buf.len() - before
+    }
+
+    /// Moves the stashed log lines into `w` (see [`EncodedLines::drain_into`]).
+    fn take_lines(&mut self, w: &mut WriteScratch) {
+        self.lines.drain_into(w);
+    }
+
+    /// Puts the log lines of a failed batch back in front of the stashed
+    /// ones (see [`EncodedLines::prepend`]). Returns their bytes.
+    fn put_back_lines(&mut self, w: &WriteScratch) -> usize {
+        self.lines.prepend(w)
+    }
+
+    /// Whether the info document is to be written; it is not any more.
+    fn take_info(&mut self) -> bool {
+        std::mem::take(&mut self.info)
+    }
+
+    /// The listed nodes, in the order they changed, unlisted (their
+    /// [`NodeRec::dirty`] in `tree` cleared); the list keeps its capacity.
+    fn take_nodes(&mut self, tree: &mut Tree) -> std::vec::Drain<'_, u32> {
+        for &n in &self.nodes {
+            tree.node_mut(n).dirty = false;
+        }
+        self.nodes.drain(..)
+    }
+
+    /// The listed spaces with their flags, in the order they first changed;
+    /// the list keeps its capacity.
+    fn take_spaces(&mut self) -> std::vec::Drain<'_, (ShortId, u8)> {
+        self.spaces.drain(..)
+    }
+
+    /// Forgets everything listed and stashed (the nodes of `tree` are
+    /// unlisted), keeping the capacity.
+    pub(crate) fn discard(&mut self, tree: &mut Tree) {
+        self.lines.clear();
+        self.info = false;
+        for &n in &self.nodes {
+            tree.node_mut(n).dirty = false;
+        }
+        self.nodes.clear();
+        self.spaces.clear();
+    }
+
+    /// Empties it for the slot's next occupant (whose tree is new), giving
+    /// back the memory of unusually long lists.
+    pub(crate) fn reset(&mut self) {
+        self.lines.clear();
+        self.info = false;
+        clear_capped(&mut self.nodes, RETAIN_DIRTY);
+        clear_capped(&mut self.spaces, RETAIN_DIRTY);
+    }
+}
+
+/// Empties `v`, shrinking its capacity to `cap` if it is more.
+fn clear_capped<T>(v: &mut Vec<T>, cap: usize) {
+    v.clear();
+    if v.capacity() > cap {
+        v.shrink_to(cap);
+    }
+}
 
 /// Reusable buffers for one batch (owned by a worker).
 #[derive(Debug, Default)]
@@ -36,17 +177,21 @@ pub(crate) struct WriteScratch {
 /// Log lines already encoded for the driver, waiting for the next batch: lines
 /// that left memory before a worker took them, and lines of a failed batch.
 #[derive(Debug, Default)]
-pub(crate) struct EncodedLines {
+struct EncodedLines {
+    /// The lines' bytes, one after the other.
     buf: Vec<u8>,
+    /// Each line: its node, its index in the node's log and its range in `buf`.
     lines: Vec<DocBuf>,
 }
 
 impl EncodedLines {
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether no line is held.
+    fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Drops every line, giving back the memory of an unusually big buffer.
+    fn clear(&mut self) {
         self.buf.clear();
         self.lines.clear();
         if self.buf.capacity() > 64 * 1024 {
@@ -142,43 +287,41 @@ fn push_doc(w: &mut WriteScratch, kind: DocKind, id: ShortId, f: impl FnOnce(&mu
     });
 }
 
-impl TraceState {
-    /// Encodes the log line at `logs.lines[rel]` (its index in the whole
-    /// log is `logs.base + rel`) as one line of the node's log file: the
-    /// reference's `TraceLog` (Go field names), compact.
-    fn encode_log_line(&self, rel: usize, buf: &mut Vec<u8>) -> DocBuf {
-        let l = &self.logs.lines[rel];
-        let node = self.tree.node(l.node).id;
-        let start = buf.len();
-        buf.extend_from_slice(b"{\"Timestamp\":");
-        buf.extend_from_slice(itoa::Buffer::new().format(l.timestamp).as_bytes());
-        buf.extend_from_slice(b",\"Level\":\"");
-        buf.extend_from_slice(l.level.as_str().as_bytes());
-        buf.extend_from_slice(b"\",\"Message\":");
-        // Serializing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, value::as_str(&l.msg));
-        buf.extend_from_slice(b",\"Data\":");
-        buf.extend_from_slice(l.data.as_deref().unwrap_or(b"null"));
-        buf.extend_from_slice(b",\"NodeID\":\"");
-        buf.extend_from_slice(node.as_str().as_bytes());
-        buf.extend_from_slice(b"\"}");
-        DocBuf {
-            kind: DocKind::Node,
-            id: node,
-            range: (start, buf.len()),
-            n: (self.logs.base + rel) as u64,
-        }
+/// Encodes the log line at `logs.lines[rel]` (its index in the whole log is
+/// `logs.base + rel`; its node is `tree`'s) as one line of the node's log
+/// file: the reference's `TraceLog` (Go field names), compact.
+fn encode_log_line(logs: &Logs, tree: &Tree, rel: usize, buf: &mut Vec<u8>) -> DocBuf {
+    let l = &logs.lines[rel];
+    let node = tree.node(l.node).id;
+    let start = buf.len();
+    buf.extend_from_slice(b"{\"Timestamp\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(l.timestamp).as_bytes());
+    buf.extend_from_slice(b",\"Level\":\"");
+    buf.extend_from_slice(l.level.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"Message\":");
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, value::as_str(&l.msg));
+    buf.extend_from_slice(b",\"Data\":");
+    buf.extend_from_slice(l.data.as_deref().unwrap_or(b"null"));
+    buf.extend_from_slice(b",\"NodeID\":\"");
+    buf.extend_from_slice(node.as_str().as_bytes());
+    buf.extend_from_slice(b"\"}");
+    DocBuf {
+        kind: DocKind::Node,
+        id: node,
+        range: (start, buf.len()),
+        n: (logs.base + rel) as u64,
     }
+}
 
+impl TraceState {
     /// The oldest in-memory log line is about to leave memory before it was
     /// handed to the driver: keep it, encoded, for the next batch.
     pub(crate) fn stash_oldest_log_line(&mut self) {
-        let mut lines = std::mem::take(&mut self.unflushed_lines);
-        let before = lines.buf.len();
-        let d = self.encode_log_line(0, &mut lines.buf);
-        lines.lines.push(d);
-        let added = lines.buf.len() - before;
-        self.unflushed_lines = lines;
+        let (logs, tree) = (&self.logs, &self.tree);
+        let added = self
+            .unsaved
+            .stash_line(|buf| encode_log_line(logs, tree, 0, buf));
         let (log, src) = self.split();
         log.add_pending_bytes(added, &src);
     }
@@ -190,16 +333,14 @@ impl TraceState {
         if !self.limits.documents {
             return;
         }
-        self.unflushed_lines.drain_into(w);
+        self.unsaved.take_lines(w);
         let from = self.logs.flushed.max(self.logs.base) - self.logs.base;
         for rel in from..self.logs.lines.len() {
-            let d = self.encode_log_line(rel, &mut w.buf);
+            let d = encode_log_line(&self.logs, &self.tree, rel, &mut w.buf);
             w.logs.push(d);
         }
         self.logs.flushed = self.logs.end();
-        let dirty = std::mem::take(&mut self.dirty_nodes);
-        for &n in &dirty {
-            self.tree.node_mut(n).dirty = false;
+        for n in self.unsaved.take_nodes(&mut self.tree) {
             let r = self.tree.node(n);
             let ids = |v: &[u32]| -> Vec<Cow<'_, str>> {
                 self.tree.ids_of(v).map(Cow::Borrowed).collect()
@@ -225,10 +366,7 @@ impl TraceState {
                 let _ = serde_json::to_writer_pretty(b, &doc);
             });
         }
-        self.dirty_nodes = dirty;
-        self.dirty_nodes.clear();
-        let spaces = std::mem::take(&mut self.dirty_spaces);
-        for &(id, flags) in &spaces {
+        for (id, flags) in self.unsaved.take_spaces() {
             if flags & SPACE_DELETED != 0 {
                 push_doc(w, DocKind::SpaceDeleted, id, |_| {});
                 continue;
@@ -258,10 +396,7 @@ impl TraceState {
                 });
             }
         }
-        self.dirty_spaces = spaces;
-        self.dirty_spaces.clear();
-        if self.info_dirty {
-            self.info_dirty = false;
+        if self.unsaved.take_info() {
             let ids = |v: &[u32]| -> Vec<Cow<'_, str>> {
                 self.tree.ids_of(v).map(Cow::Borrowed).collect()
             };
@@ -308,20 +443,20 @@ impl TraceState {
         }
         // The lines keep their encoding; newer lines are already queued
         // behind them (or still in memory, after `logs_flushed`).
-        let added = self.unflushed_lines.prepend(w);
+        let added = self.unsaved.put_back_lines(w);
         let (log, src) = self.split();
         log.add_pending_bytes(added, &src);
         for d in &w.docs {
             match d.kind {
-                DocKind::Info => self.info_dirty = true,
+                DocKind::Info => self.unsaved.mark_info(),
                 DocKind::Node => {
                     if let Some(n) = self.find_node(d.id.as_str()) {
-                        self.touch_node(n);
+                        self.unsaved.mark_node(&mut self.tree, n);
                     }
                 }
-                DocKind::Space => self.touch_space(d.id, SPACE_META),
-                DocKind::SpaceData => self.touch_space(d.id, SPACE_DATA),
-                DocKind::SpaceDeleted => self.touch_space(d.id, SPACE_DELETED),
+                DocKind::Space => self.unsaved.mark_space(d.id, SPACE_META),
+                DocKind::SpaceData => self.unsaved.mark_space(d.id, SPACE_DATA),
+                DocKind::SpaceDeleted => self.unsaved.mark_space(d.id, SPACE_DELETED),
             }
         }
     }

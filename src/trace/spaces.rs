@@ -10,7 +10,8 @@ use crate::event::value::Val;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use super::state::{SPACE_DATA, SPACE_DELETED, SPACE_META, TraceState};
+use super::persist::{SPACE_DATA, SPACE_DELETED, SPACE_META};
+use super::state::TraceState;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::event::record::PayloadRec;

@@ -3,7 +3,8 @@
 //!
 //! [`TraceState`] ties together what a trace owns: its metadata and
 //! lifecycle phase, the node [`Tree`], the in-memory [`Logs`], the
-//! [`Spaces`], and the [`EventLog`] every change is recorded in. Every
+//! [`Spaces`], the [`EventLog`] every change is recorded in, and what it
+//! owes a persistent driver besides its events ([`Unsaved`]). Every
 //! mutation runs under the slot's lock and records its events in the same
 //! critical section (numbering an event, retaining it and queueing it for
 //! the driver is one step of the log, the single sequencer), so replay and
@@ -22,16 +23,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
 
 use crate::event::value::{LogText, Val};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use super::handoff::Handoff;
 use super::lease::Lease;
 use super::logs::{LINE_OVERHEAD, LogRec, Logs};
 use super::payload::TraceSource;
-use super::persist::EncodedLines;
+use super::persist::Unsaved;
 use super::spaces::Spaces;
 use super::tree::{NodeSpec, NodeSpecs, Tree, arena_index};
 use crate::error::{Error, Result};
@@ -100,14 +101,6 @@ pub(crate) enum Phase {
     Draining,
 }
 
-/// Dirty flags of a space (for document snapshots).
-pub(crate) const SPACE_META: u8 = 1;
-pub(crate) const SPACE_DATA: u8 = 2;
-pub(crate) const SPACE_DELETED: u8 = 4;
-
-/// Dirty-list capacity kept across a reset.
-const RETAIN_DIRTY: usize = 1024;
-
 /// Which nodes a trace-level operation addresses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Target {
@@ -145,36 +138,13 @@ pub(crate) struct TraceState {
     /// The handles that refer to this slot. Survives resets: handles of
     /// earlier occupants stay counted until they are dropped.
     pub(crate) lease: Lease,
-    /// Log lines that left memory before they were handed to the driver,
-    /// already encoded (persistent drivers only).
-    pub(crate) unflushed_lines: EncodedLines,
-    /// The slot index sits in its worker's queue. Owned by the worker
-    /// protocol: survives resets so an index is never queued twice.
-    pub(crate) queued: bool,
-    /// The flush epoch when the slot was last queued (see `engine::flush`).
-    pub(crate) queued_epoch: u64,
-    /// A worker is writing a batch taken from this slot.
-    pub(crate) in_flight: bool,
-    /// Created (not opened) by this engine, and no batch of it written yet:
-    /// the driver creates its storage exclusively.
-    pub(crate) new_trace: bool,
-    /// Storage refused the trace (its id exists there): its writes are
-    /// dropped and counted, never merged into the other trace.
-    // redis-hook: also set when another engine took the trace's lease.
-    pub(crate) write_refused: bool,
-    // redis-hook: the driver holds (or will take) this trace's lease for this
-    // redis-hook: engine; its drain sends a release batch that gives it up.
-    pub(crate) lease_held: bool, // redis-hook
-    // redis-hook: another engine took the lease: (owner, expiry in ms since
-    // redis-hook: the epoch); operations give `Leased`, writes are dropped.
-    pub(crate) lease_lost: Option<Box<(String, i64)>>, // redis-hook
-    /// When a draining slot gives up on a failing driver.
-    pub(crate) drain_deadline: Option<Instant>,
+    /// The slot's part in the worker protocol (queued, a batch in flight,
+    /// what storage made of the trace). Owned by the engine's workers.
+    pub(crate) handoff: Handoff,
     pub(crate) limits: Limits,
-    // Document snapshots not yet handed to the driver (persistent drivers only).
-    pub(crate) info_dirty: bool,
-    pub(crate) dirty_nodes: Vec<u32>,
-    pub(crate) dirty_spaces: Vec<(ShortId, u8)>,
+    /// The documents and evicted log lines not yet handed to the driver
+    /// (persistent drivers only).
+    pub(crate) unsaved: Unsaved,
     // Counters since the last time the engine collected them (the event
     // counters are the log's).
     pub(crate) stat_logs_dropped: u64,
@@ -204,19 +174,9 @@ impl TraceState {
             spaces: Spaces::default(),
             events: EventLog::new(limits.log(), pending_total),
             lease: Lease::default(),
-            unflushed_lines: EncodedLines::default(),
-            queued: false,
-            queued_epoch: 0,
-            in_flight: false,
-            new_trace: false,
-            write_refused: false,
-            lease_held: false, // redis-hook
-            lease_lost: None,  // redis-hook
-            drain_deadline: None,
+            handoff: Handoff::default(),
             limits,
-            info_dirty: false,
-            dirty_nodes: Vec::new(),
-            dirty_spaces: Vec::new(),
+            unsaved: Unsaved::default(),
             stat_logs_dropped: 0,
             stat_logs_evicted: 0,
         }
@@ -240,7 +200,7 @@ impl TraceState {
         let ts = now.max(self.last_ts);
         self.last_ts = ts;
         self.phase = Phase::Live;
-        self.new_trace = true;
+        self.handoff.new_trace = true;
         self.id = id;
         self.created_by = opts.created_by;
         self.team_id = opts.team_id;
@@ -257,12 +217,9 @@ impl TraceState {
     /// dirty documents, or an archive to make.
     pub(crate) fn has_writes(&self) -> bool {
         self.events.has_pending()
-            || !self.unflushed_lines.is_empty()
+            || self.unsaved.has_lines()
             || (self.limits.documents
-                && (self.info_dirty
-                    || !self.dirty_nodes.is_empty()
-                    || !self.dirty_spaces.is_empty()
-                    || self.logs.flushed < self.logs.end()))
+                && (self.unsaved.has_documents() || self.logs.flushed < self.logs.end()))
             || (self.archive_requested && !self.archived)
     }
 
@@ -270,7 +227,7 @@ impl TraceState {
     /// [`has_writes`](TraceState::has_writes), or the last batch that gives
     /// its lease up (redis-hook).
     pub(crate) fn owes_last_batch(&self) -> bool {
-        self.has_writes() || self.lease_held
+        self.has_writes() || self.handoff.lease_held
     }
 
     /// Whether resetting this trace is too much work for a caller's
@@ -288,13 +245,7 @@ impl TraceState {
     /// documents, an archive request). Returns the number of events dropped.
     pub(crate) fn discard_writes(&mut self) -> u64 {
         let n = self.events.discard_pending();
-        self.unflushed_lines.clear();
-        self.info_dirty = false;
-        for &n in &self.dirty_nodes {
-            self.tree.node_mut(n).dirty = false;
-        }
-        self.dirty_nodes.clear();
-        self.dirty_spaces.clear();
+        self.unsaved.discard(&mut self.tree);
         self.logs.flushed = self.logs.end();
         self.archive_requested = false;
         n
@@ -322,44 +273,32 @@ impl TraceState {
         self.logs.reset();
         self.spaces.reset();
         self.events.reset();
-        self.unflushed_lines.clear();
-        self.in_flight = false;
-        self.new_trace = false;
-        self.write_refused = false;
-        self.lease_held = false; // redis-hook
-        self.lease_lost = None; // redis-hook
-        self.drain_deadline = None;
-        self.info_dirty = false;
-        clear_capped(&mut self.dirty_nodes, RETAIN_DIRTY);
-        clear_capped(&mut self.dirty_spaces, RETAIN_DIRTY);
+        self.unsaved.reset();
+        self.handoff.reset();
     }
 
     // ---- dirty tracking (document snapshots) ------------------------------
 
+    /// Node `n`'s document is to be written again (persistent drivers only).
     pub(crate) fn touch_node(&mut self, n: u32) {
-        if !self.limits.documents {
-            return;
-        }
-        let node = self.tree.node_mut(n);
-        if !node.dirty {
-            node.dirty = true;
-            self.dirty_nodes.push(n);
+        if self.limits.documents {
+            self.unsaved.mark_node(&mut self.tree, n);
         }
     }
 
+    /// Space `id`'s documents (`flags`, see [`SPACE_META`](super::persist::SPACE_META)
+    /// and the others) are to be written again (persistent drivers only).
     pub(crate) fn touch_space(&mut self, id: ShortId, flags: u8) {
-        if !self.limits.documents {
-            return;
-        }
-        match self.dirty_spaces.iter_mut().find(|(s, _)| *s == id) {
-            Some((_, f)) if flags & SPACE_DELETED != 0 => *f = SPACE_DELETED,
-            Some((_, f)) => *f |= flags,
-            None => self.dirty_spaces.push((id, flags)),
+        if self.limits.documents {
+            self.unsaved.mark_space(id, flags);
         }
     }
 
+    /// The info document is to be written again (persistent drivers only).
     pub(crate) fn touch_info(&mut self) {
-        self.info_dirty = self.limits.documents;
+        if self.limits.documents {
+            self.unsaved.mark_info();
+        }
     }
 
     // ---- emission ---------------------------------------------------------
@@ -881,12 +820,5 @@ impl TraceState {
         self.stat_logs_dropped = 0;
         self.stat_logs_evicted = 0;
         s
-    }
-}
-
-fn clear_capped<T>(v: &mut Vec<T>, cap: usize) {
-    v.clear();
-    if v.capacity() > cap {
-        v.shrink_to(cap);
     }
 }

@@ -91,7 +91,8 @@ pub(crate) struct NodeRec {
     pub(crate) start_time: i64,
     pub(crate) end_time: i64,
     pub(crate) updated_at: i64,
-    /// Listed in the trace's dirty nodes (document snapshots).
+    /// Listed in the trace's [`Unsaved`](super::persist::Unsaved) nodes
+    /// (document snapshots); set and cleared by it only.
     pub(crate) dirty: bool,
 }
 
