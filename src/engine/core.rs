@@ -578,7 +578,7 @@ impl Core {
     /// A draining slot handed everything over: reset it and make it free.
     /// Called under the slot's io and state locks.
     fn finish_drain(&self, idx: u32, st: &mut TraceState) {
-        let at = (idx, st.generation);
+        let at = SlotKey::new(idx, st.generation);
         let id = st.id;
         self.collect_stats(st);
         st.reset();
@@ -621,7 +621,7 @@ impl Core {
         }
         crate::observer::on_release(&self.config.observer, &st, self.driver.name()); // otel-hook:
         let id = st.id;
-        let at = (idx, generation);
+        let at = SlotKey::new(idx, generation);
         let never_written = st.new_trace;
         // A big trace is reset by its worker, not on the caller's thread
         // (dropping 100,000 node records takes milliseconds).
