@@ -587,9 +587,9 @@ impl Core {
         self.drains.wake_all();
     }
 
-    /// Releases the live trace at `(idx, generation)`, whose lease the caller
-    /// ended under the slot's lock, which it still holds (`st`, the state of
-    /// slot `idx`): detaches its subscribers (each gets every event emitted
+    /// Releases the live trace `key`, whose lease the caller ended under the
+    /// slot's lock, which it still holds (`st`, the state of slot
+    /// `key.idx`): detaches its subscribers (each gets every event emitted
     /// before this, then its stream ends), unregisters it, and resets the
     /// slot at once or leaves it draining for its worker. No I/O.
     ///
@@ -597,11 +597,11 @@ impl Core {
     /// `Released` if that trace is not live (already released).
     pub(crate) fn release_locked(
         &self,
-        idx: u32,
-        generation: u64,
+        key: SlotKey,
         kind: ReleaseKind,
         mut st: SpinGuard<'_, TraceState>,
     ) -> Result<Released> {
+        let SlotKey { idx, generation } = key;
         let slot = self.pool.get(idx);
         if !st.is_live(generation) {
             return Err(Error::Released);
@@ -621,7 +621,6 @@ impl Core {
         }
         crate::observer::on_release(&self.config.observer, &st, self.driver.name()); // otel-hook:
         let id = st.id;
-        let at = SlotKey::new(idx, generation);
         let never_written = st.new_trace;
         // A big trace is reset by its worker, not on the caller's thread
         // (dropping 100,000 node records takes milliseconds).
@@ -629,7 +628,7 @@ impl Core {
         if draining {
             st.phase = Phase::Draining;
             st.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
-            self.registry.released(&id, at, true);
+            self.registry.released(&id, key, true);
             self.pool.start_draining();
             let q = self.queue_of(idx);
             if !st.queued {
@@ -645,7 +644,7 @@ impl Core {
             unlock_and_wake(st);
         } else {
             self.collect_stats(&mut st);
-            self.registry.released(&id, at, false);
+            self.registry.released(&id, key, false);
             st.reset();
             unlock_and_wake(st);
             self.pool.checkin(idx);
@@ -679,7 +678,7 @@ impl Core {
         }
     }
 
-    /// A handle of `(idx, generation)` was dropped: the last one releases
+    /// A handle of the checkout `key` was dropped: the last one releases
     /// the trace (unless it stays loaded without handles).
     ///
     /// Returns what the slot's engine reference needs: the caller gives it
@@ -692,7 +691,7 @@ impl Core {
         slot.note_lease(&st.lease);
         if outcome == Dropped::Last {
             // Released in the same critical section that ended the checkout.
-            let _ = self.release_locked(key.idx, key.generation, ReleaseKind::Auto, st);
+            let _ = self.release_locked(key, ReleaseKind::Auto, st);
         }
         pin
     }
@@ -707,22 +706,21 @@ impl Core {
             .add_handle(key.generation);
     }
 
-    /// Ends the checkout of `generation` of slot `idx` and releases the slot
-    /// (an explicit release, shutdown), in one critical section. `None` if
-    /// that checkout was already over.
+    /// Ends the checkout `key` and releases the slot (an explicit release,
+    /// shutdown), in one critical section. `None` if that checkout was
+    /// already over.
     pub(crate) fn close_and_release(
         &self,
-        idx: u32,
-        generation: u64,
+        key: SlotKey,
         kind: ReleaseKind,
     ) -> Option<Result<Released>> {
-        let slot = self.pool.get(idx);
+        let slot = self.pool.get(key.idx);
         let mut st = slot.state.lock();
-        if !st.lease.close(generation) {
+        if !st.lease.close(key.generation) {
             return None;
         }
         slot.note_lease(&st.lease);
-        Some(self.release_locked(idx, generation, kind, st))
+        Some(self.release_locked(key, kind, st))
     }
 
     /// Collects the counters of every loaded trace (for `flush`: counters
@@ -738,21 +736,21 @@ impl Core {
         }
     }
 
-    /// `remove` of a draining trace: its pending writes are discarded (no
-    /// file work) and the slot is freed. `Some(never_written)` if this call
-    /// did it; `None` if the slot had drained meanwhile.
-    pub(crate) fn discard_draining(&self, idx: u32, generation: u64) -> Option<bool> {
-        let slot = self.pool.get(idx);
+    /// `remove` of the draining trace `key`: its pending writes are
+    /// discarded (no file work) and the slot is freed. `Some(never_written)`
+    /// if this call did it; `None` if the slot had drained meanwhile.
+    pub(crate) fn discard_draining(&self, key: SlotKey) -> Option<bool> {
+        let slot = self.pool.get(key.idx);
         // Waits for a batch in flight, so nothing of it lands after this.
         let _io = lock(&slot.io);
         let mut st = slot.state.lock();
-        if st.generation != generation || st.phase != Phase::Draining {
+        if st.generation != key.generation || st.phase != Phase::Draining {
             return None;
         }
         let never_written = st.new_trace;
         let n = st.discard_writes();
         add(&self.counters.events_discarded, n);
-        self.finish_drain(idx, &mut st);
+        self.finish_drain(key.idx, &mut st);
         Some(never_written)
     }
 
@@ -782,12 +780,12 @@ impl Core {
             if now.saturating_sub(last) < timeout_ms {
                 continue;
             }
-            let generation = st.generation;
-            if !st.lease.close_if_unused(generation) {
+            let key = SlotKey::new(idx, st.generation);
+            if !st.lease.close_if_unused(key.generation) {
                 continue;
             }
             slot.note_lease(&st.lease);
-            let _ = self.release_locked(idx, generation, ReleaseKind::Idle, st);
+            let _ = self.release_locked(key, ReleaseKind::Idle, st);
         }
     }
 

@@ -87,7 +87,7 @@ impl EngineInner {
             return false;
         }
         for (_, key) in core.registry.loaded_entries() {
-            let _ = core.close_and_release(key.idx, key.generation, ReleaseKind::Shutdown);
+            let _ = core.close_and_release(key, ReleaseKind::Shutdown);
         }
         true
     }
@@ -728,7 +728,7 @@ impl Engine {
         let tid = TraceId::parse(id)?;
         let core = self.core();
         let key = core.registry.loaded(&tid).ok_or(Error::NotLoaded)?;
-        match core.close_and_release(key.idx, key.generation, ReleaseKind::Explicit) {
+        match core.close_and_release(key, ReleaseKind::Explicit) {
             None | Some(Err(Error::Released)) => Err(Error::NotLoaded),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e),
@@ -739,7 +739,7 @@ impl Engine {
     pub(crate) fn release_handle(&self, key: SlotKey) -> Result<()> {
         self.check_running()?;
         let core = self.core();
-        match core.close_and_release(key.idx, key.generation, ReleaseKind::Explicit) {
+        match core.close_and_release(key, ReleaseKind::Explicit) {
             None => Err(Error::Released),
             Some(r) => r.map(|_| ()),
         }
@@ -801,9 +801,7 @@ impl Engine {
         let mut never_written = false;
         let mut entry = core.registry.get(tid);
         if let Some(Entry::Loaded(key)) = entry {
-            if let Some(Ok(r)) =
-                core.close_and_release(key.idx, key.generation, ReleaseKind::Explicit)
-            {
+            if let Some(Ok(r)) = core.close_and_release(key, ReleaseKind::Explicit) {
                 known = true;
                 never_written = r.never_written && !r.draining;
             }
@@ -812,7 +810,7 @@ impl Engine {
             entry = core.registry.get(tid);
         }
         if let Some(Entry::Draining(key)) = entry
-            && let Some(never) = core.discard_draining(key.idx, key.generation)
+            && let Some(never) = core.discard_draining(key)
         {
             known = true;
             never_written = never;
