@@ -885,15 +885,10 @@ pub(crate) fn unlock_and_wake(mut st: SpinGuard<'_, TraceState>) {
 }
 
 impl LogHost for Core {
-    fn with_log(
-        &self,
-        slot: u32,
-        generation: u64,
-        f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool),
-    ) -> bool {
-        let slot = self.pool.get(slot);
+    fn with_log(&self, key: SlotKey, f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool)) -> bool {
+        let slot = self.pool.get(key.idx);
         let mut st = slot.state.lock();
-        if !st.is_live(generation) {
+        if !st.is_live(key.generation) {
             return false;
         }
         let finished = st.finished;
