@@ -145,7 +145,8 @@ pub(crate) enum Outcome {
     },
     /// A draining slot's batch failed; retry after a pause.
     Retry {
-        generation: u64,
+        /// The checkout whose drain failed.
+        key: SlotKey,
         /// The flush epoch its writes were queued at.
         epoch: u64,
         /// When the drain gives up.
@@ -157,9 +158,9 @@ pub(crate) enum Outcome {
 /// slot's io lock until [`Core::finish`] is given the outcome.
 #[derive(Debug)]
 pub(crate) struct Taken<'a> {
-    pub(crate) idx: u32,
+    /// The slot and the generation its writes were taken from.
+    pub(crate) key: SlotKey,
     _io: MutexGuard<'a, ()>,
-    generation: u64,
     epoch: u64,
     archive: bool,
     release: bool, // redis-hook
@@ -183,6 +184,25 @@ impl Taken<'_> {
             self.new_trace,
         )
         .releasing(self.release) // redis-hook
+    }
+}
+
+/// The slot a worker visits ([`Core::take`]), and why.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VisitOf {
+    /// A slot taken from its worker's queue, whatever it holds.
+    Queued(u32),
+    /// A retry of the failed drain of checkout `key`: nothing if the slot
+    /// holds another generation by now.
+    Retry(SlotKey),
+}
+
+impl VisitOf {
+    fn idx(self) -> u32 {
+        match self {
+            VisitOf::Queued(idx) => idx,
+            VisitOf::Retry(key) => key.idx,
+        }
     }
 }
 
@@ -383,11 +403,11 @@ impl Core {
         *batches = recycle(list);
     }
 
-    /// A worker's visit of slot `idx` (`expect`: only if it still holds
-    /// that generation): collects counters, hands queued writes to the
-    /// driver, makes a requested archive, and finishes a drain.
-    pub(crate) fn process(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Outcome {
-        match self.take(idx, expect, w) {
+    /// A worker's visit of a slot (`of`): collects counters, hands queued
+    /// writes to the driver, makes a requested archive, and finishes a
+    /// drain.
+    pub(crate) fn process(&self, of: VisitOf, w: &mut WriteScratch) -> Outcome {
+        match self.take(of, w) {
             Visit::Done(outcome) => outcome,
             Visit::Taken(t) => {
                 let result = if t.wrote {
@@ -404,25 +424,27 @@ impl Core {
         }
     }
 
-    /// The first half of a worker's visit of slot `idx` (`expect`: only if
-    /// it still holds that generation): collects counters and moves the
-    /// queued writes into `w`. [`Visit::Taken`] holds the slot's io lock
-    /// until [`finish`](Core::finish) is given the outcome of the writes.
-    pub(crate) fn take(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Visit<'_> {
+    /// The first half of a worker's visit of a slot (`of`): collects
+    /// counters and moves the queued writes into `w`. [`Visit::Taken`]
+    /// holds the slot's io lock until [`finish`](Core::finish) is given the
+    /// outcome of the writes.
+    pub(crate) fn take(&self, of: VisitOf, w: &mut WriteScratch) -> Visit<'_> {
+        let idx = of.idx();
         let slot = self.pool.get(idx);
         let io = lock(&slot.io);
         let mut st = slot.state.lock();
-        if expect.is_some_and(|g| g != st.generation) {
-            return Visit::Done(Outcome::Done);
-        }
-        if expect.is_none() {
-            st.queued = false;
+        match of {
+            VisitOf::Retry(key) if key.generation != st.generation => {
+                return Visit::Done(Outcome::Done);
+            }
+            VisitOf::Retry(_) => {}
+            VisitOf::Queued(_) => st.queued = false,
         }
         self.collect_stats(&mut st);
         if st.phase == Phase::Free {
             return Visit::Done(Outcome::Done);
         }
-        let generation = st.generation;
+        let key = SlotKey::new(idx, st.generation);
         let epoch = st.queued_epoch;
         if st.write_refused {
             // Storage has another trace of this id: nothing more may reach it.
@@ -446,9 +468,8 @@ impl Core {
         st.in_flight = true;
         drop(st);
         Visit::Taken(Taken {
-            idx,
+            key,
             _io: io,
-            generation,
             epoch,
             archive,
             release,
@@ -464,9 +485,8 @@ impl Core {
     /// finishes a drain, and releases the slot's io lock.
     pub(crate) fn finish(&self, t: Taken<'_>, w: &mut WriteScratch, result: Result<()>) -> Outcome {
         let Taken {
-            idx,
+            key,
             _io,
-            generation,
             epoch,
             archive,
             release,
@@ -474,6 +494,7 @@ impl Core {
             new_trace,
             id,
         } = t;
+        let idx = key.idx;
         let slot = self.pool.get(idx);
         let archived = result.is_ok() && archive && {
             match self.driver.archive(id.as_str()) {
@@ -547,7 +568,7 @@ impl Core {
                         Outcome::Done
                     }
                     Phase::Draining => Outcome::Retry {
-                        generation,
+                        key,
                         epoch,
                         deadline: st.drain_deadline.unwrap_or_else(Instant::now),
                     },
