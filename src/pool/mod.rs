@@ -11,7 +11,7 @@
 //! Slots live in chunks that never move: the first chunk holds the
 //! configured capacity; under [`Exhausted::Grow`] each new chunk doubles the
 //! total. A slot's address is stable for the life of the pool, so handles
-//! refer to it by index plus generation.
+//! refer to it by index plus generation (a [`SlotKey`]).
 //!
 //! This module is generic over what a slot holds: it owns storage, checkout
 //! and checkin and waiting, not the trace state nor the handles that refer
