@@ -56,6 +56,7 @@ use crate::error::Result;
 use crate::handle::{Node, Trace};
 use crate::model::NodeStatus;
 use crate::options::NodeOptions;
+use crate::pool::SlotKey;
 
 /// Identifies each step's entry on a current-step stack.
 static TOKENS: AtomicU64 = AtomicU64::new(1);
@@ -132,12 +133,12 @@ pub fn current() -> Option<Node> {
 }
 
 /// Whether two handles belong to the same checkout of the same engine.
-fn same_checkout(a: (&Engine, u32, u64), b: (&Engine, u32, u64)) -> bool {
-    Arc::ptr_eq(&a.0.inner, &b.0.inner) && a.1 == b.1 && a.2 == b.2
+fn same_checkout(a: (&Engine, SlotKey), b: (&Engine, SlotKey)) -> bool {
+    Arc::ptr_eq(&a.0.inner, &b.0.inner) && a.1 == b.1
 }
 
 /// The current node, when it belongs to the checkout `of`.
-fn current_in(of: (&Engine, u32, u64)) -> Option<Node> {
+fn current_in(of: (&Engine, SlotKey)) -> Option<Node> {
     current().filter(|c| same_checkout(c.parts(), of))
 }
 
@@ -155,7 +156,7 @@ impl Guard {
     fn fail_now(&mut self, err: &dyn Display) {
         self.done = true;
         if self.node.fail(err).is_err() {
-            let (engine, _, _) = self.node.parts();
+            let (engine, _) = self.node.parts();
             engine
                 .core()
                 .counters
@@ -472,7 +473,7 @@ fn label_opts(label: Cow<'static, str>) -> NodeOptions {
 /// Adds a step's node: under the current node when it belongs to the same
 /// checkout, else through `fallback` (`trace.add` / `node.add`).
 fn add_step_node<I: serde::Serialize + ?Sized>(
-    of: (&Engine, u32, u64),
+    of: (&Engine, SlotKey),
     input: &I,
     opts: NodeOptions,
     fallback: impl FnOnce(&I, NodeOptions) -> Result<Node>,

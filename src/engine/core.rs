@@ -145,7 +145,8 @@ pub(crate) enum Outcome {
     },
     /// A draining slot's batch failed; retry after a pause.
     Retry {
-        generation: u64,
+        /// The checkout whose drain failed.
+        key: SlotKey,
         /// The flush epoch its writes were queued at.
         epoch: u64,
         /// When the drain gives up.
@@ -157,9 +158,9 @@ pub(crate) enum Outcome {
 /// slot's io lock until [`Core::finish`] is given the outcome.
 #[derive(Debug)]
 pub(crate) struct Taken<'a> {
-    pub(crate) idx: u32,
+    /// The slot and the generation its writes were taken from.
+    pub(crate) key: SlotKey,
     _io: MutexGuard<'a, ()>,
-    generation: u64,
     epoch: u64,
     archive: bool,
     release: bool, // redis-hook
@@ -183,6 +184,25 @@ impl Taken<'_> {
             self.new_trace,
         )
         .releasing(self.release) // redis-hook
+    }
+}
+
+/// The slot a worker visits ([`Core::take`]), and why.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VisitOf {
+    /// A slot taken from its worker's queue, whatever it holds.
+    Queued(u32),
+    /// A retry of the failed drain of checkout `key`: nothing if the slot
+    /// holds another generation by now.
+    Retry(SlotKey),
+}
+
+impl VisitOf {
+    fn idx(self) -> u32 {
+        match self {
+            VisitOf::Queued(idx) => idx,
+            VisitOf::Retry(key) => key.idx,
+        }
     }
 }
 
@@ -379,11 +399,11 @@ impl Core {
         *batches = recycle(list);
     }
 
-    /// A worker's visit of slot `idx` (`expect`: only if it still holds
-    /// that generation): collects counters, hands queued writes to the
-    /// driver, makes a requested archive, and finishes a drain.
-    pub(crate) fn process(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Outcome {
-        match self.take(idx, expect, w) {
+    /// A worker's visit of a slot (`of`): collects counters, hands queued
+    /// writes to the driver, makes a requested archive, and finishes a
+    /// drain.
+    pub(crate) fn process(&self, of: VisitOf, w: &mut WriteScratch) -> Outcome {
+        match self.take(of, w) {
             Visit::Done(outcome) => outcome,
             Visit::Taken(t) => {
                 let result = if t.wrote {
@@ -400,25 +420,27 @@ impl Core {
         }
     }
 
-    /// The first half of a worker's visit of slot `idx` (`expect`: only if
-    /// it still holds that generation): collects counters and moves the
-    /// queued writes into `w`. [`Visit::Taken`] holds the slot's io lock
-    /// until [`finish`](Core::finish) is given the outcome of the writes.
-    pub(crate) fn take(&self, idx: u32, expect: Option<u64>, w: &mut WriteScratch) -> Visit<'_> {
+    /// The first half of a worker's visit of a slot (`of`): collects
+    /// counters and moves the queued writes into `w`. [`Visit::Taken`]
+    /// holds the slot's io lock until [`finish`](Core::finish) is given the
+    /// outcome of the writes.
+    pub(crate) fn take(&self, of: VisitOf, w: &mut WriteScratch) -> Visit<'_> {
+        let idx = of.idx();
         let slot = self.pool.get(idx);
         let io = lock(&slot.io);
         let mut st = slot.state.lock();
-        if expect.is_some_and(|g| g != st.generation) {
-            return Visit::Done(Outcome::Done);
-        }
-        if expect.is_none() {
-            st.handoff.queued = false;
+        match of {
+            VisitOf::Retry(key) if key.generation != st.generation => {
+                return Visit::Done(Outcome::Done);
+            }
+            VisitOf::Retry(_) => {}
+            VisitOf::Queued(_) => st.handoff.queued = false,
         }
         self.collect_stats(&mut st);
         if st.phase == Phase::Free {
             return Visit::Done(Outcome::Done);
         }
-        let generation = st.generation;
+        let key = SlotKey::new(idx, st.generation);
         let epoch = st.handoff.queued_epoch;
         if st.handoff.write_refused {
             // Storage has another trace of this id: nothing more may reach it.
@@ -442,9 +464,8 @@ impl Core {
         st.handoff.in_flight = true;
         drop(st);
         Visit::Taken(Taken {
-            idx,
+            key,
             _io: io,
-            generation,
             epoch,
             archive,
             release,
@@ -460,9 +481,8 @@ impl Core {
     /// finishes a drain, and releases the slot's io lock.
     pub(crate) fn finish(&self, t: Taken<'_>, w: &mut WriteScratch, result: Result<()>) -> Outcome {
         let Taken {
-            idx,
+            key,
             _io,
-            generation,
             epoch,
             archive,
             release,
@@ -470,6 +490,7 @@ impl Core {
             new_trace,
             id,
         } = t;
+        let idx = key.idx;
         let slot = self.pool.get(idx);
         let archived = result.is_ok() && archive && {
             match self.driver.archive(id.as_str()) {
@@ -543,7 +564,7 @@ impl Core {
                         Outcome::Done
                     }
                     Phase::Draining => Outcome::Retry {
-                        generation,
+                        key,
                         epoch,
                         deadline: st.handoff.drain_deadline.unwrap_or_else(Instant::now),
                     },
@@ -574,7 +595,7 @@ impl Core {
     /// A draining slot handed everything over: reset it and make it free.
     /// Called under the slot's io and state locks.
     fn finish_drain(&self, idx: u32, st: &mut TraceState) {
-        let at = (idx, st.generation);
+        let at = SlotKey::new(idx, st.generation);
         let id = st.id;
         self.collect_stats(st);
         st.reset();
@@ -583,9 +604,9 @@ impl Core {
         self.drains.wake_all();
     }
 
-    /// Releases the live trace at `(idx, generation)`, whose lease the caller
-    /// ended under the slot's lock, which it still holds (`st`, the state of
-    /// slot `idx`): detaches its subscribers (each gets every event emitted
+    /// Releases the live trace `key`, whose lease the caller ended under the
+    /// slot's lock, which it still holds (`st`, the state of slot
+    /// `key.idx`): detaches its subscribers (each gets every event emitted
     /// before this, then its stream ends), unregisters it, and resets the
     /// slot at once or leaves it draining for its worker. No I/O.
     ///
@@ -593,11 +614,11 @@ impl Core {
     /// `Released` if that trace is not live (already released).
     pub(crate) fn release_locked(
         &self,
-        idx: u32,
-        generation: u64,
+        key: SlotKey,
         kind: ReleaseKind,
         mut st: SpinGuard<'_, TraceState>,
     ) -> Result<Released> {
+        let SlotKey { idx, generation } = key;
         let slot = self.pool.get(idx);
         if !st.is_live(generation) {
             return Err(Error::Released);
@@ -617,7 +638,6 @@ impl Core {
         }
         crate::observer::on_release(&self.config.observer, &st, self.driver.name()); // otel-hook:
         let id = st.id;
-        let at = (idx, generation);
         let never_written = st.handoff.new_trace;
         // A big trace is reset by its worker, not on the caller's thread
         // (dropping 100,000 node records takes milliseconds).
@@ -625,7 +645,7 @@ impl Core {
         if draining {
             st.phase = Phase::Draining;
             st.handoff.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
-            self.registry.released(&id, at, true);
+            self.registry.released(&id, key, true);
             self.pool.start_draining();
             let q = self.queue_of(idx);
             if st.handoff.queue(self.flush.epoch()) {
@@ -639,7 +659,7 @@ impl Core {
             unlock_and_wake(st);
         } else {
             self.collect_stats(&mut st);
-            self.registry.released(&id, at, false);
+            self.registry.released(&id, key, false);
             st.reset();
             unlock_and_wake(st);
             self.pool.checkin(idx);
@@ -673,7 +693,7 @@ impl Core {
         }
     }
 
-    /// A handle of `(idx, generation)` was dropped: the last one releases
+    /// A handle of the checkout `key` was dropped: the last one releases
     /// the trace (unless it stays loaded without handles).
     ///
     /// Returns what the slot's engine reference needs: the caller gives it
@@ -686,7 +706,7 @@ impl Core {
         slot.note_lease(&st.lease);
         if outcome == Dropped::Last {
             // Released in the same critical section that ended the checkout.
-            let _ = self.release_locked(key.idx, key.generation, ReleaseKind::Auto, st);
+            let _ = self.release_locked(key, ReleaseKind::Auto, st);
         }
         pin
     }
@@ -701,22 +721,21 @@ impl Core {
             .add_handle(key.generation);
     }
 
-    /// Ends the checkout of `generation` of slot `idx` and releases the slot
-    /// (an explicit release, shutdown), in one critical section. `None` if
-    /// that checkout was already over.
+    /// Ends the checkout `key` and releases the slot (an explicit release,
+    /// shutdown), in one critical section. `None` if that checkout was
+    /// already over.
     pub(crate) fn close_and_release(
         &self,
-        idx: u32,
-        generation: u64,
+        key: SlotKey,
         kind: ReleaseKind,
     ) -> Option<Result<Released>> {
-        let slot = self.pool.get(idx);
+        let slot = self.pool.get(key.idx);
         let mut st = slot.state.lock();
-        if !st.lease.close(generation) {
+        if !st.lease.close(key.generation) {
             return None;
         }
         slot.note_lease(&st.lease);
-        Some(self.release_locked(idx, generation, kind, st))
+        Some(self.release_locked(key, kind, st))
     }
 
     /// Collects the counters of every loaded trace (for `flush`: counters
@@ -732,21 +751,21 @@ impl Core {
         }
     }
 
-    /// `remove` of a draining trace: its pending writes are discarded (no
-    /// file work) and the slot is freed. `Some(never_written)` if this call
-    /// did it; `None` if the slot had drained meanwhile.
-    pub(crate) fn discard_draining(&self, idx: u32, generation: u64) -> Option<bool> {
-        let slot = self.pool.get(idx);
+    /// `remove` of the draining trace `key`: its pending writes are
+    /// discarded (no file work) and the slot is freed. `Some(never_written)`
+    /// if this call did it; `None` if the slot had drained meanwhile.
+    pub(crate) fn discard_draining(&self, key: SlotKey) -> Option<bool> {
+        let slot = self.pool.get(key.idx);
         // Waits for a batch in flight, so nothing of it lands after this.
         let _io = lock(&slot.io);
         let mut st = slot.state.lock();
-        if st.generation != generation || st.phase != Phase::Draining {
+        if st.generation != key.generation || st.phase != Phase::Draining {
             return None;
         }
         let never_written = st.handoff.new_trace;
         let n = st.discard_writes();
         add(&self.counters.events_discarded, n);
-        self.finish_drain(idx, &mut st);
+        self.finish_drain(key.idx, &mut st);
         Some(never_written)
     }
 
@@ -776,12 +795,12 @@ impl Core {
             if now.saturating_sub(last) < timeout_ms {
                 continue;
             }
-            let generation = st.generation;
-            if !st.lease.close_if_unused(generation) {
+            let key = SlotKey::new(idx, st.generation);
+            if !st.lease.close_if_unused(key.generation) {
                 continue;
             }
             slot.note_lease(&st.lease);
-            let _ = self.release_locked(idx, generation, ReleaseKind::Idle, st);
+            let _ = self.release_locked(key, ReleaseKind::Idle, st);
         }
     }
 
@@ -881,15 +900,10 @@ pub(crate) fn unlock_and_wake(mut st: SpinGuard<'_, TraceState>) {
 }
 
 impl LogHost for Core {
-    fn with_log(
-        &self,
-        slot: u32,
-        generation: u64,
-        f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool),
-    ) -> bool {
-        let slot = self.pool.get(slot);
+    fn with_log(&self, key: SlotKey, f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool)) -> bool {
+        let slot = self.pool.get(key.idx);
         let mut st = slot.state.lock();
-        if !st.is_live(generation) {
+        if !st.is_live(key.generation) {
             return false;
         }
         let finished = st.finished;

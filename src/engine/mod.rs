@@ -64,15 +64,6 @@ pub(crate) struct Checkout {
     pub(crate) id: TraceId,
 }
 
-impl Checkout {
-    fn new(idx: u32, generation: u64, id: TraceId) -> Checkout {
-        Checkout {
-            key: SlotKey { idx, generation },
-            id,
-        }
-    }
-}
-
 /// The owner of the threads; shuts the engine down when the last handle goes.
 #[derive(Debug)]
 pub(crate) struct EngineInner {
@@ -95,8 +86,8 @@ impl EngineInner {
         if core.shut.swap(true, Ordering::AcqRel) {
             return false;
         }
-        for (_, (idx, generation)) in core.registry.loaded_entries() {
-            let _ = core.close_and_release(idx, generation, ReleaseKind::Shutdown);
+        for (_, key) in core.registry.loaded_entries() {
+            let _ = core.close_and_release(key, ReleaseKind::Shutdown);
         }
         true
     }
@@ -405,10 +396,10 @@ impl Engine {
         // Hold the (free) slot's lock while the id is registered, so that a
         // concurrent `load` of the id waits until the trace is started.
         let mut st = slot.state.lock();
-        let generation = st.generation;
+        let key = SlotKey::new(idx, st.generation);
         let id = loop {
             let id = custom.unwrap_or_else(|| core.ids.next(now));
-            if core.registry.insert_if_absent(id, (idx, generation)) {
+            if core.registry.insert_if_absent(id, key) {
                 break Ok(id);
             }
             if custom.is_some() {
@@ -419,14 +410,14 @@ impl Engine {
         };
         match id {
             Ok(id) => {
-                let pin = st.lease.open(generation, opts.keep_loaded, 1);
+                let pin = st.lease.open(key.generation, opts.keep_loaded, 1);
                 self.take_pin(pin);
                 slot.note_lease(&st.lease);
                 st.start(id, opts, now);
                 st.handoff.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
                 drop(st);
-                Ok(Checkout::new(idx, generation, id))
+                Ok(Checkout { key, id })
             }
             Err(e) => {
                 drop(st);
@@ -441,16 +432,16 @@ impl Engine {
     /// A counted handle to the loaded trace `tid`, if any.
     pub(crate) fn acquire_loaded(&self, tid: TraceId) -> Option<Checkout> {
         let core = self.core();
-        let (idx, generation) = core.registry.loaded(&tid)?;
-        let slot = core.pool.get(idx);
+        let key = core.registry.loaded(&tid)?;
+        let slot = core.pool.get(key.idx);
         {
             let mut st = slot.state.lock();
-            let pin = st.lease.acquire(generation)?;
+            let pin = st.lease.acquire(key.generation)?;
             self.take_pin(pin);
             slot.note_lease(&st.lease);
         }
         slot.last_load.store(now_ms(), Ordering::Relaxed);
-        Some(Checkout::new(idx, generation, tid))
+        Some(Checkout { key, id: tid })
     }
 
     /// See the public `load` (`crate::handle`).
@@ -466,8 +457,8 @@ impl Engine {
         tid: &TraceId,
         f: impl FnOnce(&mut crate::trace::state::TraceState) -> Result<R>,
     ) -> Result<R> {
-        let (idx, generation) = self.core().registry.loaded(tid).ok_or(Error::NotLoaded)?;
-        match self.core().with_state(SlotKey { idx, generation }, f) {
+        let key = self.core().registry.loaded(tid).ok_or(Error::NotLoaded)?;
+        match self.core().with_state(key, f) {
             Err(Error::Released) => Err(Error::NotLoaded),
             r => r,
         }
@@ -488,7 +479,7 @@ impl Engine {
 
     fn draining_slot(&self, tid: &TraceId) -> Option<u32> {
         match self.core().registry.get(tid) {
-            Some(Entry::Draining((idx, _))) => Some(idx),
+            Some(Entry::Draining(at)) => Some(at.idx),
             _ => None,
         }
     }
@@ -581,15 +572,15 @@ impl Engine {
             core.pool.checkin(idx);
             return Err(e);
         }
-        let generation = st.generation;
-        if core.registry.insert_if_absent(tid, (idx, generation)) {
+        let key = SlotKey::new(idx, st.generation);
+        if core.registry.insert_if_absent(tid, key) {
             st.handoff.lease_held = st.limits.leases; // redis-hook
-            let pin = st.lease.open(generation, false, 1);
+            let pin = st.lease.open(key.generation, false, 1);
             self.take_pin(pin);
             slot.note_lease(&st.lease);
             slot.last_load.store(now_ms(), Ordering::Relaxed);
             drop(st);
-            return Ok(Checkout::new(idx, generation, tid));
+            return Ok(Checkout { key, id: tid });
         }
         // Opened concurrently by someone else (use theirs), or still
         // draining after `drain_timeout` (the driver keeps failing).
@@ -736,8 +727,8 @@ impl Engine {
         self.check_running()?;
         let tid = TraceId::parse(id)?;
         let core = self.core();
-        let (idx, generation) = core.registry.loaded(&tid).ok_or(Error::NotLoaded)?;
-        match core.close_and_release(idx, generation, ReleaseKind::Explicit) {
+        let key = core.registry.loaded(&tid).ok_or(Error::NotLoaded)?;
+        match core.close_and_release(key, ReleaseKind::Explicit) {
             None | Some(Err(Error::Released)) => Err(Error::NotLoaded),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e),
@@ -748,7 +739,7 @@ impl Engine {
     pub(crate) fn release_handle(&self, key: SlotKey) -> Result<()> {
         self.check_running()?;
         let core = self.core();
-        match core.close_and_release(key.idx, key.generation, ReleaseKind::Explicit) {
+        match core.close_and_release(key, ReleaseKind::Explicit) {
             None => Err(Error::Released),
             Some(r) => r.map(|_| ()),
         }
@@ -809,8 +800,8 @@ impl Engine {
         let mut known = false;
         let mut never_written = false;
         let mut entry = core.registry.get(tid);
-        if let Some(Entry::Loaded((idx, generation))) = entry {
-            if let Some(Ok(r)) = core.close_and_release(idx, generation, ReleaseKind::Explicit) {
+        if let Some(Entry::Loaded(key)) = entry {
+            if let Some(Ok(r)) = core.close_and_release(key, ReleaseKind::Explicit) {
                 known = true;
                 never_written = r.never_written && !r.draining;
             }
@@ -818,8 +809,8 @@ impl Engine {
             // be draining now.
             entry = core.registry.get(tid);
         }
-        if let Some(Entry::Draining((idx, generation))) = entry
-            && let Some(never) = core.discard_draining(idx, generation)
+        if let Some(Entry::Draining(key)) = entry
+            && let Some(never) = core.discard_draining(key)
         {
             known = true;
             never_written = never;

@@ -12,20 +12,17 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 
-use crate::spin_lock::{SpinGuard, SpinLock};
-
 use crate::id::{IdMap, TraceId};
-
-/// Where a trace lives: slot index and generation.
-pub(crate) type SlotRef = (u32, u64);
+use crate::pool::SlotKey;
+use crate::spin_lock::{SpinGuard, SpinLock};
 
 /// What the registry knows about an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Entry {
-    /// Loaded in this slot.
-    Loaded(SlotRef),
+    /// Loaded in this checkout of its slot.
+    Loaded(SlotKey),
     /// Released; its slot is handing its last writes to the driver.
-    Draining(SlotRef),
+    Draining(SlotKey),
 }
 
 /// Shards of the map: ids are spread over them by their last bytes, so that
@@ -89,8 +86,8 @@ impl Registry {
         self.shard(id).get(id).copied()
     }
 
-    /// The slot of a loaded trace.
-    pub(crate) fn loaded(&self, id: &TraceId) -> Option<SlotRef> {
+    /// The checkout of a loaded trace.
+    pub(crate) fn loaded(&self, id: &TraceId) -> Option<SlotKey> {
         match self.get(id) {
             Some(Entry::Loaded(at)) => Some(at),
             _ => None,
@@ -98,7 +95,7 @@ impl Registry {
     }
 
     /// Registers a loaded trace unless the id is present (atomic check-and-insert).
-    pub(crate) fn insert_if_absent(&self, id: TraceId, at: SlotRef) -> bool {
+    pub(crate) fn insert_if_absent(&self, id: TraceId, at: SlotKey) -> bool {
         match self.shard(&id).entry(id) {
             MapEntry::Occupied(_) => false,
             MapEntry::Vacant(v) => {
@@ -109,7 +106,7 @@ impl Registry {
     }
 
     /// The loaded trace at `at` was released: it is now draining, or gone.
-    pub(crate) fn released(&self, id: &TraceId, at: SlotRef, draining: bool) {
+    pub(crate) fn released(&self, id: &TraceId, at: SlotKey, draining: bool) {
         // One lookup: the entry is changed or removed in place.
         if let MapEntry::Occupied(mut o) = self.shard(id).entry(*id)
             && *o.get() == Entry::Loaded(at)
@@ -123,7 +120,7 @@ impl Registry {
     }
 
     /// The draining trace at `at` has drained.
-    pub(crate) fn drained(&self, id: &TraceId, at: SlotRef) {
+    pub(crate) fn drained(&self, id: &TraceId, at: SlotKey) {
         if let MapEntry::Occupied(o) = self.shard(id).entry(*id)
             && *o.get() == Entry::Draining(at)
         {
@@ -159,7 +156,7 @@ impl Registry {
     }
 
     /// Every loaded trace.
-    pub(crate) fn loaded_entries(&self) -> Vec<(TraceId, SlotRef)> {
+    pub(crate) fn loaded_entries(&self) -> Vec<(TraceId, SlotKey)> {
         let mut v = Vec::new();
         self.each(|m| {
             v.extend(m.iter().filter_map(|(k, e)| match e {

@@ -38,11 +38,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::core::{Core, Outcome, Taken, Visit};
+use super::core::{Core, Outcome, Taken, Visit, VisitOf};
 use super::flush::SPIN;
 use crate::driver::WriteBatch;
 use crate::error::{Error, Result};
-use crate::pool::lock;
+use crate::pool::{SlotKey, lock};
 use crate::trace::persist::WriteScratch;
 
 /// A slot with this many pending events wakes its worker at once.
@@ -245,8 +245,8 @@ impl WorkerQueue {
 /// A draining slot whose last batch failed, waiting to be retried.
 #[derive(Debug)]
 struct Retry {
-    idx: u32,
-    generation: u64,
+    /// The checkout whose drain failed.
+    key: SlotKey,
     at: Instant,
     pause: Duration,
     /// The flush epoch its writes were queued at (holds flushes back).
@@ -256,12 +256,11 @@ struct Retry {
 }
 
 impl Retry {
-    /// The first attempt again of slot `idx`'s failed last batch, shortly
-    /// after `now`.
-    fn first(idx: u32, generation: u64, epoch: u64, deadline: Instant, now: Instant) -> Retry {
+    /// The first attempt again of the failed last batch of checkout `key`,
+    /// shortly after `now`.
+    fn first(key: SlotKey, epoch: u64, deadline: Instant, now: Instant) -> Retry {
         Retry {
-            idx,
-            generation,
+            key,
             at: (now + RETRY_FIRST).min(deadline),
             pause: RETRY_FIRST,
             epoch,
@@ -348,9 +347,9 @@ impl<'a> Group<'a> {
     /// Takes slot `idx`'s writes into the group (handing the group over
     /// first if it holds that slot already or is full); `done` gets the
     /// outcome of every slot whose visit ended.
-    fn add(&mut self, core: &'a Core, idx: u32, done: &mut impl FnMut(u32, Outcome)) {
+    fn add(&mut self, core: &'a Core, idx: u32, done: &mut impl FnMut(Outcome)) {
         // A slot's io lock is not reentrant: never take one slot twice.
-        if self.taken.iter().any(|t| t.idx == idx) {
+        if self.taken.iter().any(|t| t.key.idx == idx) {
             self.hand_over(core, done);
         }
         let i = self.taken.len();
@@ -359,12 +358,11 @@ impl<'a> Group<'a> {
             scratches.push(WriteScratch::default());
         }
         let w = &mut scratches[i];
-        match core.take(idx, None, w) {
-            Visit::Done(outcome) => done(idx, outcome),
+        match core.take(VisitOf::Queued(idx), w) {
+            Visit::Done(outcome) => done(outcome),
             Visit::Taken(t) if !t.wrote => {
                 // Only an archive to make.
-                let outcome = core.finish(t, w, Ok(()));
-                done(idx, outcome);
+                done(core.finish(t, w, Ok(())));
             }
             Visit::Taken(t) => {
                 self.bytes += w.byte_len();
@@ -381,7 +379,7 @@ impl<'a> Group<'a> {
 
     /// Hands the group's writes to the driver in one call, then finishes
     /// each slot with its own result.
-    fn hand_over(&mut self, core: &'a Core, done: &mut impl FnMut(u32, Outcome)) {
+    fn hand_over(&mut self, core: &'a Core, done: &mut impl FnMut(Outcome)) {
         if self.taken.is_empty() {
             return;
         }
@@ -398,10 +396,9 @@ impl<'a> Group<'a> {
             .zip(b.scratches.iter_mut())
             .zip(b.results.drain(..))
         {
-            let idx = t.idx;
             let outcome = core.finish(t, w, r);
             w.trim();
-            done(idx, outcome);
+            done(outcome);
         }
         self.bytes = 0;
     }
@@ -420,14 +417,14 @@ fn pass<'a>(
     now: Instant,
 ) -> u64 {
     let mut blocked = u64::MAX;
-    let mut done = |idx: u32, outcome: Outcome| match outcome {
+    let mut done = |outcome: Outcome| match outcome {
         Outcome::Done => {}
         Outcome::Failed { epoch } => blocked = blocked.min(epoch),
         Outcome::Retry {
-            generation,
+            key,
             epoch,
             deadline,
-        } => retries.push(Retry::first(idx, generation, epoch, deadline, now)),
+        } => retries.push(Retry::first(key, epoch, deadline, now)),
     };
     for idx in items.drain(..) {
         group.add(core, idx, &mut done);
@@ -470,7 +467,7 @@ fn worker_loop(core: &Core, w: usize) {
                 continue;
             }
             let r = &mut retries[i];
-            match core.process(r.idx, Some(r.generation), &mut scratch) {
+            match core.process(VisitOf::Retry(r.key), &mut scratch) {
                 Outcome::Retry { epoch, .. } => {
                     r.later(now);
                     r.epoch = r.epoch.min(epoch);

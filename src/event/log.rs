@@ -42,6 +42,7 @@ use super::wire::ARENA_CHUNK;
 use super::wire_buf::{RefCache, WireArena};
 use super::{Cursor, Delivery, Event, EventKind};
 use crate::error::{Error, Result};
+use crate::pool::SlotKey;
 use crate::ring::Ring;
 
 /// The bounds of one log, from the engine builder.
@@ -874,14 +875,10 @@ pub(crate) fn read_frozen(
 /// the engine's reader counters. Implemented by the engine, so readers
 /// (subscriptions) do not depend on it.
 pub(crate) trait LogHost: Send + Sync + std::fmt::Debug {
-    /// Runs `f` on the log of the live trace `(slot, generation)` under its
-    /// lock, with the trace as a payload source and whether it is finished. `false` when that trace is not live (released).
-    fn with_log(
-        &self,
-        slot: u32,
-        generation: u64,
-        f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool),
-    ) -> bool;
+    /// Runs `f` on the log of the live trace `key` under its lock, with the
+    /// trace as a payload source and whether it is finished. `false` when
+    /// that trace is not live (released).
+    fn with_log(&self, key: SlotKey, f: &mut dyn FnMut(&mut EventLog, &dyn Source, bool)) -> bool;
     /// Counts events skipped by `Lagged` deliveries.
     fn count_lagged(&self, missed: u64);
     /// Counts a reader made (`+1`) or dropped (`-1`).

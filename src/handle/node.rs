@@ -87,13 +87,9 @@ impl Node {
         Node::counted(&self.core.engine, self.core.key, st, n)
     }
 
-    // otel-hook: (engine, slot, generation): the checkout of this handle (step guards).
-    pub(crate) fn parts(&self) -> (&Engine, u32, u64) {
-        (
-            &self.core.engine,
-            self.core.key.idx,
-            self.core.key.generation,
-        ) // otel-hook:
+    // otel-hook: (engine, slot key): the checkout of this handle (step guards).
+    pub(crate) fn parts(&self) -> (&Engine, SlotKey) {
+        (&self.core.engine, self.core.key) // otel-hook:
     } // otel-hook:
 
     /// The node id (12 characters `[0-9a-z]`).

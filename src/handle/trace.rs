@@ -96,13 +96,9 @@ impl Trace {
         Node::counted(&self.core.engine, self.core.key, st, n)
     }
 
-    // otel-hook: (engine, slot, generation): the checkout of this handle (step guards).
-    pub(crate) fn parts(&self) -> (&Engine, u32, u64) {
-        (
-            &self.core.engine,
-            self.core.key.idx,
-            self.core.key.generation,
-        ) // otel-hook:
+    // otel-hook: (engine, slot key): the checkout of this handle (step guards).
+    pub(crate) fn parts(&self) -> (&Engine, SlotKey) {
+        (&self.core.engine, self.core.key) // otel-hook:
     } // otel-hook:
 
     /// The trace id.

@@ -11,7 +11,7 @@
 //! Slots live in chunks that never move: the first chunk holds the
 //! configured capacity; under [`Exhausted::Grow`] each new chunk doubles the
 //! total. A slot's address is stable for the life of the pool, so handles
-//! refer to it by index plus generation.
+//! refer to it by index plus generation (a [`SlotKey`]).
 //!
 //! This module is generic over what a slot holds: it owns storage, checkout
 //! and checkin and waiting, not the trace state nor the handles that refer
@@ -51,13 +51,24 @@ impl Default for Exhausted {
     }
 }
 
-/// A slot and the generation of its occupant: how handles and readers
-/// name the trace they were made for. A key whose generation is not the
-/// slot's current one is stale (its trace was released).
+/// One checkout of a slot: its index and the generation of its occupant.
+/// How handles, readers, the registry and the workers name the trace a
+/// slot was checked out for. A key whose generation is not the slot's
+/// current one is stale (its trace was released). Where only the slot is
+/// meant (free list, worker queues), a bare `u32` index is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SlotKey {
+    /// The slot's index in the pool.
     pub(crate) idx: u32,
+    /// The generation of the occupant (bumped when the slot is reset).
     pub(crate) generation: u64,
+}
+
+impl SlotKey {
+    /// The checkout `generation` of slot `idx`.
+    pub(crate) const fn new(idx: u32, generation: u64) -> SlotKey {
+        SlotKey { idx, generation }
+    }
 }
 
 /// One slot: what it holds and its free-list link.

@@ -196,10 +196,7 @@ impl Subscription {
     ) -> Subscription {
         Subscription {
             host,
-            key: SlotKey {
-                idx: 0,
-                generation: 0,
-            },
+            key: SlotKey::new(0, 0),
             reader: 0,
             trace_id,
             shared: Arc::new(ReaderShared::default()),
@@ -416,12 +413,10 @@ impl Subscription {
                 &mut self.pin,
                 &mut self.refs,
             );
-            let live =
-                self.host
-                    .with_log(self.key.idx, self.key.generation, &mut |log, src, fin| {
-                        r = log.read(reader, cursor, pin, refs, BATCH, buf, waker, src);
-                        finished = fin;
-                    });
+            let live = self.host.with_log(self.key, &mut |log, src, fin| {
+                r = log.read(reader, cursor, pin, refs, BATCH, buf, waker, src);
+                finished = fin;
+            });
             if live {
                 // A finished trace emits nothing more, and `complete` is
                 // behind us when nothing was left to read.
@@ -480,9 +475,8 @@ impl Drop for Subscription {
             return;
         }
         let (reader, shared) = (self.reader, &self.shared);
-        self.host
-            .with_log(self.key.idx, self.key.generation, &mut |log, _, _| {
-                log.remove_reader(reader, shared);
-            });
+        self.host.with_log(self.key, &mut |log, _, _| {
+            log.remove_reader(reader, shared);
+        });
     }
 }
