@@ -262,13 +262,28 @@ pub(crate) fn decode(b: &[u8]) -> serde_json::Value {
     serde_json::from_slice(b).unwrap_or(serde_json::Value::Null)
 }
 
-/// A JSON object kept as its entries' encoded values plus the encoded
-/// object itself (node metadata): setting a key re-joins the bytes, and an
-/// event or snapshot shares the object.
+/// A JSON object kept as its entries' encoded keys and values plus the
+/// encoded object itself (node metadata): setting a key re-joins the bytes
+/// (no serialization: keys and values were serialized before the trace's
+/// lock), and an event or snapshot shares the object.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JsonMap {
-    entries: Vec<(String, Val)>,
+    entries: Vec<MapEntry>,
     object: Option<Val>,
+}
+
+/// One key of a [`JsonMap`]: the key, the key as a JSON string, the value.
+#[derive(Debug, Clone)]
+struct MapEntry {
+    key: String,
+    key_json: Val,
+    value: Val,
+}
+
+/// A metadata key as a JSON string, serialized before the trace's lock.
+pub(crate) fn key_json(key: &str) -> Val {
+    // A `str` always serializes.
+    json(key).unwrap_or_default()
 }
 
 impl JsonMap {
@@ -289,17 +304,26 @@ impl JsonMap {
         let mut map = JsonMap::default();
         map.entries.reserve(m.len());
         for (k, v) in m {
-            map.entries.push((k.clone(), json(v)?));
+            map.entries.push(MapEntry {
+                key: k.clone(),
+                key_json: key_json(k),
+                value: json(v)?,
+            });
         }
         map.join();
         Ok(map)
     }
 
-    /// Sets `key` (a new key goes last; an existing one keeps its place).
-    pub(crate) fn insert(&mut self, key: &str, value: Val) {
-        match self.entries.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value,
-            None => self.entries.push((key.to_owned(), value)),
+    /// Sets `key` (a new key goes last; an existing one keeps its place);
+    /// `key_json` is [`key_json`]`(key)`.
+    pub(crate) fn insert(&mut self, key: &str, key_json: &Val, value: Val) {
+        match self.entries.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.value = value,
+            None => self.entries.push(MapEntry {
+                key: key.to_owned(),
+                key_json: key_json.clone(),
+                value,
+            }),
         }
         self.join();
     }
@@ -308,13 +332,13 @@ impl JsonMap {
         self.object = (!self.entries.is_empty()).then(|| {
             with_arena(|arena| {
                 arena.put_u8(b'{');
-                for (i, (k, v)) in self.entries.iter().enumerate() {
+                for (i, e) in self.entries.iter().enumerate() {
                     if i > 0 {
                         arena.put_u8(b',');
                     }
-                    let _ = serde_json::to_writer((&mut *arena).writer(), k);
+                    arena.put_slice(&e.key_json);
                     arena.put_u8(b':');
-                    arena.put_slice(v);
+                    arena.put_slice(&e.value);
                 }
                 arena.put_u8(b'}');
             })
@@ -336,7 +360,7 @@ impl JsonMap {
     pub(crate) fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
         self.entries
             .iter()
-            .map(|(k, v)| (k.clone(), decode(v)))
+            .map(|e| (e.key.clone(), decode(&e.value)))
             .collect()
     }
 }
@@ -366,13 +390,24 @@ mod tests {
         src.insert("a\"q".into(), json!({"x": [true]}));
         let mut m = JsonMap::from_map(&src).unwrap();
         assert_eq!(&m.object().unwrap()[..], br#"{"b":1,"a\"q":{"x":[true]}}"#);
-        m.insert("b", json(&"two").unwrap());
-        m.insert("c", json(&serde_json::Value::Null).unwrap());
+        m.insert("b", &key_json("b"), json(&"two").unwrap());
+        m.insert("c", &key_json("c"), json(&serde_json::Value::Null).unwrap());
+        // A key that needs escaping, set later: escaped once, before the lock.
+        let key = "line\nbreak \"quoted\" \u{1}";
+        m.insert(key, &key_json(key), json(&2).unwrap());
         assert_eq!(
             decode(m.object().unwrap()),
-            json!({"b": "two", "a\"q": {"x": [true]}, "c": null})
+            json!({"b": "two", "a\"q": {"x": [true]}, "c": null, key: 2})
         );
-        assert_eq!(m.to_map().keys().collect::<Vec<_>>(), ["b", "a\"q", "c"]);
+        assert_eq!(
+            m.to_map().keys().collect::<Vec<_>>(),
+            ["b", "a\"q", "c", key]
+        );
+        // Byte for byte serde_json's compact form.
+        assert_eq!(
+            &m.object().unwrap()[..],
+            serde_json::to_vec(&m.to_map()).unwrap().as_slice()
+        );
     }
 
     #[test]

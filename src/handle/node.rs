@@ -178,7 +178,8 @@ impl Node {
     /// `TraceFinished`, `Released`, `ShutDown`.
     pub fn set_metadata(&self, key: &str, value: impl Serialize) -> Result<()> {
         let value = value::json(&value)?;
-        self.with(|st| st.set_metadata(Target::Node(self.node), key, value))
+        let key_json = value::key_json(key);
+        self.with(|st| st.set_metadata_with(Target::Node(self.node), key, &key_json, value))
     }
 
     /// Sets the status. `Completed`, `Failed` and `Cancelled` finish the node

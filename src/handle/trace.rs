@@ -177,7 +177,8 @@ impl Trace {
     /// `InvalidValue`, `NoRoot`, `TraceFinished`, `Released`, `ShutDown`.
     pub fn set_metadata(&self, key: &str, value: impl Serialize) -> Result<()> {
         let value = value::json(&value)?;
-        self.with(|st| st.set_metadata(Target::Current, key, value))
+        let key_json = value::key_json(key);
+        self.with(|st| st.set_metadata_with(Target::Current, key, &key_json, value))
     }
 
     /// Completes every unfinished current node (`node_complete` each);

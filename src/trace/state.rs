@@ -559,12 +559,29 @@ impl TraceState {
         Ok(())
     }
 
-    /// Sets a metadata key (to a serialized value) on the targets.
+    /// Sets a metadata key (to a serialized value) on the targets, the key
+    /// serialized here.
+    #[cfg(test)]
     pub(crate) fn set_metadata(&mut self, t: Target, key: &str, value: Val) -> Result<()> {
+        self.set_metadata_with(t, key, &crate::event::value::key_json(key), value)
+    }
+
+    /// Sets a metadata key (to a serialized value) on the targets;
+    /// `key_json` is the key as a JSON string, serialized before the lock.
+    pub(crate) fn set_metadata_with(
+        &mut self,
+        t: Target,
+        key: &str,
+        key_json: &Val,
+        value: Val,
+    ) -> Result<()> {
         let targets = self.require_targets(t)?;
         let ts = self.tick();
         for n in targets {
-            self.tree.node_mut(n).metadata.insert(key, value.clone());
+            self.tree
+                .node_mut(n)
+                .metadata
+                .insert(key, key_json, value.clone());
             self.updated(n, ts);
         }
         Ok(())
