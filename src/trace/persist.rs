@@ -123,10 +123,16 @@ impl Unsaved {
     /// The listed nodes, in the order they changed, unlisted (their
     /// [`NodeRec::dirty`] in `tree` cleared); the list keeps its capacity.
     fn take_nodes(&mut self, tree: &mut Tree) -> std::vec::Drain<'_, u32> {
+        self.unmark_nodes(tree);
+        self.nodes.drain(..)
+    }
+
+    /// Clears [`NodeRec::dirty`] of the listed nodes of `tree` (the caller
+    /// empties the list).
+    fn unmark_nodes(&self, tree: &mut Tree) {
         for &n in &self.nodes {
             tree.node_mut(n).dirty = false;
         }
-        self.nodes.drain(..)
     }
 
     /// The listed spaces with their flags, in the order they first changed;
@@ -140,9 +146,7 @@ impl Unsaved {
     pub(crate) fn discard(&mut self, tree: &mut Tree) {
         self.lines.clear();
         self.info = false;
-        for &n in &self.nodes {
-            tree.node_mut(n).dirty = false;
-        }
+        self.unmark_nodes(tree);
         self.nodes.clear();
         self.spaces.clear();
     }
