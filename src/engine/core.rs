@@ -311,7 +311,7 @@ impl Core {
         if !st.has_writes() {
             return;
         }
-        if st.handoff.queue(self.flush.epoch()) {
+        if st.handoff.queue(|| self.flush.epoch()) {
             self.queue_of(idx).push(idx);
         }
     }
@@ -648,7 +648,7 @@ impl Core {
             self.registry.released(&id, key, true);
             self.pool.start_draining();
             let q = self.queue_of(idx);
-            if st.handoff.queue(self.flush.epoch()) {
+            if st.handoff.queue(|| self.flush.epoch()) {
                 q.push(idx);
             }
             if self.pool.has_waiters() || self.pool.is_scarce() {

@@ -36,15 +36,15 @@ pub(crate) struct Handoff {
 }
 
 impl Handoff {
-    /// Marks the slot queued at flush epoch `epoch` unless it is queued
-    /// already. Returns whether it was not (the caller then pushes the
-    /// slot index onto its worker's queue).
-    pub(crate) fn queue(&mut self, epoch: u64) -> bool {
+    /// Marks the slot queued at flush epoch `epoch()` unless it is queued
+    /// already (then the epoch is not read). Returns whether it was not
+    /// (the caller then pushes the slot index onto its worker's queue).
+    pub(crate) fn queue(&mut self, epoch: impl FnOnce() -> u64) -> bool {
         if self.queued {
             return false;
         }
         self.queued = true;
-        self.queued_epoch = epoch;
+        self.queued_epoch = epoch();
         true
     }
 
@@ -55,7 +55,7 @@ impl Handoff {
             self.queued_epoch = self.queued_epoch.min(epoch);
             return false;
         }
-        self.queue(epoch)
+        self.queue(|| epoch)
     }
 
     /// Whether a draining slot's [`drain_deadline`](Handoff::drain_deadline)
