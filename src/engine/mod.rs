@@ -417,6 +417,7 @@ impl Engine {
                 st.handoff.lease_held = st.limits.leases; // redis-hook
                 core.enqueue(idx, &mut st);
                 drop(st);
+                core.ticker.nudge();
                 Ok(Checkout { key, id })
             }
             Err(e) => {

@@ -1,6 +1,8 @@
 //! The engine's ticker: one thread that wakes timed waits, runs the
-//! engine's periodic chores (idle reaping, lease renewal) and re-anchors the
-//! event clock to the system clock every second.
+//! engine's periodic chores (idle reaping, lease renewal), re-anchors the
+//! event clock to the system clock every second and, while events are being
+//! recorded, refreshes the clock's cached reading every millisecond
+//! (see [`crate::clock::Refresher`]).
 //!
 //! Async waits with a timeout (`create_async` on a full pool, `flush`,
 //! reads of draining ids) need a timer that works in any executor and keeps
@@ -19,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::clock::Refresher;
 use crate::error::{Error, Result};
 use crate::pool::lock;
 
@@ -42,6 +45,11 @@ pub(crate) struct TickerShared {
     stopped: AtomicBool,
     /// How many times this ticker re-anchored the clock.
     resyncs: AtomicU64,
+    /// How many times this ticker refreshed the clock's cached reading.
+    refreshes: AtomicU64,
+    /// A trace started while nobody refreshed the clock's cached reading:
+    /// the ticker is to look whether to start (see [`TickerShared::nudge`]).
+    nudged: AtomicBool,
 }
 
 impl TickerShared {
@@ -57,6 +65,22 @@ impl TickerShared {
     /// A future that completes after `d`.
     pub(crate) fn sleep(self: &Arc<Self>, d: Duration) -> Deadline {
         self.deadline(Instant::now() + d)
+    }
+
+    /// Called when a trace starts: if nobody refreshes the clock's cached
+    /// reading, the ticker wakes up to start (rather than at its next
+    /// re-anchor, up to a second later). One wake-up per idle period.
+    #[inline]
+    pub(crate) fn nudge(&self) {
+        if crate::clock::is_uncached()
+            && !self.nudged.load(Ordering::Relaxed)
+            && !self.nudged.swap(true, Ordering::Relaxed)
+        {
+            // Under the timers' lock: the ticker is either before its check
+            // of `nudged` or already waiting.
+            let _t = lock(&self.timers);
+            self.cv.notify_one();
+        }
     }
 }
 
@@ -153,6 +177,8 @@ impl Ticker {
 fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
     let mut next_chore = period.map(|p| Instant::now() + p);
     let mut next_resync = Instant::now() + RESYNC_EVERY;
+    let mut refresher = Refresher::new();
+    let mut next_refresh = Instant::now();
     let mut due_wakers = Vec::new();
     loop {
         {
@@ -171,13 +197,19 @@ fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
                         due_wakers.push(w);
                     }
                 }
+                let refresh_due = refresher.is_refreshing() && next_refresh <= now;
                 if !due_wakers.is_empty()
                     || next_chore.is_some_and(|c| c <= now)
                     || next_resync <= now
+                    || refresh_due
+                    || shared.nudged.load(Ordering::Relaxed)
                 {
                     break;
                 }
                 let mut until = next_resync;
+                if refresher.is_refreshing() {
+                    until = until.min(next_refresh);
+                }
                 if let Some(Reverse((at, _))) = t.due.peek() {
                     until = until.min(*at);
                 }
@@ -194,16 +226,37 @@ fn run(shared: &TickerShared, period: Option<Duration>, chore: impl Fn()) {
         for w in due_wakers.drain(..) {
             w.wake();
         }
+        let now = Instant::now();
+        let nudged = shared.nudged.swap(false, Ordering::Relaxed);
         // At least once a second, even with no chore and no deadline: keep
         // the event clock on the system clock.
-        crate::clock::resync();
-        shared.resyncs.fetch_add(1, Ordering::Relaxed);
-        next_resync = Instant::now() + RESYNC_EVERY;
+        let resync_due = next_resync <= now;
+        if resync_due {
+            crate::clock::resync();
+            shared.resyncs.fetch_add(1, Ordering::Relaxed);
+            next_resync = now + RESYNC_EVERY;
+        }
+        // While the clock is read, every millisecond; otherwise look
+        // whether it is read again at each re-anchor and when nudged.
+        if ((refresher.is_refreshing() && next_refresh <= now) || resync_due || nudged)
+            && refresher.refresh()
+        {
+            shared.refreshes.fetch_add(1, Ordering::Relaxed);
+            next_refresh = now + refresher.next_in();
+        }
         if let (Some(c), Some(p)) = (next_chore, period)
             && c <= Instant::now()
         {
+            // A chore may take a while (a lease renewal talks to a
+            // server): the cached reading must not go stale meanwhile.
+            let refreshing = refresher.is_refreshing();
+            refresher.stop();
             chore();
             next_chore = Some(Instant::now() + p);
+            if refreshing {
+                refresher.restart();
+                next_refresh = Instant::now() + refresher.next_in();
+            }
         }
     }
 }
@@ -237,6 +290,43 @@ mod tests {
         let n = shared.resyncs.load(Ordering::Relaxed);
         ticker.stop();
         assert!(n >= 2, "re-anchored {n} times in 2.5 s");
+    }
+
+    #[test]
+    fn a_nudged_ticker_keeps_the_cached_reading_fresh_while_the_clock_is_read() {
+        let shared = Arc::new(TickerShared::default());
+        let mut ticker = Ticker::start(shared.clone(), None, || {}).unwrap();
+        let system_ms = || {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            i64::try_from(d.as_millis()).unwrap()
+        };
+        // A trace starts: the clock is read, and the ticker is nudged (the
+        // reading may already be kept by another engine's ticker: then the
+        // nudge does nothing and this ticker starts at its first wake-up
+        // that finds the clock read, within a second).
+        crate::clock::now_ms();
+        shared.nudge();
+        let started = Instant::now();
+        let mut lags = Vec::new();
+        while started.elapsed() < Duration::from_millis(1_300) {
+            let before = system_ms();
+            let t = crate::clock::now_ms();
+            let after = system_ms();
+            // Never ahead of the wall clock (a counter reading may be by
+            // its drift, well under a millisecond).
+            assert!(t <= after + 1, "{t} ahead of {after}");
+            lags.push(before - t);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let n = shared.refreshes.load(Ordering::Relaxed);
+        ticker.stop();
+        // A millisecond apart for at least the last 0.3 s.
+        assert!(n >= 200, "refreshed {n} times");
+        lags.sort_unstable();
+        let median = lags[lags.len() / 2];
+        assert!(median <= 1, "median lag {median} ms");
     }
 
     #[test]
