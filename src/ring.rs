@@ -182,6 +182,15 @@ impl<T> Ring<T> {
         a.iter_mut().chain(b)
     }
 
+    /// Empties the ring without dropping its elements: for elements the
+    /// caller knows own no memory, where dropping each would only read it
+    /// (and branch on its variant). Forgetting an element that does own
+    /// memory leaks it (safely).
+    pub(crate) fn forget_all(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
     /// Drops every element; the capacity stays.
     pub(crate) fn clear(&mut self) {
         let (a, b) = self.ranges();

@@ -237,6 +237,10 @@ impl View<'_> {
 pub(crate) struct EventLog {
     lim: LogLimits,
     history: Ring<Entry>,
+    /// Whether an entry of `history` may own memory (see
+    /// [`PayloadRec::may_own`]; an encoded event does): if none does,
+    /// `reset` forgets them instead of dropping each.
+    history_owns: bool,
     next_seq: u64,
     /// Timestamp of the newest event evicted from history (for time cursors).
     evicted_max_ts: i64,
@@ -283,6 +287,7 @@ impl EventLog {
         EventLog {
             lim,
             history: Ring::new(),
+            history_owns: false,
             next_seq: 1,
             evicted_max_ts: i64::MIN,
             arena: WireArena::new(),
@@ -342,6 +347,7 @@ impl EventLog {
         let Entry::Rec(rec) = entry else {
             unreachable!("just recorded")
         };
+        self.history_owns |= rec.payload.may_own();
         #[cfg(test)]
         if let Some(eager) = &mut self.eager {
             eager.push(encode(&mut WireArena::new(), rec, src));
@@ -493,6 +499,7 @@ impl EventLog {
             return;
         }
         let (a, b) = ((from - oldest) as usize, (to - oldest) as usize);
+        self.history_owns = true;
         for e in self.history.range_mut(a, b) {
             if let Entry::Rec(r) = e {
                 let ev = encode(&mut self.arena, r, src);
@@ -592,6 +599,7 @@ impl EventLog {
         {
             self.evicted_max_ts = old.timestamp();
         }
+        self.history_owns = true;
         self.history.push_back(Entry::Wire(ev));
     }
 
@@ -824,7 +832,16 @@ impl EventLog {
     /// been taken and readers detached before.
     pub(crate) fn reset(&mut self) {
         debug_assert!(self.reader_count == 0);
-        self.history.clear();
+        if self.history_owns {
+            self.history.clear();
+        } else {
+            debug_assert!(self.history.iter().all(|e| match e {
+                Entry::Rec(r) => !r.payload.may_own(),
+                Entry::Wire(_) => false,
+            }));
+            self.history.forget_all();
+        }
+        self.history_owns = false;
         if self.history.capacity() > self.lim.history + 1 {
             self.history.shrink_to(self.lim.history + 1);
         }

@@ -78,6 +78,27 @@ pub(crate) struct Record {
 }
 
 impl PayloadRec {
+    /// Whether it may own memory (shared bytes, a boxed snapshot): if no
+    /// record of a history does, the history is emptied without dropping
+    /// each (`EventLog::reset`). Exhaustive on purpose: a new variant must
+    /// say.
+    #[inline]
+    pub(crate) fn may_own(&self) -> bool {
+        match self {
+            PayloadRec::Init
+            | PayloadRec::NodeStart(_)
+            | PayloadRec::NodesStart { .. }
+            | PayloadRec::LogAdded { .. }
+            | PayloadRec::Complete { .. } => false,
+            PayloadRec::NodeComplete { output, .. } => output.as_ref().is_some_and(Val::is_shared),
+            PayloadRec::NodeFailed { error, .. } => error.is_shared(),
+            PayloadRec::NodeUpdated { .. } => true,
+            PayloadRec::Memory { key, value, .. } => key.is_shared() || value.is_shared(),
+            PayloadRec::MemoryDelete { key, .. } => key.as_ref().is_some_and(Val::is_shared),
+            PayloadRec::Encoded { payload, .. } => payload.is_shared(),
+        }
+    }
+
     /// Roughly what the encoded event will take (for the write-behind
     /// queue's byte bound before it is encoded).
     #[inline(always)]

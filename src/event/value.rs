@@ -66,6 +66,12 @@ impl PartialEq for Val {
 }
 
 impl Val {
+    /// Whether it refers to shared bytes (an inline value owns no memory).
+    #[inline]
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Val::Shared(_))
+    }
+
     /// `b` kept inline (at most [`INLINE`] bytes).
     #[inline]
     fn inline(b: &[u8]) -> Val {
@@ -231,6 +237,12 @@ impl<'a> LogText<'a> {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.long.as_ref().map_or(self.short.len(), |v| v.len())
+    }
+
+    /// Whether it is stored as shared bytes (not inline).
+    #[inline]
+    pub(crate) fn is_shared(&self) -> bool {
+        self.long.is_some()
     }
 
     /// Stores the text in `dst`, an empty inline value of a record just

@@ -78,20 +78,31 @@ pub(crate) struct Logs {
     /// Lines before this index (in the trace's whole log) were handed to
     /// the driver (or wait encoded for it).
     pub(crate) flushed: usize,
+    /// Whether a line in memory may own memory (text or data as shared
+    /// bytes): if none does, `reset` forgets the lines instead of dropping
+    /// each.
+    owns: bool,
 }
 
 impl Logs {
     /// Appends a line.
     pub(crate) fn push(&mut self, line: LogRec) {
         let cost = line.cost;
-        self.push_with(cost, || line);
+        let owns = line.msg.is_shared() || line.data.as_ref().is_some_and(Val::is_shared);
+        self.push_with(cost, owns, || line);
     }
 
     /// Appends the line `make` builds, which costs `cost` (built in place:
-    /// see `Ring::push_back_with`).
+    /// see `Ring::push_back_with`); `owns`: its text or data is shared bytes.
     #[inline(always)]
-    pub(crate) fn push_with(&mut self, cost: usize, make: impl FnOnce() -> LogRec) -> &mut LogRec {
+    pub(crate) fn push_with(
+        &mut self,
+        cost: usize,
+        owns: bool,
+        make: impl FnOnce() -> LogRec,
+    ) -> &mut LogRec {
         self.bytes += cost;
+        self.owns |= owns;
         self.lines.push_back_with(make)
     }
 
@@ -133,7 +144,17 @@ impl Logs {
 
     /// Clears the lines, keeping capacity up to a cap.
     pub(crate) fn reset(&mut self) {
-        self.lines.clear();
+        if self.owns {
+            self.lines.clear();
+        } else {
+            debug_assert!(
+                self.lines
+                    .iter()
+                    .all(|l| !l.msg.is_shared() && !l.data.as_ref().is_some_and(Val::is_shared))
+            );
+            self.lines.forget_all();
+        }
+        self.owns = false;
         if self.lines.capacity() > RETAIN_LOGS {
             self.lines.shrink_to(RETAIN_LOGS);
         }

@@ -679,7 +679,8 @@ impl TraceState {
         // The seq its `log_added` gets next (the line is in the log first,
         // so that the event's size can be reckoned from it).
         let seq = self.events.next_seq();
-        let rec = self.logs.push_with(cost, || LogRec {
+        let owns = msg.is_shared() || data.as_ref().is_some_and(Val::is_shared);
+        let rec = self.logs.push_with(cost, owns, || LogRec {
             timestamp: ts,
             level,
             msg: Val::default(),
