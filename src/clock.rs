@@ -178,7 +178,7 @@ pub(crate) fn resync() {
 
 /// Milliseconds since the Unix epoch: the cached reading while a ticker
 /// refreshes it, else the counter's.
-#[inline]
+#[inline(always)]
 pub(crate) fn now_ms() -> i64 {
     match CACHE.read() {
         Some(ms) => ms,
@@ -186,8 +186,10 @@ pub(crate) fn now_ms() -> i64 {
     }
 }
 
-/// Milliseconds since the Unix epoch, from the counter.
-#[inline]
+/// Milliseconds since the Unix epoch, from the counter (out of line: the
+/// cached reading is the common case, and its few instructions are inlined
+/// where the clock is read).
+#[inline(never)]
 pub(crate) fn precise_ms() -> i64 {
     precise_ns().div_euclid(1_000_000)
 }
@@ -249,7 +251,7 @@ impl Cache {
     }
 
     /// The cached reading, if a refresher keeps it; notes the use either way.
-    #[inline]
+    #[inline(always)]
     fn read(&self) -> Option<i64> {
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);

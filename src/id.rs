@@ -394,6 +394,7 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHasherBuilder>;
 
 /// Milliseconds since the Unix epoch (see [`crate::clock`]).
+#[inline(always)]
 pub(crate) fn now_ms() -> i64 {
     crate::clock::now_ms()
 }

@@ -300,6 +300,12 @@ impl Core {
 
     /// Puts the slot on its worker's queue (once) if it has something for it.
     pub(crate) fn enqueue(&self, idx: u32, st: &mut TraceState) {
+        if !st.limits.persists {
+            // A driver that keeps nothing is handed nothing (one test
+            // instead of the several of `has_writes`, on every operation).
+            debug_assert!(!st.has_writes());
+            return;
+        }
         if st.handoff.queued {
             if st.events.pending_count() == WAKE_AT {
                 self.queue_of(idx).wake();
