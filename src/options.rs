@@ -132,35 +132,42 @@ pub struct NodeOptions {
 
 impl NodeOptions {
     /// Empty options.
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
     /// Sets the label.
+    #[inline]
     pub fn label(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.label = v.into();
         self
     }
     /// Sets the type.
+    #[inline]
     pub fn node_type(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.node_type = v.into();
         self
     }
     /// Sets the icon.
+    #[inline]
     pub fn icon(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.icon = v.into();
         self
     }
     /// Sets the description.
+    #[inline]
     pub fn description(mut self, v: impl Into<Cow<'static, str>>) -> Self {
         self.description = v.into();
         self
     }
     /// Adds a metadata entry.
+    #[inline]
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
     }
     /// Whether running current nodes are completed before this node is added (default true).
+    #[inline]
     pub fn auto_complete_parent(mut self, on: bool) -> Self {
         self.auto_complete_parent = Some(on);
         self

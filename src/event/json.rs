@@ -116,7 +116,7 @@ impl<B: OutBuf> std::io::Write for Writer<'_, B> {
 /// # Safety
 /// `dst` must be valid for writes of `s.len()` bytes and not overlap `s`.
 #[inline(always)]
-unsafe fn copy_to(dst: *mut u8, s: &[u8]) {
+pub(crate) unsafe fn copy_to(dst: *mut u8, s: &[u8]) {
     let n = s.len();
     let src = s.as_ptr();
     // SAFETY: each pair of (possibly overlapping) copies below reads within

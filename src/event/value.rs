@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use super::json::copy_to;
 use crate::error::{Error, Result};
 
 /// Size of a fresh per-thread chunk.
@@ -76,12 +77,22 @@ impl Val {
     #[inline]
     fn inline(b: &[u8]) -> Val {
         let mut buf = [0; INLINE];
-        buf[..b.len()].copy_from_slice(b);
+        copy_short(&mut buf[..b.len()], b);
         Val::Inline {
             len: b.len() as u8,
             buf,
         }
     }
+}
+
+/// Copies `src` over `dst` (the same length) without a `memcpy` call for
+/// the few bytes of an inline value's pieces (see [`copy_to`]).
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: `dst` is writable for `src.len()` bytes (checked above) and,
+    // being an exclusive borrow, does not overlap `src`.
+    unsafe { copy_to(dst.as_mut_ptr(), src) }
 }
 
 /// A writer into an inline value's bytes: refuses what does not fit, so
@@ -94,13 +105,18 @@ struct InlineWriter {
 impl std::io::Write for InlineWriter {
     #[inline]
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_all(b).map(|()| b.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         let end = self.len + b.len();
         if end > INLINE {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        self.buf[self.len..end].copy_from_slice(b);
+        copy_short(&mut self.buf[self.len..end], b);
         self.len = end;
-        Ok(b.len())
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -256,7 +272,7 @@ impl<'a> LogText<'a> {
             None => {
                 if let Val::Inline { len, buf } = dst {
                     let b = self.short.as_bytes();
-                    buf[..b.len()].copy_from_slice(b);
+                    copy_short(&mut buf[..b.len()], b);
                     *len = b.len() as u8;
                 }
             }
@@ -381,6 +397,17 @@ impl JsonMap {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn short_copies_copy_every_length_exactly() {
+        let src: Vec<u8> = (1..=40).collect();
+        for n in 0..=40 {
+            let mut dst = [0u8; 40];
+            copy_short(&mut dst[..n], &src[..n]);
+            assert_eq!(&dst[..n], &src[..n], "length {n}");
+            assert!(dst[n..].iter().all(|&b| b == 0), "length {n}: wrote past");
+        }
+    }
 
     #[test]
     fn values_round_trip_and_null_is_absent() {
