@@ -97,12 +97,12 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
 
 /// A writer into an inline value's bytes: refuses what does not fit, so
 /// that a short value never touches the per-thread arena.
-struct InlineWriter {
+struct InlineWriter<'a> {
     len: usize,
-    buf: [u8; INLINE],
+    buf: &'a mut [u8; INLINE],
 }
 
-impl std::io::Write for InlineWriter {
+impl std::io::Write for InlineWriter<'_> {
     #[inline]
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.write_all(b).map(|()| b.len())
@@ -167,26 +167,41 @@ fn with_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> (Val, R) {
 /// [`Error::InvalidValue`] when it does not serialize to JSON (e.g. a map
 /// with non-string keys).
 pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<Val> {
-    // Most values (numbers, short strings, one-field objects) fit inline:
-    // written straight there. A longer one stops at the first piece that
-    // does not fit (the writer's error) and is written again into the arena.
-    let mut w = InlineWriter {
-        len: 0,
-        buf: [0; INLINE],
-    };
-    match serde_json::to_writer(&mut w, v) {
-        Ok(()) => {
-            return Ok(Val::Inline {
-                len: w.len as u8,
-                buf: w.buf,
-            });
+    let mut val = Val::default();
+    json_into(&mut val, v)?;
+    Ok(val)
+}
+
+/// [`json`] written into `dst` where it lies. Most values (numbers, short
+/// strings, one-field objects) fit inline: their bytes are written straight
+/// into `dst`'s inline buffer, not into a buffer of their own that is then
+/// moved into place (a move reads the bytes back wider than they were
+/// written, piece by piece, which stalls the CPU until its stores drain;
+/// read under the trace's lock, after its atomic instruction, they cost
+/// nothing). A longer value stops at the first piece that does not fit (the
+/// writer's error) and is written again into the arena.
+///
+/// # Errors
+/// As [`json`] (`dst` is then left empty).
+pub(crate) fn json_into<T: Serialize + ?Sized>(dst: &mut Val, v: &T) -> Result<()> {
+    *dst = Val::default();
+    if let Val::Inline { len, buf } = dst {
+        let mut w = InlineWriter { len: 0, buf };
+        match serde_json::to_writer(&mut w, v) {
+            Ok(()) => {
+                *len = w.len as u8;
+                return Ok(());
+            }
+            Err(e) if e.is_io() => {}
+            Err(_) => return Err(Error::InvalidValue),
         }
-        Err(e) if e.is_io() => {}
-        Err(_) => return Err(Error::InvalidValue),
     }
     let (val, r) = with_arena(|arena| serde_json::to_writer(arena.writer(), v));
     match r {
-        Ok(()) => Ok(val),
+        Ok(()) => {
+            *dst = val;
+            Ok(())
+        }
         Err(_) => Err(Error::InvalidValue),
     }
 }
@@ -196,7 +211,25 @@ pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<Val> {
 /// # Errors
 /// As [`json`].
 pub(crate) fn json_opt<T: Serialize + ?Sized>(v: &T) -> Result<Option<Val>> {
-    json(v).map(|b| (*b != *b"null").then_some(b))
+    let mut val = None;
+    json_opt_into(&mut val, v)?;
+    Ok(val)
+}
+
+/// [`json_opt`] written into `dst` where it lies (see [`json_into`]).
+///
+/// # Errors
+/// As [`json`].
+#[inline]
+pub(crate) fn json_opt_into<T: Serialize + ?Sized>(dst: &mut Option<Val>, v: &T) -> Result<()> {
+    let val = dst.insert(Val::default());
+    json_into(val, v)?;
+    // The length first: the bytes of any other inline value are not read
+    // back here (see `json_into`).
+    if val.len() == 4 && **val == *b"null" {
+        *dst = None;
+    }
+    Ok(())
 }
 
 /// JSON written by `f` (payloads encoded when their event happens).

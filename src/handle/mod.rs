@@ -11,29 +11,31 @@
 //! dropping the last one releases the trace.
 
 /// The chainable logging methods shared by [`Trace`] and [`Node`]; each
-/// handle provides `chain_log(level, msg, data) -> &Self`.
+/// handle provides `chain_log(level, msg, &mut data) -> &Self`.
 macro_rules! chainable_logs {
     ($ty:ty, $on:literal) => {
         #[doc = concat!("Logs at `info` on ", $on, " (dropped and counted in `EngineStats::logs_dropped` when there is nowhere to log).")]
         pub fn info(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Info, msg.as_ref(), None)
+            self.chain_log(Level::Info, msg.as_ref(), &mut None)
         }
         #[doc = concat!("Logs at `debug` on ", $on, ".")]
         pub fn debug(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Debug, msg.as_ref(), None)
+            self.chain_log(Level::Debug, msg.as_ref(), &mut None)
         }
         #[doc = concat!("Logs at `warn` on ", $on, ".")]
         pub fn warn(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Warn, msg.as_ref(), None)
+            self.chain_log(Level::Warn, msg.as_ref(), &mut None)
         }
         #[doc = concat!("Logs at `error` on ", $on, ".")]
         pub fn error(&self, msg: impl AsRef<str>) -> &$ty {
-            self.chain_log(Level::Error, msg.as_ref(), None)
+            self.chain_log(Level::Error, msg.as_ref(), &mut None)
         }
         #[doc = concat!("Logs a message with structured data on ", $on, " (any `Serialize` value: `json!(..)`, a number, a string, a struct; `null` for none). A value that does not serialize drops the line (counted in `EngineStats::logs_dropped`).")]
         pub fn log(&self, level: Level, msg: impl AsRef<str>, data: impl serde::Serialize) -> &$ty {
-            match crate::event::value::json_opt(&data) {
-                Ok(data) => self.chain_log(level, msg.as_ref(), data),
+            // Serialized where it stays until the lock (not moved there).
+            let mut val = None;
+            match crate::event::value::json_opt_into(&mut val, &data) {
+                Ok(()) => self.chain_log(level, msg.as_ref(), &mut val),
                 Err(_) => {
                     self.core.count_dropped_log();
                     self
@@ -97,10 +99,10 @@ impl HandleCore {
     }
 
     /// Chainable logging to `target`: never fails, counts what it drops.
-    fn log(&self, target: Target, level: Level, msg: &str, mut data: Option<Val>) {
+    fn log(&self, target: Target, level: Level, msg: &str, data: &mut Option<Val>) {
         self.engine
             .core()
-            .log_chained(self.key, target, level, msg, &mut data);
+            .log_chained(self.key, target, level, msg, data);
     }
 
     /// Counts a chainable log line that could not be recorded.

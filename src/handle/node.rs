@@ -103,11 +103,12 @@ impl Node {
     /// `TraceFinished`, `Released`, `ShutDown`.
     pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
         // As in `Trace::add`: used where it is, not moved out.
-        let mut spec = NodeSpec::new(&input, opts);
+        let mut spec = NodeSpec::of_options(opts);
         let spec = match spec {
             Ok(ref mut s) => s,
             Err(e) => return Err(e),
         };
+        spec.set_input(&input)?;
         self.with(|st| {
             let n = st.add_child(self.node, spec)?;
             Ok(self.handle(st, n))
@@ -145,18 +146,19 @@ impl Node {
             }
             idxs.push(p.node);
         }
-        let mut spec = NodeSpec::new(&input, opts);
+        let mut spec = NodeSpec::of_options(opts);
         let spec = match spec {
             Ok(ref mut s) => s,
             Err(e) => return Err(e),
         };
+        spec.set_input(&input)?;
         self.with(|st| {
             let n = st.join(&idxs, spec)?;
             Ok(self.handle(st, n))
         })
     }
 
-    fn chain_log(&self, level: Level, msg: &str, data: Option<Val>) -> &Node {
+    fn chain_log(&self, level: Level, msg: &str, data: &mut Option<Val>) -> &Node {
         self.core.log(Target::Node(self.node), level, msg, data);
         self
     }

@@ -127,11 +127,12 @@ impl Trace {
     pub fn add(&self, input: impl Serialize, opts: NodeOptions) -> Result<Node> {
         // Built before the lock and read by reference under it (not moved
         // out of its `Result`: see `NodeSpec::new`).
-        let mut spec = NodeSpec::new(&input, opts);
+        let mut spec = NodeSpec::of_options(opts);
         let spec = match spec {
             Ok(ref mut s) => s,
             Err(e) => return Err(e),
         };
+        spec.set_input(&input)?;
         self.with(|st| {
             let n = st.add(spec)?;
             Ok(self.node_handle(st, n))
@@ -155,7 +156,7 @@ impl Trace {
         })
     }
 
-    fn chain_log(&self, level: Level, msg: &str, data: Option<Val>) -> &Trace {
+    fn chain_log(&self, level: Level, msg: &str, data: &mut Option<Val>) -> &Trace {
         self.core.log(Target::Current, level, msg, data);
         self
     }

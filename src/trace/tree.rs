@@ -49,8 +49,20 @@ impl NodeSpec {
     /// # Errors
     /// `InvalidValue` when either does not serialize.
     pub(crate) fn new<T: Serialize + ?Sized>(input: &T, opts: NodeOptions) -> Result<NodeSpec> {
+        let mut spec = NodeSpec::of_options(opts)?;
+        spec.set_input(input)?;
+        Ok(spec)
+    }
+
+    /// A spec without input (see [`NodeSpec::set_input`]): the options'
+    /// metadata serialized.
+    ///
+    /// # Errors
+    /// `InvalidValue` when the metadata does not serialize.
+    #[inline]
+    pub(crate) fn of_options(opts: NodeOptions) -> Result<NodeSpec> {
         Ok(NodeSpec {
-            input: value::json_opt(input)?,
+            input: None,
             metadata: JsonMap::from_map(&opts.metadata)?,
             label: opts.label,
             node_type: opts.node_type,
@@ -58,6 +70,16 @@ impl NodeSpec {
             description: opts.description,
             auto_complete_parent: opts.auto_complete_parent,
         })
+    }
+
+    /// Serializes `input` into the spec where it lies (its bytes are not
+    /// moved before the lock: see [`value::json_into`]).
+    ///
+    /// # Errors
+    /// `InvalidValue` when it does not serialize.
+    #[inline]
+    pub(crate) fn set_input<T: Serialize + ?Sized>(&mut self, input: &T) -> Result<()> {
+        value::json_opt_into(&mut self.input, input)
     }
 
     /// Whether adding this node completes the running current nodes.
