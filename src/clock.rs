@@ -25,7 +25,7 @@
 //! next ticker wake-up start refreshing again.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the counter comes from.
@@ -180,7 +180,7 @@ pub(crate) fn resync() {
 /// refreshes it, else the counter's.
 #[inline(always)]
 pub(crate) fn now_ms() -> i64 {
-    match CACHE.read() {
+    match cache().read() {
         Some(ms) => ms,
         None => precise_ms(),
     }
@@ -228,25 +228,53 @@ const IDLE_REFRESHES: u32 = IDLE_AFTER.as_millis() as u32;
 /// The cached reading and what its refreshers need to know.
 #[derive(Debug)]
 pub(crate) struct Cache {
-    /// Milliseconds since the epoch at the last refresh; 0 while nobody
-    /// refreshes (readers read the counter).
-    ms: AtomicI64,
+    /// Milliseconds since the epoch at the last refresh (an `i64` kept as
+    /// its bits); 0 while nobody refreshes (readers read the counter).
+    ms: CacheU64,
     /// Whether the clock was read since a refresher last looked. A reader
     /// writes it only when it is clear: once per refresh, not once per read.
-    used: AtomicBool,
+    used: CacheBool,
     /// How many refreshers keep `ms` fresh.
-    refreshers: AtomicUsize,
+    refreshers: CacheUsize,
 }
 
+// The cache's atomics: `loom`'s under the model checker (see the model at
+// the end), `std`'s otherwise (their `const` constructors make the static).
+#[cfg(tracepool_loom)]
+use crate::loom::{AtomicBool as CacheBool, AtomicU64 as CacheU64, AtomicUsize as CacheUsize};
+#[cfg(not(tracepool_loom))]
+use std::sync::atomic::{
+    AtomicBool as CacheBool, AtomicU64 as CacheU64, AtomicUsize as CacheUsize,
+};
+
 /// The process's cached reading (every engine's ticker may refresh it).
+#[cfg(not(tracepool_loom))]
 static CACHE: Cache = Cache::new();
+#[cfg(tracepool_loom)]
+static CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::new);
+
+/// [`CACHE`].
+#[inline(always)]
+fn cache() -> &'static Cache {
+    &CACHE
+}
 
 impl Cache {
+    #[cfg(not(tracepool_loom))]
     const fn new() -> Cache {
         Cache {
-            ms: AtomicI64::new(0),
-            used: AtomicBool::new(false),
-            refreshers: AtomicUsize::new(0),
+            ms: CacheU64::new(0),
+            used: CacheBool::new(false),
+            refreshers: CacheUsize::new(0),
+        }
+    }
+
+    #[cfg(tracepool_loom)]
+    fn new() -> Cache {
+        Cache {
+            ms: CacheU64::new(0),
+            used: CacheBool::new(false),
+            refreshers: CacheUsize::new(0),
         }
     }
 
@@ -256,7 +284,7 @@ impl Cache {
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
         }
-        let ms = self.ms.load(Ordering::Relaxed);
+        let ms = self.ms.load(Ordering::Relaxed) as i64;
         (ms != 0).then_some(ms)
     }
 }
@@ -265,7 +293,7 @@ impl Cache {
 /// reading): an engine starting a trace then asks its ticker to start.
 #[inline]
 pub(crate) fn is_uncached() -> bool {
-    CACHE.ms.load(Ordering::Relaxed) == 0
+    cache().ms.load(Ordering::Relaxed) == 0
 }
 
 /// One ticker's part in keeping the cached reading fresh. It refreshes while
@@ -285,7 +313,7 @@ pub(crate) struct Refresher {
 impl Refresher {
     /// A refresher of the process's cached reading (not yet refreshing).
     pub(crate) fn new() -> Refresher {
-        Refresher::of(&CACHE)
+        Refresher::of(cache())
     }
 
     fn of(cache: &'static Cache) -> Refresher {
@@ -344,9 +372,8 @@ impl Refresher {
         }
         let ns = now();
         // Never 0 (that means "no reading"); the epoch itself is long past.
-        self.cache
-            .ms
-            .store(ns.div_euclid(1_000_000).max(1), Ordering::Relaxed);
+        let ms = ns.div_euclid(1_000_000).max(1);
+        self.cache.ms.store(ms as u64, Ordering::Relaxed);
         let into_ms = u64::try_from(ns.rem_euclid(1_000_000)).unwrap_or(0);
         self.next_in = Duration::from_nanos(1_000_000 - into_ms) + REFRESH_MARGIN;
         true
@@ -452,7 +479,7 @@ mod tests {
         cache.used.store(false, Ordering::Relaxed);
         let before = precise_ms();
         assert!(a.restart());
-        let ms = cache.ms.load(Ordering::Relaxed);
+        let ms = cache.ms.load(Ordering::Relaxed) as i64;
         assert!(ms >= before && ms <= precise_ms(), "{before} {ms}");
     }
 
@@ -469,5 +496,42 @@ mod tests {
             assert!(t >= last - 1, "{last} -> {t}");
             last = last.max(t);
         }
+    }
+}
+
+/// Loom model: run with
+/// `RUSTFLAGS="--cfg tracepool_loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_model`.
+#[cfg(all(test, tracepool_loom))]
+mod loom_model {
+    use super::*;
+    use loom::thread;
+
+    /// Two tickers refresh and stop concurrently while a caller reads: the
+    /// caller sees no reading or the one a refresher stored, and once both
+    /// stopped the reading is withdrawn (no stale reading is left with
+    /// nobody to refresh it) and nobody counts as refreshing.
+    #[test]
+    fn loom_model_no_stale_reading_once_every_refresher_stopped() {
+        loom::model(|| {
+            let cache: &'static Cache = Box::leak(Box::new(Cache::new()));
+            cache.used.store(true, Ordering::Relaxed);
+            let ticker = |ms: i64| {
+                thread::spawn(move || {
+                    let mut r = Refresher::of(cache);
+                    // The clock was read once: the refresher that takes the
+                    // read starts refreshing, the other does not (until a
+                    // later read).
+                    r.refresh_to(|| ms * 1_000_000);
+                    r.stop();
+                })
+            };
+            let (a, b) = (ticker(10), ticker(20));
+            let seen = cache.read();
+            assert!(seen.is_none_or(|ms| ms == 10 || ms == 20), "{seen:?}");
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(cache.refreshers.load(Ordering::Relaxed), 0);
+            assert_eq!(cache.read(), None);
+        });
     }
 }
