@@ -37,6 +37,12 @@ pub(crate) struct LogRec {
 pub(crate) const LINE_OVERHEAD: usize = 96 + std::mem::size_of::<LogRec>();
 
 impl LogRec {
+    /// Whether its text or data is shared bytes (an inline value owns no
+    /// memory).
+    fn owns_memory(&self) -> bool {
+        self.msg.is_shared() || self.data.as_ref().is_some_and(Val::is_shared)
+    }
+
     /// A line and its cost.
     pub(crate) fn new(
         timestamp: i64,
@@ -88,7 +94,7 @@ impl Logs {
     /// Appends a line.
     pub(crate) fn push(&mut self, line: LogRec) {
         let cost = line.cost;
-        let owns = line.msg.is_shared() || line.data.as_ref().is_some_and(Val::is_shared);
+        let owns = line.owns_memory();
         self.push_with(cost, owns, || line);
     }
 
@@ -147,11 +153,7 @@ impl Logs {
         if self.owns {
             self.lines.clear();
         } else {
-            debug_assert!(
-                self.lines
-                    .iter()
-                    .all(|l| !l.msg.is_shared() && !l.data.as_ref().is_some_and(Val::is_shared))
-            );
+            debug_assert!(!self.lines.iter().any(LogRec::owns_memory));
             self.lines.forget_all();
         }
         self.owns = false;
